@@ -1,0 +1,224 @@
+//! Admin and operations endpoints: reading the event log and the quarantine, health, readiness
+//! and metrics.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use trib_log::{EventLog, StoredRecord};
+
+use crate::{ApiError, AppState, auth};
+
+/// The most records one admin read returns.
+const MAX_LIMIT: usize = 1000;
+const DEFAULT_LIMIT: usize = 100;
+
+/// Query of `GET /v1/events` and `GET /v1/quarantine`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ReadQuery {
+    /// One partition; all partitions in order when absent.
+    partition: Option<u32>,
+    /// Return records after this offset (exclusive); from the start when absent.
+    after: Option<u64>,
+    /// At most this many records (default 100, at most 1000).
+    limit: Option<usize>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct ReadResponse {
+    records: Vec<RecordView>,
+    /// Where to continue reading: pass it back as `partition` and `after`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next: Option<Cursor>,
+}
+
+#[derive(Debug, Serialize)]
+struct RecordView {
+    partition: u32,
+    offset: u64,
+    #[serde(rename = "data")]
+    payload: Box<RawValue>,
+}
+
+#[derive(Debug, Serialize)]
+struct Cursor {
+    partition: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    after: Option<u64>,
+}
+
+pub(crate) async fn list_events(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    query: Result<Query<ReadQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<ReadResponse>, ApiError> {
+    auth::require_admin(&headers, state.admin_key.as_ref())?;
+    read_log(state.events.as_ref(), query).await
+}
+
+pub(crate) async fn list_quarantine(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    query: Result<Query<ReadQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<ReadResponse>, ApiError> {
+    auth::require_admin(&headers, state.admin_key.as_ref())?;
+    read_log(state.quarantine.as_ref(), query).await
+}
+
+async fn read_log(
+    log: &dyn EventLog,
+    query: Result<Query<ReadQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<ReadResponse>, ApiError> {
+    let Query(query) = query.map_err(|rejection| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            rejection.body_text(),
+        )
+    })?;
+    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            format!("limit: must be between 1 and {MAX_LIMIT}, got {limit}"),
+        ));
+    }
+    let partition_count = log.partition_count();
+    let partitions = match query.partition {
+        Some(partition) if partition >= partition_count => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                format!("partition: must be below {partition_count}, got {partition}"),
+            ));
+        }
+        Some(partition) => partition..partition + 1,
+        None => 0..partition_count,
+    };
+    if query.partition.is_none() && query.after.is_some() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            "after: needs `partition`, as offsets are per partition",
+        ));
+    }
+    let from = query.after.map_or(0, |after| after.saturating_add(1));
+
+    let mut records: Vec<StoredRecord> = Vec::new();
+    let mut next = None;
+    for partition in partitions.clone() {
+        let start = if partition == partitions.start {
+            from
+        } else {
+            0
+        };
+        let batch = log.read(partition, start, limit - records.len()).await?;
+        records.extend(batch);
+        if records.len() >= limit {
+            let last = records.last().map_or(start, |record| record.offset);
+            next = if last + 1 < log.end_offset(partition).await? {
+                Some(Cursor {
+                    partition,
+                    after: Some(last),
+                })
+            } else if partition + 1 < partitions.end {
+                Some(Cursor {
+                    partition: partition + 1,
+                    after: None,
+                })
+            } else {
+                None
+            };
+            break;
+        }
+    }
+    let records = records
+        .into_iter()
+        .map(|record| {
+            let text = String::from_utf8(record.payload.to_vec())
+                .map_err(|error| ApiError::internal(&error))?;
+            let payload =
+                RawValue::from_string(text).map_err(|error| ApiError::internal(&error))?;
+            Ok(RecordView {
+                partition: record.partition,
+                offset: record.offset,
+                payload,
+            })
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    Ok(Json(ReadResponse { records, next }))
+}
+
+/// One partition of a log and the offset its next record will get.
+#[derive(Debug, Serialize)]
+pub(crate) struct PartitionView {
+    partition: u32,
+    end_offset: u64,
+}
+
+pub(crate) async fn event_partitions(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<PartitionView>>, ApiError> {
+    auth::require_admin(&headers, state.admin_key.as_ref())?;
+    partitions(state.events.as_ref()).await
+}
+
+pub(crate) async fn quarantine_partitions(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<PartitionView>>, ApiError> {
+    auth::require_admin(&headers, state.admin_key.as_ref())?;
+    partitions(state.quarantine.as_ref()).await
+}
+
+async fn partitions(log: &dyn EventLog) -> Result<Json<Vec<PartitionView>>, ApiError> {
+    let mut views = Vec::new();
+    for partition in 0..log.partition_count() {
+        views.push(PartitionView {
+            partition,
+            end_offset: log.end_offset(partition).await?,
+        });
+    }
+    Ok(Json(views))
+}
+
+pub(crate) async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// Ready when both logs answer.
+pub(crate) async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let events = state.events.end_offset(0).await;
+    let quarantine = state.quarantine.end_offset(0).await;
+    match (events, quarantine) {
+        (Ok(_), Ok(_)) => Json(serde_json::json!({ "status": "ready" })).into_response(),
+        (Err(error), _) | (_, Err(error)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "status": "unavailable", "reason": error.to_string() })),
+        )
+            .into_response(),
+    }
+}
+
+pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    match &state.metrics {
+        Some(handle) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            handle.render(),
+        )
+            .into_response(),
+        None => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "metrics_disabled",
+            "metrics are not enabled",
+        )
+        .into_response(),
+    }
+}

@@ -1,0 +1,289 @@
+//! The Segment-compatible ingestion handlers.
+//!
+//! Every route runs the same steps: authenticate, read the body within its limits, parse the
+//! envelope, validate each message, then append accepted events to the event log and rejected
+//! messages to the quarantine, both durably, before answering. A batch with some invalid
+//! messages is not refused: the response counts what was accepted, deduplicated and rejected,
+//! and lists each rejection with its index.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use bytes::Bytes;
+use serde::Serialize;
+use trib_core::{EventType, QuarantinedMessage};
+use trib_log::{AppendOutcome, Record};
+
+use crate::segment::{self, IngestContext, Rejection, Route};
+use crate::telemetry::{
+    ACK_LATENCY, EVENTS_ACCEPTED, EVENTS_DUPLICATE, EVENTS_RECEIVED, EVENTS_REJECTED,
+    REQUESTS_REFUSED,
+};
+use crate::{ApiError, AppState, auth, body};
+
+/// Size limits of ingestion requests, measured on decompressed bytes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub(crate) max_message_bytes: usize,
+    pub(crate) max_request_bytes: usize,
+}
+
+/// The answer to an ingestion request. `success` stays `true` when some messages were
+/// rejected, as Segment's libraries read any 200 as delivered.
+#[derive(Debug, Serialize)]
+pub(crate) struct IngestResponse {
+    success: bool,
+    accepted: usize,
+    duplicates: usize,
+    rejected: usize,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    errors: Vec<RejectionSummary>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RejectionSummary {
+    index: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<String>,
+    code: &'static str,
+    reason: String,
+}
+
+pub(crate) async fn batch(
+    state: State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<IngestResponse>, ApiError> {
+    ingest(state, Route::Batch, headers, body).await
+}
+
+pub(crate) async fn identify(
+    state: State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<IngestResponse>, ApiError> {
+    ingest(state, Route::Single(EventType::Identify), headers, body).await
+}
+
+pub(crate) async fn track(
+    state: State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<IngestResponse>, ApiError> {
+    ingest(state, Route::Single(EventType::Track), headers, body).await
+}
+
+pub(crate) async fn page(
+    state: State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<IngestResponse>, ApiError> {
+    ingest(state, Route::Single(EventType::Page), headers, body).await
+}
+
+pub(crate) async fn screen(
+    state: State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<IngestResponse>, ApiError> {
+    ingest(state, Route::Single(EventType::Screen), headers, body).await
+}
+
+pub(crate) async fn group(
+    state: State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<IngestResponse>, ApiError> {
+    ingest(state, Route::Single(EventType::Group), headers, body).await
+}
+
+pub(crate) async fn alias(
+    state: State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<IngestResponse>, ApiError> {
+    ingest(state, Route::Single(EventType::Alias), headers, body).await
+}
+
+async fn ingest(
+    State(state): State<Arc<AppState>>,
+    route: Route,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<IngestResponse>, ApiError> {
+    let started = Instant::now();
+    let result = accept(&state, route, &headers, body).await;
+    match &result {
+        Ok((source, _)) => {
+            metrics::histogram!(ACK_LATENCY, "source" => source.to_string())
+                .record(started.elapsed().as_secs_f64());
+        }
+        Err(error) => {
+            metrics::counter!(REQUESTS_REFUSED, "code" => error.code()).increment(1);
+        }
+    }
+    let (_, response) = result?;
+    if let Route::Single(_) = route
+        && response.rejected > 0
+        && let Some(rejection) = response.errors.first()
+    {
+        // A single-message call whose message was quarantined is answered as a client error, so
+        // the caller learns of it; the message is kept all the same.
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            rejection.code,
+            format!(
+                "{} (the message was kept in the quarantine)",
+                rejection.reason
+            ),
+        ));
+    }
+    Ok(Json(response))
+}
+
+async fn accept(
+    state: &AppState,
+    route: Route,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(Arc<str>, IngestResponse), ApiError> {
+    // With Basic credentials, refuse a wrong key before reading the body.
+    let basic_user = auth::basic_user(headers)?;
+    let early_source = match basic_user.as_deref() {
+        Some(user) => Some(state.sources.authenticate(Some(user), None)?),
+        None => None,
+    };
+    let bytes = body::read_body(headers, body, state.limits.max_request_bytes).await?;
+    let envelope = segment::parse_envelope(&bytes, route)
+        .map_err(|error| ApiError::new(StatusCode::BAD_REQUEST, error.code(), error.to_string()))?;
+    let source = match early_source {
+        Some(source) => source,
+        None => state.sources.authenticate(None, envelope.write_key())?,
+    };
+
+    let received_at = jiff::Timestamp::now();
+    let timestamp_ms = received_at.as_millisecond();
+    let context = IngestContext {
+        source: &source,
+        received_at,
+        limits: segment::Limits {
+            max_message_bytes: state.limits.max_message_bytes,
+        },
+    };
+    let n_messages = envelope.len();
+    let mut events = Vec::with_capacity(n_messages);
+    let mut quarantined = Vec::new();
+    let mut rejections = Vec::new();
+    for outcome in envelope.into_messages(&context) {
+        match outcome {
+            Ok(event) => {
+                let payload =
+                    serde_json::to_vec(&event).map_err(|error| ApiError::internal(&error))?;
+                events.push(Record {
+                    key: event.partition_key().to_owned(),
+                    dedup_id: Some(dedup_id(&source, &event.message_id)),
+                    timestamp_ms,
+                    payload: Bytes::from(payload),
+                });
+            }
+            Err(rejection) => {
+                quarantined.push(quarantine_record(&source, received_at, &rejection)?);
+                rejections.push(rejection);
+            }
+        }
+    }
+
+    let n_events = events.len();
+    let (appended, _) = tokio::try_join!(
+        state.events.append(events),
+        append_unless_empty(state, quarantined),
+    )?;
+    let duplicates = appended
+        .iter()
+        .filter(|outcome| matches!(outcome, AppendOutcome::Duplicate))
+        .count();
+
+    let source_label = source.to_string();
+    metrics::counter!(EVENTS_RECEIVED, "source" => source_label.clone())
+        .increment(n_messages as u64);
+    metrics::counter!(EVENTS_ACCEPTED, "source" => source_label.clone())
+        .increment((n_events - duplicates) as u64);
+    metrics::counter!(EVENTS_DUPLICATE, "source" => source_label.clone())
+        .increment(duplicates as u64);
+    for rejection in &rejections {
+        metrics::counter!(EVENTS_REJECTED, "source" => source_label.clone(), "code" => rejection.code).increment(1);
+    }
+
+    let response = IngestResponse {
+        success: true,
+        accepted: n_events - duplicates,
+        duplicates,
+        rejected: rejections.len(),
+        errors: rejections
+            .into_iter()
+            .map(|rejection| RejectionSummary {
+                index: rejection.index,
+                message_id: rejection.message_id,
+                field: rejection.field,
+                code: rejection.code,
+                reason: rejection.reason,
+            })
+            .collect(),
+    };
+    Ok((source, response))
+}
+
+async fn append_unless_empty(
+    state: &AppState,
+    records: Vec<Record>,
+) -> Result<Vec<AppendOutcome>, trib_log::LogError> {
+    if records.is_empty() {
+        return Ok(Vec::new());
+    }
+    state.quarantine.append(records).await
+}
+
+/// Deduplication is per source: two sources may use the same `messageId`.
+fn dedup_id(source: &str, message_id: &str) -> String {
+    let mut id = String::with_capacity(source.len() + 1 + message_id.len());
+    id.push_str(source);
+    id.push('\u{0}');
+    id.push_str(message_id);
+    id
+}
+
+fn quarantine_record(
+    source: &str,
+    received_at: jiff::Timestamp,
+    rejection: &Rejection,
+) -> Result<Record, ApiError> {
+    let message = QuarantinedMessage {
+        source: source.to_owned(),
+        received_at,
+        index: rejection.index,
+        message_id: rejection.message_id.clone(),
+        field: rejection.field.clone(),
+        code: rejection.code.to_owned(),
+        reason: rejection.reason.clone(),
+        message: rejection.raw.clone(),
+    };
+    let payload = serde_json::to_vec(&message).map_err(|error| ApiError::internal(&error))?;
+    Ok(Record {
+        key: source.to_owned(),
+        // A client retrying a batch must not quarantine its invalid messages twice; the index
+        // is part of the id because an invalid message may lack a usable messageId.
+        dedup_id: rejection
+            .message_id
+            .as_deref()
+            .map(|message_id| format!("{}\u{0}{}", dedup_id(source, message_id), rejection.index)),
+        timestamp_ms: received_at.as_millisecond(),
+        payload: Bytes::from(payload),
+    })
+}

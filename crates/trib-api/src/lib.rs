@@ -1,0 +1,102 @@
+//! Tributary's HTTP API.
+//!
+//! [`app`] builds the axum [`Router`]:
+//! - the Segment-compatible ingestion routes (`POST /v1/identify`, `/v1/track`, `/v1/page`,
+//!   `/v1/screen`, `/v1/group`, `/v1/alias`, `/v1/batch`, and analytics.js's short aliases),
+//!   which authenticate a source by its write key, validate each message ([`segment`]), and
+//!   answer only after accepted events are durable in the event log and rejected ones in the
+//!   quarantine;
+//! - admin endpoints (`GET /v1/events`, `GET /v1/quarantine`), which take the admin key;
+//! - operations: `GET /healthz`, `GET /readyz`, `GET /metrics`.
+//!
+//! This crate is the only one that knows the HTTP and JSON wire shapes. It owns no storage: the
+//! logs come in through [`AppState`].
+
+mod admin;
+mod auth;
+mod body;
+mod error;
+mod ingest;
+pub mod segment;
+mod telemetry;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{get, post};
+use trib_config::Config;
+use trib_log::EventLog;
+
+pub use error::ApiError;
+pub use telemetry::install_metrics_recorder;
+
+/// What the handlers share: configuration, the logs and the metrics handle.
+pub struct AppState {
+    sources: auth::SourceKeys,
+    admin_key: Option<trib_core::Secret<String>>,
+    limits: ingest::Limits,
+    events: Arc<dyn EventLog>,
+    quarantine: Arc<dyn EventLog>,
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+}
+
+impl AppState {
+    /// Builds the shared state from a validated configuration and open logs.
+    ///
+    /// `metrics` renders `/metrics`; without it the route answers 404.
+    pub fn new(
+        config: &Config,
+        events: Arc<dyn EventLog>,
+        quarantine: Arc<dyn EventLog>,
+        metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    ) -> Self {
+        Self {
+            sources: auth::SourceKeys::new(&config.sources),
+            admin_key: config.server.admin_key.clone(),
+            limits: ingest::Limits {
+                max_message_bytes: config.ingest.max_message_bytes,
+                max_request_bytes: config.ingest.max_request_bytes,
+            },
+            events,
+            quarantine,
+            metrics,
+        }
+    }
+}
+
+/// Builds the router with every route of the API.
+pub fn app(state: Arc<AppState>) -> Router {
+    let ingestion = Router::new()
+        .route("/v1/batch", post(ingest::batch))
+        .route("/v1/b", post(ingest::batch))
+        .route("/v1/import", post(ingest::batch))
+        .route("/v1/identify", post(ingest::identify))
+        .route("/v1/i", post(ingest::identify))
+        .route("/v1/track", post(ingest::track))
+        .route("/v1/t", post(ingest::track))
+        .route("/v1/page", post(ingest::page))
+        .route("/v1/p", post(ingest::page))
+        .route("/v1/screen", post(ingest::screen))
+        .route("/v1/s", post(ingest::screen))
+        .route("/v1/group", post(ingest::group))
+        .route("/v1/g", post(ingest::group))
+        .route("/v1/alias", post(ingest::alias))
+        .route("/v1/a", post(ingest::alias))
+        // Browsers send events cross-origin; write keys are public in web pages anyway.
+        .layer(tower_http::cors::CorsLayer::very_permissive());
+
+    Router::new()
+        .merge(ingestion)
+        .route("/v1/events", get(admin::list_events))
+        .route("/v1/events/partitions", get(admin::event_partitions))
+        .route("/v1/quarantine", get(admin::list_quarantine))
+        .route(
+            "/v1/quarantine/partitions",
+            get(admin::quarantine_partitions),
+        )
+        .route("/healthz", get(admin::healthz))
+        .route("/readyz", get(admin::readyz))
+        .route("/metrics", get(admin::metrics))
+        .fallback(error::not_found)
+        .with_state(state)
+}

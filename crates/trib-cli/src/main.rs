@@ -1,0 +1,109 @@
+//! `tributary`: the command-line entry point.
+//!
+//! `serve` runs the HTTP API on the configured logs, `demo` runs it on a temporary directory and
+//! sends bundled sample data through it, `config check` validates a configuration file, and
+//! `events` reads the event log (or the quarantine) of a running server.
+
+mod demo;
+mod events;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Tributary: a self-hosted customer-data hub for personalized email.
+#[derive(Debug, Parser)]
+#[command(name = "tributary", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs the API server: Segment-compatible ingestion, admin endpoints, metrics.
+    Serve(serve::ServeArgs),
+    /// Starts a server on a temporary directory, sends bundled sample data and prints a summary.
+    Demo(demo::DemoArgs),
+    /// Works with configuration files.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Reads stored events (or quarantined messages) from a running server.
+    Events {
+        #[command(subcommand)]
+        command: events::EventsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Validates a configuration file as `serve` would, and prints every problem with its path.
+    Check {
+        /// The tributary.toml to check.
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The demo prints its own summary; the server's info lines would drown it.
+    init_tracing(if matches!(cli.command, Command::Demo(_)) {
+        "warn"
+    } else {
+        "info"
+    });
+    let result = match cli.command {
+        Command::Config {
+            command: ConfigCommand::Check { file },
+        } => check_config(&file),
+        command => runtime().and_then(|runtime| {
+            runtime.block_on(async move {
+                match command {
+                    Command::Serve(args) => serve::run(args).await,
+                    Command::Demo(args) => demo::run(args).await,
+                    Command::Events { command } => events::run(command).await,
+                    Command::Config { .. } => unreachable!("handled above"),
+                }
+            })
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
+    let config = trib_config::Config::load(file)?;
+    println!(
+        "{}: ok ({} source{}, log: {:?}, {} partitions)",
+        file.display(),
+        config.sources.len(),
+        if config.sources.len() == 1 { "" } else { "s" },
+        config.log.storage,
+        config.log.partitions
+    );
+    Ok(())
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn init_tracing(default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TRIBUTARY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

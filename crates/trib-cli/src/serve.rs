@@ -1,0 +1,188 @@
+//! `tributary serve`, and the [`Server`] that `demo` runs too.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use trib_config::{Config, LogStorage};
+use trib_log::{
+    Durability, EmbeddedLog, EmbeddedLogOptions, EventLog, MemoryLog, MemoryLogOptions,
+};
+
+/// Arguments of `tributary serve`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ServeArgs {
+    /// The configuration file. Without one, a source named `default` runs on the data directory,
+    /// with keys from TRIBUTARY_WRITE_KEY and TRIBUTARY_ADMIN_KEY or generated once and stored.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Where the embedded store keeps its data (overrides `server.data_dir`).
+    #[arg(long, env = "TRIBUTARY_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// The address to listen on (overrides `server.listen`).
+    #[arg(long, env = "TRIBUTARY_LISTEN")]
+    listen: Option<SocketAddr>,
+}
+
+pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let config = load_config(&args)?;
+    let metrics =
+        trib_api::install_metrics_recorder().context("failed to install the metrics recorder")?;
+    let server = Server::start(&config, Some(metrics)).await?;
+    tracing::info!(
+        address = %server.addr(),
+        data_dir = %config.server.data_dir.display(),
+        n_sources = config.sources.len(),
+        "tributary is listening"
+    );
+    shutdown_signal().await;
+    tracing::info!("shutting down: finishing requests and flushing the event log");
+    server.shutdown().await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
+    let env = |name: &str| std::env::var(name).ok();
+    let mut config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => {
+            let data_dir = args
+                .data_dir
+                .clone()
+                .unwrap_or_else(|| trib_config::ServerConfig::default().data_dir);
+            let (config, generated) = Config::default_for(&data_dir, &env)?;
+            for key in generated {
+                println!(
+                    "generated {}: {} (stored in {})",
+                    key.name,
+                    key.value.expose(),
+                    key.file.display()
+                );
+            }
+            config
+        }
+    };
+    if let Some(data_dir) = &args.data_dir {
+        config.server.data_dir = data_dir.clone();
+    }
+    if let Some(listen) = args.listen {
+        config.server.listen = listen;
+    }
+    Ok(config)
+}
+
+/// A running API server and the logs it owns.
+pub(crate) struct Server {
+    addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<std::io::Result<()>>,
+    events: Arc<dyn EventLog>,
+    quarantine: Arc<dyn EventLog>,
+}
+
+impl Server {
+    /// Opens the logs, binds the listener and starts serving.
+    pub(crate) async fn start(
+        config: &Config,
+        metrics: Option<PrometheusHandle>,
+    ) -> anyhow::Result<Server> {
+        let events = open_log(
+            config,
+            &config.server.data_dir.join("events"),
+            config.log.partitions,
+        )?;
+        let quarantine = open_log(config, &config.server.data_dir.join("quarantine"), 1)?;
+        let state = trib_api::AppState::new(config, events.clone(), quarantine.clone(), metrics);
+        let listener = tokio::net::TcpListener::bind(config.server.listen)
+            .await
+            .with_context(|| format!("failed to listen on {}", config.server.listen))?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let app = trib_api::app(Arc::new(state));
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.await;
+                })
+                .await
+        });
+        Ok(Server {
+            addr,
+            stop,
+            task,
+            events,
+            quarantine,
+        })
+    }
+
+    /// Returns the address the server listens on.
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting connections, lets in-flight requests finish, then flushes and closes the
+    /// logs.
+    pub(crate) async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        self.task.await.context("the server task failed")??;
+        self.events.close().await?;
+        self.quarantine.close().await?;
+        Ok(())
+    }
+}
+
+fn open_log(config: &Config, dir: &Path, partitions: u32) -> anyhow::Result<Arc<dyn EventLog>> {
+    Ok(match config.log.storage {
+        LogStorage::Memory => {
+            let mut options = MemoryLogOptions::new(partitions);
+            options.dedup_window = config.ingest.dedup_window;
+            options.max_queued_records = config.log.max_queued_records;
+            Arc::new(MemoryLog::with_options(options))
+        }
+        LogStorage::Embedded => {
+            let mut options = EmbeddedLogOptions::new(dir.to_path_buf());
+            options.partitions = partitions;
+            options.durability = if config.log.fsync {
+                Durability::Fsync
+            } else {
+                Durability::None
+            };
+            options.dedup_window = config.ingest.dedup_window;
+            options.max_queued_records = config.log.max_queued_records;
+            Arc::new(
+                EmbeddedLog::open(options).with_context(|| {
+                    format!("failed to open the event log in {}", dir.display())
+                })?,
+            )
+        }
+    })
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot listen for SIGTERM; stop with Ctrl-C");
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

@@ -1,0 +1,211 @@
+//! The validated, domain-level configuration and how to load it.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use trib_core::Secret;
+
+use crate::error::ConfigError;
+use crate::interpolate::EnvLookup;
+use crate::parse::parse_raw;
+use crate::raw::RawConfig;
+
+/// The directory used for data when neither the file nor the command line names one.
+pub const DEFAULT_DATA_DIR: &str = "tributary-data";
+
+/// The only `version` this build understands.
+pub const CONFIG_VERSION: i64 = 1;
+
+/// A validated `tributary.toml`.
+///
+/// Built by [`Config::load`] or [`Config::from_toml_str`] from a file, or by
+/// [`Config::default_for`] when there is no file. Every value has been checked; consumers do not
+/// need to validate again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// `[server]`: where the HTTP API listens, where data lives, the admin key.
+    pub server: ServerConfig,
+    /// `[ingest]`: limits of the Segment-compatible ingestion API.
+    pub ingest: IngestConfig,
+    /// `[log]`: the event log that accepted events are appended to.
+    pub log: LogConfig,
+    /// `[[sources]]`: who may send events, each with its own write key. Never empty.
+    pub sources: Vec<SourceConfig>,
+}
+
+/// The `[server]` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// `listen`: the IP address and port of the HTTP API, such as `"0.0.0.0:8080"`.
+    /// Host names are not accepted. Default `"127.0.0.1:8080"`.
+    pub listen: SocketAddr,
+    /// `data_dir`: the directory for the event log and generated keys. A relative path is
+    /// relative to the current directory of the process, not to the config file.
+    /// Default `"tributary-data"`. The `--data-dir` command-line flag overrides it.
+    pub data_dir: PathBuf,
+    /// `admin_key`: the key that grants access to the admin endpoints, sent as a bearer token.
+    /// Non-empty, without whitespace, different from every write key. When a config file is
+    /// used and this key is absent, the admin endpoints are disabled; no key is generated.
+    /// Without a config file, it comes from `TRIBUTARY_ADMIN_KEY` or is generated (see
+    /// [`Config::default_for`]).
+    pub admin_key: Option<Secret<String>>,
+}
+
+/// The `[ingest]` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngestConfig {
+    /// `max_message_bytes`: the largest single message accepted, measured on decompressed bytes.
+    /// Default 32768 (32 KiB, Segment's limit). Must not exceed `max_request_bytes`.
+    pub max_message_bytes: usize,
+    /// `max_request_bytes`: the largest request body accepted, such as one batch.
+    /// Default 512000 (500 KB, Segment's batch limit).
+    pub max_request_bytes: usize,
+    /// `dedup_window`: for how long a `messageId` is remembered so that a retried message is
+    /// stored once. A duration such as `"24h"`, `"90s"` or `"1h 30m"`; must be positive.
+    /// Default `"24h"`.
+    pub dedup_window: Duration,
+}
+
+/// The `[log]` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// `storage`: `"embedded"` (default) keeps the log durably on disk under `data_dir`;
+    /// `"memory"` keeps nothing across restarts and is meant for benchmarks and tests.
+    pub storage: LogStorage,
+    /// `partitions`: how many partitions the log is split into, 1 to 1024. Default 8.
+    pub partitions: u32,
+    /// `fsync`: whether appends are flushed to disk before they are acknowledged. `false` lets the
+    /// operating system decide when data reaches disk, which is faster but can lose
+    /// acknowledged events on a crash. Default `true`.
+    pub fsync: bool,
+    /// `max_queued_records`: how many records may wait to be written before ingestion applies
+    /// backpressure. Must be greater than 0. Default 100000.
+    pub max_queued_records: usize,
+}
+
+/// Where the event log keeps its records.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum LogStorage {
+    /// Durable, on disk under `server.data_dir`.
+    #[default]
+    Embedded,
+    /// In memory only; everything is lost when the process stops.
+    Memory,
+}
+
+/// One `[[sources]]` table: a sender of events and its write key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceConfig {
+    /// `name`: 1 to 64 characters from `a-z`, `0-9`, `_` and `-`, unique among sources.
+    /// Used in metrics and stored with each event.
+    pub name: String,
+    /// `write_key`: the key the sender authenticates with, sent as the HTTP Basic username like
+    /// Segment's. Non-empty, unique among sources, without `:` or whitespace.
+    /// Use `"${VARIABLE}"` rather than writing the key into the file.
+    pub write_key: Secret<String>,
+}
+
+impl Config {
+    /// Parses and validates the text of a `tributary.toml`, substituting `${NAME}` with
+    /// `env(NAME)`.
+    ///
+    /// Returns [`ConfigError::Invalid`] listing every problem found.
+    pub fn from_toml_str(text: &str, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
+        parse_and_validate(text, env).map_err(|problems| ConfigError::Invalid {
+            file: None,
+            problems,
+        })
+    }
+
+    /// Reads, parses and validates a `tributary.toml`, substituting `${NAME}` from the process
+    /// environment. Errors name the file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Self::load_with_env(path, &process_env)
+    }
+
+    /// Like [`Config::load`], with `${NAME}` looked up by `env` instead of the process
+    /// environment.
+    pub fn load_with_env(path: &Path, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        parse_and_validate(&text, env).map_err(|problems| ConfigError::Invalid {
+            file: Some(path.to_owned()),
+            problems,
+        })
+    }
+
+    /// Replaces `server.data_dir`, for the `--data-dir` command-line flag.
+    #[must_use]
+    pub fn with_data_dir(mut self, data_dir: impl Into<PathBuf>) -> Config {
+        self.server.data_dir = data_dir.into();
+        self
+    }
+
+    /// Replaces `server.listen`, for the `--listen` command-line flag.
+    #[must_use]
+    pub fn with_listen(mut self, listen: SocketAddr) -> Config {
+        self.server.listen = listen;
+        self
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080),
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            admin_key: None,
+        }
+    }
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 32 * 1024,
+            max_request_bytes: 500 * 1024,
+            dedup_window: Duration::from_secs(24 * 60 * 60),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            storage: LogStorage::default(),
+            partitions: 8,
+            fsync: true,
+            max_queued_records: 100_000,
+        }
+    }
+}
+
+impl LogStorage {
+    /// The value used in the file: `"embedded"` or `"memory"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Embedded => "embedded",
+            Self::Memory => "memory",
+        }
+    }
+}
+
+impl std::fmt::Display for LogStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Looks a variable up in the process environment. A value that is not valid UTF-8 counts as
+/// not set.
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+fn parse_and_validate(text: &str, env: EnvLookup<'_>) -> Result<Config, Vec<crate::Problem>> {
+    let (raw, source_map): (RawConfig, _) = parse_raw(text, Some(env))?;
+    raw.validate(&source_map)
+}

@@ -1,0 +1,386 @@
+//! The `Raw*` structs: the shape of `tributary.toml` as serde sees it, and step two of loading,
+//! [`RawConfig::validate`].
+//!
+//! Every field is optional and loosely typed (integers are `i64`, enums are strings) so that
+//! serde accepts anything of roughly the right shape and validation can report *all* problems
+//! with precise messages, instead of serde stopping at the first one.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use trib_core::Secret;
+
+use crate::config::{
+    CONFIG_VERSION, Config, IngestConfig, LogConfig, LogStorage, ServerConfig, SourceConfig,
+};
+use crate::error::Problem;
+use crate::parse::SourceMap;
+use crate::path::TomlPath;
+
+/// The most partitions `log.partitions` accepts.
+const MAX_PARTITIONS: i64 = 1024;
+/// The longest source name.
+const MAX_SOURCE_NAME_CHARS: usize = 64;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    version: Option<i64>,
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    ingest: RawIngest,
+    #[serde(default)]
+    log: RawLog,
+    sources: Option<Vec<RawSource>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: Option<String>,
+    data_dir: Option<String>,
+    admin_key: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIngest {
+    max_message_bytes: Option<i64>,
+    max_request_bytes: Option<i64>,
+    dedup_window: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    storage: Option<String>,
+    partitions: Option<i64>,
+    fsync: Option<bool>,
+    max_queued_records: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    name: Option<String>,
+    write_key: Option<String>,
+}
+
+/// Collects problems, each with its path and line.
+struct Problems<'a> {
+    source_map: &'a SourceMap<'a>,
+    problems: Vec<Problem>,
+}
+
+impl Problems<'_> {
+    fn push(&mut self, path: &TomlPath, message: impl Into<String>) {
+        self.problems.push(self.source_map.problem(path, message));
+    }
+}
+
+impl RawConfig {
+    /// Checks every rule and builds the domain [`Config`], or returns every problem found.
+    pub(crate) fn validate(self, source_map: &SourceMap<'_>) -> Result<Config, Vec<Problem>> {
+        let mut problems = Problems {
+            source_map,
+            problems: Vec::new(),
+        };
+
+        let version = TomlPath::key("version");
+        match self.version {
+            Some(CONFIG_VERSION) => {}
+            None => problems.push(&version, format!("required, must be {CONFIG_VERSION}")),
+            Some(other) => problems.push(
+                &version,
+                format!("unsupported version {other}, must be {CONFIG_VERSION}"),
+            ),
+        }
+
+        let server = self.server.validate(&mut problems);
+        let ingest = self.ingest.validate(&mut problems);
+        let log = self.log.validate(&mut problems);
+        let sources = validate_sources(self.sources, server.admin_key.as_ref(), &mut problems);
+
+        if problems.problems.is_empty() {
+            Ok(Config {
+                server,
+                ingest,
+                log,
+                sources,
+            })
+        } else {
+            Err(problems.problems)
+        }
+    }
+}
+
+impl RawServer {
+    fn validate(self, problems: &mut Problems<'_>) -> ServerConfig {
+        let table = TomlPath::key("server");
+        let defaults = ServerConfig::default();
+
+        let listen = match self.listen {
+            None => defaults.listen,
+            Some(listen) => listen.parse::<SocketAddr>().unwrap_or_else(|_| {
+                problems.push(
+                    &table.join("listen"),
+                    format!(
+                        "must be an IP address and port such as \"127.0.0.1:8080\", got {listen:?}"
+                    ),
+                );
+                defaults.listen
+            }),
+        };
+
+        let data_dir = match self.data_dir {
+            None => defaults.data_dir,
+            Some(data_dir) if data_dir.is_empty() => {
+                problems.push(&table.join("data_dir"), "must not be empty");
+                defaults.data_dir
+            }
+            Some(data_dir) => PathBuf::from(data_dir),
+        };
+
+        let admin_key = self.admin_key.map(|admin_key| {
+            if let Some(message) = key_problem(&admin_key, KeyKind::Admin) {
+                problems.push(&table.join("admin_key"), message);
+            }
+            Secret::new(admin_key)
+        });
+
+        ServerConfig {
+            listen,
+            data_dir,
+            admin_key,
+        }
+    }
+}
+
+impl RawIngest {
+    fn validate(self, problems: &mut Problems<'_>) -> IngestConfig {
+        let table = TomlPath::key("ingest");
+        let defaults = IngestConfig::default();
+
+        let max_message_path = table.join("max_message_bytes");
+        let max_message_bytes = positive(self.max_message_bytes, &max_message_path, problems)
+            .unwrap_or(defaults.max_message_bytes);
+        let max_request_bytes = positive(
+            self.max_request_bytes,
+            &table.join("max_request_bytes"),
+            problems,
+        )
+        .unwrap_or(defaults.max_request_bytes);
+        if max_message_bytes > max_request_bytes {
+            problems.push(
+                &max_message_path,
+                format!(
+                    "must not exceed ingest.max_request_bytes ({max_request_bytes}), \
+                     got {max_message_bytes}"
+                ),
+            );
+        }
+
+        let dedup_window = match self.dedup_window {
+            None => defaults.dedup_window,
+            Some(text) => parse_positive_duration(&text).unwrap_or_else(|message| {
+                problems.push(&table.join("dedup_window"), message);
+                defaults.dedup_window
+            }),
+        };
+
+        IngestConfig {
+            max_message_bytes,
+            max_request_bytes,
+            dedup_window,
+        }
+    }
+}
+
+impl RawLog {
+    fn validate(self, problems: &mut Problems<'_>) -> LogConfig {
+        let table = TomlPath::key("log");
+        let defaults = LogConfig::default();
+
+        let storage = match self.storage.as_deref() {
+            None => defaults.storage,
+            Some("embedded") => LogStorage::Embedded,
+            Some("memory") => LogStorage::Memory,
+            Some(other) => {
+                problems.push(
+                    &table.join("storage"),
+                    format!("must be \"embedded\" or \"memory\", got {other:?}"),
+                );
+                defaults.storage
+            }
+        };
+
+        let partitions = match self.partitions {
+            None => defaults.partitions,
+            Some(partitions) => match u32::try_from(partitions) {
+                Ok(valid) if (1..=MAX_PARTITIONS).contains(&partitions) => valid,
+                _ => {
+                    problems.push(
+                        &table.join("partitions"),
+                        format!("must be between 1 and {MAX_PARTITIONS}, got {partitions}"),
+                    );
+                    defaults.partitions
+                }
+            },
+        };
+
+        let max_queued_records = positive(
+            self.max_queued_records,
+            &table.join("max_queued_records"),
+            problems,
+        )
+        .unwrap_or(defaults.max_queued_records);
+
+        LogConfig {
+            storage,
+            partitions,
+            fsync: self.fsync.unwrap_or(defaults.fsync),
+            max_queued_records,
+        }
+    }
+}
+
+fn validate_sources(
+    raw_sources: Option<Vec<RawSource>>,
+    admin_key: Option<&Secret<String>>,
+    problems: &mut Problems<'_>,
+) -> Vec<SourceConfig> {
+    let table = TomlPath::key("sources");
+    let raw_sources = raw_sources.unwrap_or_default();
+    if raw_sources.is_empty() {
+        problems.push(&table, "at least one source is required");
+    }
+
+    // First index at which each name and key was seen, to point duplicates at the original.
+    let mut names: HashMap<String, usize> = HashMap::new();
+    let mut write_keys: HashMap<String, usize> = HashMap::new();
+    let mut sources = Vec::with_capacity(raw_sources.len());
+    for (index, raw) in raw_sources.into_iter().enumerate() {
+        let source_path = table.at(index);
+
+        let name_path = source_path.join("name");
+        let name = match raw.name {
+            None => {
+                problems.push(&name_path, "required");
+                String::new()
+            }
+            Some(name) => {
+                if let Some(message) = source_name_problem(&name) {
+                    problems.push(&name_path, message);
+                } else if let Some(first) = names.get(&name) {
+                    problems.push(
+                        &name_path,
+                        format!("duplicate source name {name:?} (also sources[{first}])"),
+                    );
+                } else {
+                    names.insert(name.clone(), index);
+                }
+                name
+            }
+        };
+
+        let key_path = source_path.join("write_key");
+        let write_key = match raw.write_key {
+            None => {
+                problems.push(&key_path, "required");
+                String::new()
+            }
+            Some(write_key) => {
+                if let Some(message) = key_problem(&write_key, KeyKind::Write) {
+                    problems.push(&key_path, message);
+                } else if let Some(first) = write_keys.get(&write_key) {
+                    // Never print the key itself.
+                    problems.push(
+                        &key_path,
+                        format!("duplicate write key (also sources[{first}])"),
+                    );
+                } else if admin_key.is_some_and(|admin_key| admin_key.expose() == &write_key) {
+                    problems.push(&key_path, "must differ from server.admin_key");
+                } else {
+                    write_keys.insert(write_key.clone(), index);
+                }
+                write_key
+            }
+        };
+
+        sources.push(SourceConfig {
+            name,
+            write_key: Secret::new(write_key),
+        });
+    }
+    sources
+}
+
+/// Which key is checked: they travel in different HTTP headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeyKind {
+    /// A source's write key, the username of HTTP Basic auth, which cannot contain `:`.
+    Write,
+    /// The admin key, a bearer token.
+    Admin,
+}
+
+/// What is wrong with a write key or admin key, if anything. Never mentions the value.
+pub(crate) fn key_problem(key: &str, kind: KeyKind) -> Option<&'static str> {
+    if key.is_empty() {
+        Some("must not be empty")
+    } else if kind == KeyKind::Write && key.contains(':') {
+        Some("must not contain ':' (write keys are sent as the HTTP Basic username)")
+    } else if key.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        // Both keys travel in an HTTP header, where these would be trimmed or rejected.
+        Some("must not contain whitespace or control characters")
+    } else {
+        None
+    }
+}
+
+/// What is wrong with a source name, if anything.
+fn source_name_problem(name: &str) -> Option<String> {
+    let n_chars = name.chars().count();
+    if n_chars == 0 {
+        Some("must not be empty".to_owned())
+    } else if n_chars > MAX_SOURCE_NAME_CHARS {
+        Some(format!(
+            "must be at most {MAX_SOURCE_NAME_CHARS} characters, got {n_chars}"
+        ))
+    } else if !name.bytes().all(|byte| {
+        byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'_' || byte == b'-'
+    }) {
+        Some(format!(
+            "must contain only a-z, 0-9, '_' and '-', got {name:?}"
+        ))
+    } else {
+        None
+    }
+}
+
+/// Validates an optional integer that must be greater than zero.
+fn positive(value: Option<i64>, path: &TomlPath, problems: &mut Problems<'_>) -> Option<usize> {
+    let value = value?;
+    match usize::try_from(value) {
+        Ok(valid) if valid > 0 => Some(valid),
+        _ => {
+            problems.push(path, format!("must be greater than 0, got {value}"));
+            None
+        }
+    }
+}
+
+/// Parses a friendly (`"24h"`, `"1h 30m"`) or ISO 8601 (`"PT24H"`) duration that must be positive.
+fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    let signed: jiff::SignedDuration = text
+        .parse()
+        .map_err(|_| format!("must be a duration such as \"24h\" or \"90s\", got {text:?}"))?;
+    match Duration::try_from(signed) {
+        Ok(duration) if !duration.is_zero() => Ok(duration),
+        _ => Err(format!("must be positive, got {text:?}")),
+    }
+}

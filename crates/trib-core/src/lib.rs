@@ -1,0 +1,15 @@
+//! Domain types shared by every Tributary crate.
+//!
+//! This crate holds plain data: the canonical [`Event`] that the ingestion API produces and the
+//! event log stores, the [`EventType`] of a Segment-style call, and [`Secret`] for values that
+//! must never be printed. It depends on no other `trib-*` crate and does no I/O.
+
+mod event;
+mod secret;
+
+pub use event::{Event, EventType, JsonMap};
+pub use secret::Secret;
+
+mod quarantine;
+
+pub use quarantine::QuarantinedMessage;

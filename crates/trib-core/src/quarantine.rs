@@ -1,0 +1,27 @@
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+/// A message that was received but not accepted, kept with the reason so it can be inspected
+/// and replayed. Nothing a client sends is dropped silently: it is either an [`crate::Event`] in
+/// the event log or one of these in the quarantine.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QuarantinedMessage {
+    /// The source whose write key authenticated the request.
+    pub source: String,
+    pub received_at: Timestamp,
+    /// The position of the message in its request (0 for single-message routes).
+    pub index: usize,
+    /// The message's `messageId`, when it had a usable one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
+    /// The JSON path of the offending field, when one field is to blame.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// A stable snake_case code, e.g. `missing_identity`.
+    pub code: String,
+    /// A sentence saying what is wrong.
+    pub reason: String,
+    /// The message exactly as it was received.
+    pub message: Box<serde_json::value::RawValue>,
+}
