@@ -105,7 +105,8 @@ pub struct Event {
     /// The former identity of an `alias` call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_id: Option<String>,
-    /// Traits of an `identify` or `group` call (`traits` merged over `context.traits`).
+    /// Traits of an `identify` call (`traits` merged over `context.traits`) or of a `group` call
+    /// (the group's `traits` only: `context.traits` describes the user, not the group).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traits: Option<JsonMap>,
     /// Properties of a `track`, `page` or `screen` call.

@@ -139,3 +139,123 @@ fn events_list_prints_what_the_server_stored() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("invalid_admin_key"));
 }
+
+#[test]
+fn metrics_count_each_outcome_per_source_and_the_ack_latency() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&dir.path().join("data"));
+    let client = reqwest::blocking::Client::new();
+    let batch = serde_json::json!({"batch": [
+        {"type": "track", "userId": "u-1", "event": "A", "messageId": "metric-1"},
+        {"type": "track", "userId": "u-1", "event": "A", "messageId": "metric-1"},
+        {"type": "identify", "traits": {"plan": "pro"}},
+    ]});
+    let response = client
+        .post(server.url("/v1/batch"))
+        .basic_auth(WRITE_KEY, Some(""))
+        .json(&batch)
+        .send()
+        .unwrap();
+    assert!(response.status().is_success());
+    let refused = client
+        .post(server.url("/v1/batch"))
+        .basic_auth("wk_wrong", Some(""))
+        .json(&batch)
+        .send()
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 401);
+
+    let metrics = client
+        .get(server.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let value = |line_start: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|line| line.starts_with(line_start))
+            .unwrap_or_else(|| panic!("no `{line_start}` in\n{metrics}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(
+        value("tributary_events_received_total{source=\"web\"}"),
+        3.0
+    );
+    assert_eq!(
+        value("tributary_events_accepted_total{source=\"web\"}"),
+        1.0
+    );
+    assert_eq!(
+        value("tributary_events_duplicate_total{source=\"web\"}"),
+        1.0
+    );
+    assert_eq!(
+        value("tributary_events_rejected_total{source=\"web\",code=\"missing_identity\"}"),
+        1.0
+    );
+    assert_eq!(
+        value("tributary_requests_refused_total{code=\"invalid_write_key\"}"),
+        1.0
+    );
+    assert_eq!(
+        value("tributary_ack_latency_seconds_count{source=\"web\"}"),
+        1.0
+    );
+    assert!(metrics.contains("tributary_ack_latency_seconds_bucket{source=\"web\",le=\"0.02\"}"));
+}
+
+#[test]
+fn serve_without_a_config_generates_keys_once_and_reuses_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let listen = crate::support::free_port();
+    let run = || {
+        let mut child = tributary()
+            .args(["serve", "--listen", &listen.to_string(), "--data-dir"])
+            .arg(&data_dir)
+            .env_remove("TRIBUTARY_WRITE_KEY")
+            .env_remove("TRIBUTARY_ADMIN_KEY")
+            .env("TRIBUTARY_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let client = reqwest::blocking::Client::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while client
+            .get(format!("http://{listen}/readyz"))
+            .send()
+            .is_err()
+        {
+            assert!(std::time::Instant::now() < deadline, "not ready");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        child.kill().unwrap();
+        let output = child.wait_with_output().unwrap();
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let first = run();
+    assert!(
+        first.contains("generated write key for source default: wk_"),
+        "{first}"
+    );
+    assert!(first.contains("generated admin key: ak_"), "{first}");
+    let keys = std::fs::read_to_string(data_dir.join("keys.toml")).unwrap();
+    let write_key = first
+        .split("source default: ")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap();
+    assert!(keys.contains(write_key));
+    let second = run();
+    assert!(
+        !second.contains("generated"),
+        "keys are generated once: {second}"
+    );
+}
