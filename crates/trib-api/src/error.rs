@@ -1,5 +1,7 @@
 //! [`ApiError`]: every failure the API answers with, as a status, a stable code and a message.
 
+use std::borrow::Cow;
+
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -12,17 +14,21 @@ use serde::Serialize;
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
-    code: &'static str,
+    code: Cow<'static, str>,
     message: String,
     retry_after_secs: Option<u64>,
 }
 
 impl ApiError {
     /// Builds an error with a status, a stable snake_case code and a message for the client.
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(
+        status: StatusCode,
+        code: impl Into<Cow<'static, str>>,
+        message: impl Into<String>,
+    ) -> Self {
         Self {
             status,
-            code,
+            code: code.into(),
             message: message.into(),
             retry_after_secs: None,
         }
@@ -56,8 +62,8 @@ impl ApiError {
     }
 
     /// Returns the stable code.
-    pub fn code(&self) -> &'static str {
-        self.code
+    pub fn code(&self) -> &str {
+        &self.code
     }
 }
 
@@ -72,7 +78,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorBody {
             success: false,
-            code: self.code,
+            code: &self.code,
             message: &self.message,
         };
         let mut response = (self.status, Json(body)).into_response();

@@ -15,10 +15,10 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use bytes::Bytes;
 use serde::Serialize;
-use trib_core::{EventType, QuarantinedMessage};
+use trib_core::{Event, EventGate, EventType, QuarantinedMessage};
 use trib_log::{AppendOutcome, Record};
 
-use crate::segment::{self, IngestContext, Rejection, Route};
+use crate::segment::{self, IngestContext, Route};
 use crate::telemetry::{
     ACK_LATENCY, EVENTS_ACCEPTED, EVENTS_DUPLICATE, EVENTS_RECEIVED, EVENTS_REJECTED,
     REQUESTS_REFUSED,
@@ -37,23 +37,23 @@ pub(crate) struct Limits {
 #[derive(Debug, Serialize)]
 pub(crate) struct IngestResponse {
     success: bool,
-    accepted: usize,
-    duplicates: usize,
+    pub(crate) accepted: usize,
+    pub(crate) duplicates: usize,
     rejected: usize,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    errors: Vec<RejectionSummary>,
+    pub(crate) errors: Vec<RejectionSummary>,
 }
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-struct RejectionSummary {
-    index: usize,
+pub(crate) struct RejectionSummary {
+    pub(crate) index: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
-    message_id: Option<String>,
+    pub(crate) message_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    field: Option<String>,
-    code: &'static str,
-    reason: String,
+    pub(crate) field: Option<String>,
+    pub(crate) code: String,
+    pub(crate) reason: String,
 }
 
 pub(crate) async fn batch(
@@ -126,7 +126,7 @@ async fn ingest(
                 .record(started.elapsed().as_secs_f64());
         }
         Err(error) => {
-            metrics::counter!(REQUESTS_REFUSED, "code" => error.code()).increment(1);
+            metrics::counter!(REQUESTS_REFUSED, "code" => error.code().to_owned()).increment(1);
         }
     }
     let (_, response) = result?;
@@ -138,7 +138,7 @@ async fn ingest(
         // the caller learns of it; the message is kept all the same.
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
-            rejection.code,
+            rejection.code.clone(),
             format!(
                 "{} (the message was kept in the quarantine)",
                 rejection.reason
@@ -169,7 +169,6 @@ async fn accept(
     };
 
     let received_at = jiff::Timestamp::now();
-    let timestamp_ms = received_at.as_millisecond();
     let context = IngestContext {
         source: &source,
         received_at,
@@ -177,33 +176,126 @@ async fn accept(
             max_message_bytes: state.limits.max_message_bytes,
         },
     };
-    let n_messages = envelope.len();
-    let mut events = Vec::with_capacity(n_messages);
-    let mut quarantined = Vec::new();
-    let mut rejections = Vec::new();
-    for outcome in envelope.into_messages(&context) {
+    let mut intake = Intake::new(source.clone(), received_at, envelope.len());
+    for (index, outcome) in envelope.into_messages(&context).into_iter().enumerate() {
         match outcome {
-            Ok(event) => {
+            Ok(event) => intake.events.push((index, event)),
+            Err(rejection) => {
+                intake.errors.push(RejectionSummary {
+                    index: rejection.index,
+                    message_id: rejection.message_id.clone(),
+                    field: rejection.field.clone(),
+                    code: rejection.code.to_owned(),
+                    reason: rejection.reason.clone(),
+                });
+                intake
+                    .quarantined
+                    .push(rejection.into_quarantined(&context));
+            }
+        }
+    }
+    let response = store(state, intake, "api").await?;
+    Ok((source, response))
+}
+
+/// What one request brought, before the gate and storage.
+pub(crate) struct Intake {
+    pub(crate) source: Arc<str>,
+    pub(crate) received_at: jiff::Timestamp,
+    /// How many messages the request held.
+    pub(crate) n_messages: usize,
+    /// Parsed events with their position in the request.
+    pub(crate) events: Vec<(usize, Event)>,
+    /// Messages already refused, kept for the quarantine.
+    pub(crate) quarantined: Vec<QuarantinedMessage>,
+    /// What the response says about each refused message.
+    pub(crate) errors: Vec<RejectionSummary>,
+}
+
+impl Intake {
+    pub(crate) fn new(source: Arc<str>, received_at: jiff::Timestamp, n_messages: usize) -> Intake {
+        Intake {
+            source,
+            received_at,
+            n_messages,
+            events: Vec::with_capacity(n_messages),
+            quarantined: Vec::new(),
+            errors: Vec::new(),
+        }
+    }
+}
+
+/// Passes every event through its source's gate, then appends the admitted events to the event
+/// log and everything refused to the quarantine, both durably, and counts the outcome.
+///
+/// `origin` names the path the messages came by (`api`, `webhook`), stored with refusals.
+pub(crate) async fn store(
+    state: &AppState,
+    intake: Intake,
+    origin: &str,
+) -> Result<IngestResponse, ApiError> {
+    let Intake {
+        source,
+        received_at,
+        n_messages,
+        events,
+        mut quarantined,
+        mut errors,
+    } = intake;
+    let gate = state.gates.get(&source);
+    let timestamp_ms = received_at.as_millisecond();
+    let mut records = Vec::with_capacity(events.len());
+    for (index, mut event) in events {
+        let admitted = match gate {
+            Some(gate) => gate.admit(&mut event),
+            None => Ok(()),
+        };
+        match admitted {
+            Ok(()) => {
                 let payload =
                     serde_json::to_vec(&event).map_err(|error| ApiError::internal(&error))?;
-                events.push(Record {
+                records.push(Record {
                     key: event.partition_key().to_owned(),
                     dedup_id: Some(dedup_id(&source, &event.message_id)),
                     timestamp_ms,
                     payload: Bytes::from(payload),
                 });
             }
-            Err(rejection) => {
-                quarantined.push(quarantine_record(&source, received_at, &rejection)?);
-                rejections.push(rejection);
+            Err(refusal) => {
+                let raw = serde_json::value::to_raw_value(&event)
+                    .map_err(|error| ApiError::internal(&error))?;
+                errors.push(RejectionSummary {
+                    index,
+                    message_id: Some(event.message_id.clone()),
+                    field: refusal.field.clone(),
+                    code: refusal.code.clone(),
+                    reason: refusal.reason.clone(),
+                });
+                quarantined.push(QuarantinedMessage {
+                    source: source.to_string(),
+                    received_at,
+                    index,
+                    message_id: Some(event.message_id),
+                    field: refusal.field,
+                    code: refusal.code,
+                    reason: refusal.reason,
+                    schema: refusal.schema,
+                    // A gate refusal keeps the parsed event, so a replay runs the gate again.
+                    origin: Some(format!("{GATE_ORIGIN_PREFIX}{origin}")),
+                    message: raw,
+                });
             }
         }
     }
+    let quarantine_records = quarantined
+        .iter()
+        .map(quarantine_record)
+        .collect::<Result<Vec<_>, _>>()?;
 
-    let n_events = events.len();
+    let n_events = records.len();
     let (appended, _) = tokio::try_join!(
-        state.events.append(events),
-        append_unless_empty(state, quarantined),
+        state.events.append(records),
+        append_unless_empty(state, quarantine_records),
     )?;
     let duplicates = appended
         .iter()
@@ -217,28 +309,22 @@ async fn accept(
         .increment((n_events - duplicates) as u64);
     metrics::counter!(EVENTS_DUPLICATE, "source" => source_label.clone())
         .increment(duplicates as u64);
-    for rejection in &rejections {
-        metrics::counter!(EVENTS_REJECTED, "source" => source_label.clone(), "code" => rejection.code).increment(1);
+    for error in &errors {
+        metrics::counter!(EVENTS_REJECTED, "source" => source_label.clone(), "code" => error.code.clone()).increment(1);
     }
 
-    let response = IngestResponse {
+    Ok(IngestResponse {
         success: true,
         accepted: n_events - duplicates,
         duplicates,
-        rejected: rejections.len(),
-        errors: rejections
-            .into_iter()
-            .map(|rejection| RejectionSummary {
-                index: rejection.index,
-                message_id: rejection.message_id,
-                field: rejection.field,
-                code: rejection.code,
-                reason: rejection.reason,
-            })
-            .collect(),
-    };
-    Ok((source, response))
+        rejected: errors.len(),
+        errors,
+    })
 }
+
+/// The `origin` of a quarantined message that passed parsing but was refused by the gate: its
+/// `message` is the parsed [`Event`].
+pub(crate) const GATE_ORIGIN_PREFIX: &str = "gate:";
 
 async fn append_unless_empty(
     state: &AppState,
@@ -259,31 +345,20 @@ fn dedup_id(source: &str, message_id: &str) -> String {
     id
 }
 
-fn quarantine_record(
-    source: &str,
-    received_at: jiff::Timestamp,
-    rejection: &Rejection,
-) -> Result<Record, ApiError> {
-    let message = QuarantinedMessage {
-        source: source.to_owned(),
-        received_at,
-        index: rejection.index,
-        message_id: rejection.message_id.clone(),
-        field: rejection.field.clone(),
-        code: rejection.code.to_owned(),
-        reason: rejection.reason.clone(),
-        message: rejection.raw.clone(),
-    };
-    let payload = serde_json::to_vec(&message).map_err(|error| ApiError::internal(&error))?;
+fn quarantine_record(quarantined: &QuarantinedMessage) -> Result<Record, ApiError> {
+    let payload = serde_json::to_vec(quarantined).map_err(|error| ApiError::internal(&error))?;
     Ok(Record {
-        key: source.to_owned(),
+        key: quarantined.source.clone(),
         // A client retrying a batch must not quarantine its invalid messages twice; the index
         // is part of the id because an invalid message may lack a usable messageId.
-        dedup_id: rejection
-            .message_id
-            .as_deref()
-            .map(|message_id| format!("{}\u{0}{}", dedup_id(source, message_id), rejection.index)),
-        timestamp_ms: received_at.as_millisecond(),
+        dedup_id: quarantined.message_id.as_deref().map(|message_id| {
+            format!(
+                "{}\u{0}{}",
+                dedup_id(&quarantined.source, message_id),
+                quarantined.index
+            )
+        }),
+        timestamp_ms: quarantined.received_at.as_millisecond(),
         payload: Bytes::from(payload),
     })
 }

@@ -6,7 +6,9 @@
 //!   which authenticate a source by its write key, validate each message ([`segment`]), and
 //!   answer only after accepted events are durable in the event log and rejected ones in the
 //!   quarantine;
-//! - admin endpoints (`GET /v1/events`, `GET /v1/quarantine`), which take the admin key;
+//! - `POST /v1/webhooks/{source}`: signed webhooks, verified and mapped per source;
+//! - admin endpoints (`GET /v1/events`, `GET /v1/quarantine`, `GET|POST /v1/schemas`), which
+//!   take the admin key;
 //! - operations: `GET /healthz`, `GET /readyz`, `GET /metrics`.
 //!
 //! This crate is the only one that knows the HTTP and JSON wire shapes. It owns no storage: the
@@ -17,18 +19,34 @@ mod auth;
 mod body;
 mod error;
 mod ingest;
+mod quarantine;
+mod schemas;
 pub mod segment;
 mod telemetry;
+mod webhook;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::{get, post};
 use trib_config::Config;
 use trib_log::EventLog;
+use trib_pipeline::{Gates, SharedRegistry};
+use trib_sources::webhook::WebhookSource;
 
 pub use error::ApiError;
 pub use telemetry::install_metrics_recorder;
+
+/// The logs the API writes to and reads from.
+pub struct Logs {
+    /// Accepted events.
+    pub events: Arc<dyn EventLog>,
+    /// Refused messages, with the reason.
+    pub quarantine: Arc<dyn EventLog>,
+    /// Which quarantined messages were replayed successfully (one record per resolved message).
+    pub resolutions: Arc<dyn EventLog>,
+}
 
 /// What the handlers share: configuration, the logs and the metrics handle.
 pub struct AppState {
@@ -37,6 +55,9 @@ pub struct AppState {
     limits: ingest::Limits,
     events: Arc<dyn EventLog>,
     quarantine: Arc<dyn EventLog>,
+    resolutions: Arc<dyn EventLog>,
+    gates: Gates,
+    webhooks: HashMap<String, WebhookSource>,
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
@@ -44,23 +65,37 @@ impl AppState {
     /// Builds the shared state from a validated configuration and open logs.
     ///
     /// `metrics` renders `/metrics`; without it the route answers 404.
+    ///
+    /// Fails when a source's webhook configuration cannot be built.
     pub fn new(
         config: &Config,
-        events: Arc<dyn EventLog>,
-        quarantine: Arc<dyn EventLog>,
+        logs: Logs,
+        registry: SharedRegistry,
         metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
-    ) -> Self {
-        Self {
+    ) -> Result<Self, trib_sources::webhook::WebhookError> {
+        let mut webhooks = HashMap::new();
+        for source in &config.sources {
+            if let Some(webhook) = &source.webhook {
+                webhooks.insert(
+                    source.name.clone(),
+                    WebhookSource::new(&source.name, webhook)?,
+                );
+            }
+        }
+        Ok(Self {
             sources: auth::SourceKeys::new(&config.sources),
             admin_key: config.server.admin_key.clone(),
             limits: ingest::Limits {
                 max_message_bytes: config.ingest.max_message_bytes,
                 max_request_bytes: config.ingest.max_request_bytes,
             },
-            events,
-            quarantine,
+            events: logs.events,
+            quarantine: logs.quarantine,
+            resolutions: logs.resolutions,
+            gates: Gates::new(config, registry),
+            webhooks,
             metrics,
-        }
+        })
     }
 }
 
@@ -87,9 +122,14 @@ pub fn app(state: Arc<AppState>) -> Router {
 
     Router::new()
         .merge(ingestion)
+        .route("/v1/webhooks/{source}", post(webhook::receive))
+        .route("/v1/schemas", get(schemas::list).post(schemas::publish))
+        .route("/v1/schemas/traits", get(schemas::show_traits))
+        .route("/v1/schemas/events/{name}", get(schemas::show_event))
         .route("/v1/events", get(admin::list_events))
         .route("/v1/events/partitions", get(admin::event_partitions))
         .route("/v1/quarantine", get(admin::list_quarantine))
+        .route("/v1/quarantine/replay", post(quarantine::replay))
         .route(
             "/v1/quarantine/partitions",
             get(admin::quarantine_partitions),

@@ -222,6 +222,8 @@ impl Rejection {
             field: self.field,
             code: self.code.to_owned(),
             reason: self.reason,
+            schema: None,
+            origin: Some("api".to_owned()),
             message: self.raw,
         }
     }

@@ -153,14 +153,14 @@ fn print_record(record: &RecordView) -> anyhow::Result<()> {
     Ok(())
 }
 
-struct Client {
+pub(crate) struct Client {
     http: reqwest::Client,
     endpoint: String,
     admin_key: String,
 }
 
 impl Client {
-    fn new(args: &ConnectArgs) -> Self {
+    pub(crate) fn new(args: &ConnectArgs) -> Self {
         let path = if args.quarantine {
             "/v1/quarantine"
         } else {
@@ -225,4 +225,90 @@ impl Client {
 struct PartitionView {
     partition: u32,
     end_offset: u64,
+}
+
+impl ReadArgs {
+    /// The same read, of the quarantine.
+    pub(crate) fn of_quarantine(mut self) -> ReadArgs {
+        self.connect.quarantine = true;
+        self
+    }
+}
+
+/// Subcommands of `tributary quarantine`.
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum QuarantineCommand {
+    /// Prints quarantined messages with their reason, as JSON lines.
+    List(ReadArgs),
+    /// Prints one quarantined message in full.
+    Show {
+        #[command(flatten)]
+        connect: ConnectArgs,
+        /// Its offset (as `list` prints it).
+        offset: u64,
+    },
+    /// Runs quarantined messages through validation again and stores the ones that pass,
+    /// exactly once. Use after fixing a schema or a source's rules.
+    Replay {
+        #[command(flatten)]
+        connect: ConnectArgs,
+        /// Only messages of this source.
+        #[arg(long)]
+        source: Option<String>,
+        /// Only messages refused with this code (e.g. schema_violation).
+        #[arg(long)]
+        code: Option<String>,
+    },
+}
+
+pub(crate) async fn run_quarantine(command: QuarantineCommand) -> anyhow::Result<()> {
+    match command {
+        QuarantineCommand::List(args) => list(args.of_quarantine()).await,
+        QuarantineCommand::Show {
+            mut connect,
+            offset,
+        } => {
+            connect.quarantine = true;
+            let client = Client::new(&connect);
+            let page = client.read(0, offset.checked_sub(1), 1).await?;
+            let Some(record) = page
+                .records
+                .first()
+                .filter(|record| record.offset == offset)
+            else {
+                bail!("no quarantined message at offset {offset}");
+            };
+            println!("{}", serde_json::to_string_pretty(&record.data)?);
+            Ok(())
+        }
+        QuarantineCommand::Replay {
+            connect,
+            source,
+            code,
+        } => {
+            let url = format!("{}/v1/quarantine/replay", connect.url.trim_end_matches('/'));
+            let mut query = Vec::new();
+            if let Some(source) = source {
+                query.push(("source", source));
+            }
+            if let Some(code) = code {
+                query.push(("code", code));
+            }
+            let response = reqwest::Client::new()
+                .post(&url)
+                .bearer_auth(&connect.admin_key)
+                .query(&query)
+                .send()
+                .await
+                .with_context(|| format!("failed to reach {url}"))?;
+            let status = response.status();
+            let body = response.text().await?;
+            if !status.is_success() {
+                bail!("{url} answered {status}: {body}");
+            }
+            let report: serde_json::Value = serde_json::from_str(&body)?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
+    }
 }

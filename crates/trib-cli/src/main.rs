@@ -6,6 +6,7 @@
 
 mod demo;
 mod events;
+mod schemas;
 mod serve;
 
 use std::path::PathBuf;
@@ -37,6 +38,16 @@ enum Command {
         #[command(subcommand)]
         command: events::EventsCommand,
     },
+    /// Lists, shows and replays quarantined messages of a running server.
+    Quarantine {
+        #[command(subcommand)]
+        command: events::QuarantineCommand,
+    },
+    /// Works with the schema registry's files.
+    Schemas {
+        #[command(subcommand)]
+        command: schemas::SchemasCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -60,13 +71,17 @@ fn main() -> ExitCode {
         Command::Config {
             command: ConfigCommand::Check { file },
         } => check_config(&file),
+        Command::Schemas { command } => schemas::run(command),
         command => runtime().and_then(|runtime| {
             runtime.block_on(async move {
                 match command {
                     Command::Serve(args) => serve::run(args).await,
                     Command::Demo(args) => demo::run(args).await,
                     Command::Events { command } => events::run(command).await,
-                    Command::Config { .. } => unreachable!("handled above"),
+                    Command::Quarantine { command } => events::run_quarantine(command).await,
+                    Command::Config { .. } | Command::Schemas { .. } => {
+                        unreachable!("synchronous commands are handled above")
+                    }
                 }
             })
         }),

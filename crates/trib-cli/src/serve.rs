@@ -83,6 +83,7 @@ pub(crate) struct Server {
     task: JoinHandle<std::io::Result<()>>,
     events: Arc<dyn EventLog>,
     quarantine: Arc<dyn EventLog>,
+    resolutions: Arc<dyn EventLog>,
 }
 
 impl Server {
@@ -97,7 +98,24 @@ impl Server {
             config.log.partitions,
         )?;
         let quarantine = open_log(config, &config.server.data_dir.join("quarantine"), 1)?;
-        let state = trib_api::AppState::new(config, events.clone(), quarantine.clone(), metrics);
+        let registry = trib_schema::Registry::open(&config.schemas_dir).with_context(|| {
+            format!(
+                "failed to load the schema registry in {}",
+                config.schemas_dir.display()
+            )
+        })?;
+        let registry = Arc::new(std::sync::RwLock::new(registry));
+        let resolutions = open_log(
+            config,
+            &config.server.data_dir.join("quarantine-resolutions"),
+            1,
+        )?;
+        let logs = trib_api::Logs {
+            events: events.clone(),
+            quarantine: quarantine.clone(),
+            resolutions: resolutions.clone(),
+        };
+        let state = trib_api::AppState::new(config, logs, registry, metrics)?;
         let listener = tokio::net::TcpListener::bind(config.server.listen)
             .await
             .with_context(|| format!("failed to listen on {}", config.server.listen))?;
@@ -117,6 +135,7 @@ impl Server {
             task,
             events,
             quarantine,
+            resolutions,
         })
     }
 
@@ -132,6 +151,7 @@ impl Server {
         self.task.await.context("the server task failed")??;
         self.events.close().await?;
         self.quarantine.close().await?;
+        self.resolutions.close().await?;
         Ok(())
     }
 }

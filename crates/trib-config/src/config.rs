@@ -22,7 +22,7 @@ pub const CONFIG_VERSION: i64 = 1;
 /// Built by [`Config::load`] or [`Config::from_toml_str`] from a file, or by
 /// [`Config::default_for`] when there is no file. Every value has been checked; consumers do not
 /// need to validate again.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Config {
     /// `[server]`: where the HTTP API listens, where data lives, the admin key.
     pub server: ServerConfig,
@@ -30,6 +30,10 @@ pub struct Config {
     pub ingest: IngestConfig,
     /// `[log]`: the event log that accepted events are appended to.
     pub log: LogConfig,
+    /// `[schemas] dir`: the schema registry's directory. Default `schemas` beside the config
+    /// file (a relative path is relative to the config file's directory); without a config
+    /// file, `<data_dir>/schemas`.
+    pub schemas_dir: PathBuf,
     /// `[[sources]]`: who may send events, each with its own write key. Never empty.
     pub sources: Vec<SourceConfig>,
 }
@@ -95,7 +99,7 @@ pub enum LogStorage {
 }
 
 /// One `[[sources]]` table: a sender of events and its write key.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct SourceConfig {
     /// `name`: 1 to 64 characters from `a-z`, `0-9`, `_` and `-`, unique among sources.
     /// Used in metrics and stored with each event.
@@ -104,6 +108,69 @@ pub struct SourceConfig {
     /// Segment's. Non-empty, unique among sources, without `:` or whitespace.
     /// Use `"${VARIABLE}"` rather than writing the key into the file.
     pub write_key: Secret<String>,
+    /// What happens to this source's events before storage: normalization, schema policy and
+    /// data minimization.
+    pub rules: SourceRules,
+    /// `[sources.import]`: how rows of files imported for this source become events.
+    pub import: Option<trib_sources::import::ImportMapping>,
+    /// `[sources.webhook]`: how webhook deliveries to `/v1/webhooks/<name>` are verified and
+    /// mapped to events.
+    pub webhook: Option<trib_sources::webhook::WebhookConfig>,
+}
+
+/// Per-source rules applied to every event of the source, whatever path it came by.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SourceRules {
+    /// `unknown_events`: what happens to a `track` event whose name has no schema in the
+    /// registry, or an `identify` call when there is no trait schema: `"accept"` (default) or
+    /// `"quarantine"`. Other call types are not validated against schemas.
+    pub unknown_events: UnknownEvents,
+    /// `allowed_fields`: the fields the source may bring, as dotted paths under `properties`,
+    /// `traits` or `context`, where a last segment `*` allows everything below
+    /// (`["properties.*", "traits.email", "context.page.*"]`). Other fields are removed before
+    /// storage and counted in metrics. Absent: every field is kept.
+    pub allowed_fields: Option<Vec<String>>,
+    /// `default_region`: the ISO 3166-1 alpha-2 country for phone numbers written without a
+    /// country code (`"US"`).
+    pub default_region: Option<String>,
+    /// `[sources.normalize]`: a normalization rule per field path, such as
+    /// `"traits.email" = "email"` or `"traits.phone" = { rule = "phone", on_error = "drop" }`.
+    pub normalize: Vec<FieldRule>,
+}
+
+/// What happens to events that have no schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UnknownEvents {
+    /// They are stored as they are.
+    #[default]
+    Accept,
+    /// They go to the quarantine with the code `no_schema`.
+    Quarantine,
+}
+
+/// One normalization rule of a source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldRule {
+    /// The dotted path of the field (`traits.email`).
+    pub field: String,
+    /// How the value is normalized.
+    pub rule: trib_normalize::Rule,
+    /// What happens when the value cannot be normalized: the event is quarantined (`reject`,
+    /// default) or the field is removed (`drop`).
+    pub on_error: trib_normalize::OnError,
+}
+
+impl SourceConfig {
+    /// A source with a name, a write key and no rules.
+    pub fn new(name: impl Into<String>, write_key: Secret<String>) -> SourceConfig {
+        SourceConfig {
+            name: name.into(),
+            write_key,
+            rules: SourceRules::default(),
+            import: None,
+            webhook: None,
+        }
+    }
 }
 
 impl Config {
@@ -131,10 +198,17 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        parse_and_validate(&text, env).map_err(|problems| ConfigError::Invalid {
-            file: Some(path.to_owned()),
-            problems,
-        })
+        let mut config =
+            parse_and_validate(&text, env).map_err(|problems| ConfigError::Invalid {
+                file: Some(path.to_owned()),
+                problems,
+            })?;
+        if config.schemas_dir.is_relative()
+            && let Some(parent) = path.parent()
+        {
+            config.schemas_dir = parent.join(&config.schemas_dir);
+        }
+        Ok(config)
     }
 
     /// Replaces `server.data_dir`, for the `--data-dir` command-line flag.

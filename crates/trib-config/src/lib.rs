@@ -32,8 +32,8 @@ mod path;
 mod raw;
 
 pub use config::{
-    CONFIG_VERSION, Config, DEFAULT_DATA_DIR, IngestConfig, LogConfig, LogStorage, ServerConfig,
-    SourceConfig, process_env,
+    CONFIG_VERSION, Config, DEFAULT_DATA_DIR, FieldRule, IngestConfig, LogConfig, LogStorage,
+    ServerConfig, SourceConfig, SourceRules, UnknownEvents, process_env,
 };
 pub use error::{ConfigError, Problem};
 pub use interpolate::EnvLookup;

@@ -5,7 +5,7 @@
 //! serde accepts anything of roughly the right shape and validation can report *all* problems
 //! with precise messages, instead of serde stopping at the first one.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -14,7 +14,8 @@ use serde::Deserialize;
 use trib_core::Secret;
 
 use crate::config::{
-    CONFIG_VERSION, Config, IngestConfig, LogConfig, LogStorage, ServerConfig, SourceConfig,
+    CONFIG_VERSION, Config, FieldRule, IngestConfig, LogConfig, LogStorage, ServerConfig,
+    SourceConfig, SourceRules, UnknownEvents,
 };
 use crate::error::Problem;
 use crate::parse::SourceMap;
@@ -35,7 +36,15 @@ pub(crate) struct RawConfig {
     ingest: RawIngest,
     #[serde(default)]
     log: RawLog,
+    #[serde(default)]
+    schemas: RawSchemas,
     sources: Option<Vec<RawSource>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSchemas {
+    dir: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -68,6 +77,28 @@ struct RawLog {
 struct RawSource {
     name: Option<String>,
     write_key: Option<String>,
+    unknown_events: Option<String>,
+    allowed_fields: Option<Vec<String>>,
+    default_region: Option<String>,
+    #[serde(default)]
+    normalize: BTreeMap<String, RawFieldRule>,
+    import: Option<trib_sources::import::ImportMapping>,
+    webhook: Option<trib_sources::webhook::WebhookConfig>,
+}
+
+/// A normalization rule: a rule name, or a table with the rule and what to do on failure.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawFieldRule {
+    Rule(String),
+    Full(RawFullFieldRule),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFullFieldRule {
+    rule: String,
+    on_error: Option<String>,
 }
 
 /// Collects problems, each with its path and line.
@@ -110,6 +141,9 @@ impl RawConfig {
                 server,
                 ingest,
                 log,
+                schemas_dir: PathBuf::from(
+                    self.schemas.dir.unwrap_or_else(|| "schemas".to_owned()),
+                ),
                 sources,
             })
         } else {
@@ -311,12 +345,179 @@ fn validate_sources(
             }
         };
 
+        let rules = SourceRules {
+            unknown_events: match raw.unknown_events.as_deref() {
+                None | Some("accept") => UnknownEvents::Accept,
+                Some("quarantine") => UnknownEvents::Quarantine,
+                Some(other) => {
+                    problems.push(
+                        &source_path.join("unknown_events"),
+                        format!("must be \"accept\" or \"quarantine\", got {other:?}"),
+                    );
+                    UnknownEvents::Accept
+                }
+            },
+            allowed_fields: raw.allowed_fields.inspect(|patterns| {
+                let fields_path = source_path.join("allowed_fields");
+                for (position, pattern) in patterns.iter().enumerate() {
+                    if let Some(message) = field_path_problem(pattern, true) {
+                        problems.push(&fields_path.at(position), message);
+                    }
+                }
+            }),
+            default_region: raw.default_region.map(|region| {
+                match trib_normalize::country(&region) {
+                    Ok(code) => code.to_owned(),
+                    Err(error) => {
+                        problems.push(&source_path.join("default_region"), error.reason);
+                        region
+                    }
+                }
+            }),
+            normalize: validate_field_rules(
+                raw.normalize,
+                &source_path.join("normalize"),
+                problems,
+            ),
+        };
+        for (section, section_problems) in [
+            (
+                "import",
+                raw.import.as_ref().map(|import| import.validate()),
+            ),
+            (
+                "webhook",
+                raw.webhook.as_ref().map(|webhook| webhook.validate()),
+            ),
+        ] {
+            for (relative, message) in section_problems.unwrap_or_default() {
+                let mut path = source_path.join(section);
+                append_relative(&mut path, &relative);
+                problems.push(&path, message);
+            }
+        }
         sources.push(SourceConfig {
             name,
             write_key: Secret::new(write_key),
+            rules,
+            import: raw.import,
+            webhook: raw.webhook,
         });
     }
     sources
+}
+
+fn validate_field_rules(
+    raw: BTreeMap<String, RawFieldRule>,
+    table: &TomlPath,
+    problems: &mut Problems<'_>,
+) -> Vec<FieldRule> {
+    let mut rules = Vec::with_capacity(raw.len());
+    for (field, raw_rule) in raw {
+        let path = table.join(&field);
+        if let Some(message) = field_path_problem(&field, false) {
+            problems.push(&path, message);
+            continue;
+        }
+        let (rule_name, on_error) = match raw_rule {
+            RawFieldRule::Rule(rule) => (rule, None),
+            RawFieldRule::Full(full) => (full.rule, full.on_error),
+        };
+        let rule = match trib_normalize::Rule::deserialize(serde::de::value::StrDeserializer::<
+            serde::de::value::Error,
+        >::new(&rule_name))
+        {
+            Ok(rule) => rule,
+            Err(_) => {
+                problems.push(
+                    &path,
+                    format!("unknown normalization rule {rule_name:?}; see trib_normalize::Rule"),
+                );
+                continue;
+            }
+        };
+        let on_error = match on_error.as_deref() {
+            None | Some("reject") => trib_normalize::OnError::Reject,
+            Some("drop") => trib_normalize::OnError::Drop,
+            Some(other) => {
+                problems.push(
+                    &path.join("on_error"),
+                    format!("must be \"reject\" or \"drop\", got {other:?}"),
+                );
+                continue;
+            }
+        };
+        rules.push(FieldRule {
+            field,
+            rule,
+            on_error,
+        });
+    }
+    rules
+}
+
+/// Appends a path reported by a section's own validation (`columns[2].target`,
+/// `mappings[0].properties."unit price"`) to `path`.
+fn append_relative(path: &mut TomlPath, relative: &str) {
+    let mut chars = relative.chars().peekable();
+    let mut key = String::new();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => {
+                for quoted in chars.by_ref() {
+                    if quoted == '"' {
+                        break;
+                    }
+                    key.push(quoted);
+                }
+            }
+            '.' => {
+                if !key.is_empty() {
+                    path.push_key(&std::mem::take(&mut key));
+                }
+            }
+            '[' => {
+                if !key.is_empty() {
+                    path.push_key(&std::mem::take(&mut key));
+                }
+                let digits: String = chars.by_ref().take_while(|c| *c != ']').collect();
+                match digits.parse() {
+                    Ok(index) => path.push_index(index),
+                    Err(_) => path.push_key(&digits),
+                }
+            }
+            other => key.push(other),
+        }
+    }
+    if !key.is_empty() {
+        path.push_key(&key);
+    }
+}
+
+/// What is wrong with a field path such as `traits.email` (or, for patterns, `properties.*`).
+fn field_path_problem(path: &str, allow_wildcard: bool) -> Option<String> {
+    let segments: Vec<&str> = path.split('.').collect();
+    if !matches!(segments[0], "properties" | "traits" | "context") {
+        return Some(format!(
+            "must start with \"properties.\", \"traits.\" or \"context.\", got {path:?}"
+        ));
+    }
+    if segments.len() < 2 || segments.iter().any(|segment| segment.is_empty()) {
+        return Some(format!(
+            "must be a dotted path such as \"traits.email\", got {path:?}"
+        ));
+    }
+    let last = segments.len() - 1;
+    for (position, segment) in segments.iter().enumerate() {
+        if segment.contains('*') && (!allow_wildcard || position != last || *segment != "*") {
+            return Some(if allow_wildcard {
+                format!("`*` may only be the whole last segment, got {path:?}")
+            } else {
+                format!("must name one field, without `*`, got {path:?}")
+            });
+        }
+    }
+    None
 }
 
 /// Which key is checked: they travel in different HTTP headers.

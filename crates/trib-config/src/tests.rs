@@ -62,13 +62,8 @@ fn minimal_file_gets_every_default() {
     assert_eq!(config.server, ServerConfig::default());
     assert_eq!(config.ingest, IngestConfig::default());
     assert_eq!(config.log, LogConfig::default());
-    assert_eq!(
-        config.sources,
-        vec![SourceConfig {
-            name: "web".to_owned(),
-            write_key: Secret::new("wk_web".to_owned())
-        }]
-    );
+    assert_eq!(source_keys(&config.sources), [("web", "wk_web")]);
+    assert_eq!(config.sources[0].rules, crate::SourceRules::default());
 }
 
 #[test]
@@ -134,18 +129,19 @@ fn every_key_is_read() {
             fsync: false,
             max_queued_records: 1,
         },
+        schemas_dir: PathBuf::from("schemas"),
         sources: vec![
-            SourceConfig {
-                name: "web".to_owned(),
-                write_key: Secret::new("wk_web_from_env".to_owned()),
-            },
-            SourceConfig {
-                name: "app_2-x".to_owned(),
-                write_key: Secret::new("wk_app_from_env".to_owned()),
-            },
+            SourceConfig::new("web".to_owned(), Secret::new("wk_web_from_env".to_owned())),
+            SourceConfig::new(
+                "app_2-x".to_owned(),
+                Secret::new("wk_app_from_env".to_owned()),
+            ),
         ],
     };
-    assert_eq!(config, expected);
+    assert_eq!(config.server, expected.server);
+    assert_eq!(config.ingest, expected.ingest);
+    assert_eq!(config.log, expected.log);
+    assert_eq!(source_keys(&config.sources), source_keys(&expected.sources));
 }
 
 #[test]
@@ -387,7 +383,7 @@ fn unknown_keys_name_their_path() {
     );
     check_error(
         "version = 1\n[[sources]]\nname = \"a\"\nwrite_key = \"k\"\n[[sources]]\nname = \"b\"\nwritekey = \"k\"",
-        "line 7: sources[1].writekey: unknown field `writekey`, expected `name` or `write_key`",
+        "line 7: sources[1].writekey: unknown field `writekey`, expected one of `name`, `write_key`, `unknown_events`",
     );
     check_error(
         &with_source("version = 1\n[destinations]"),
@@ -546,5 +542,89 @@ fn load_names_the_file() {
     );
 
     std::fs::write(&path, MINIMAL).unwrap();
-    assert_eq!(Config::load(&path).unwrap(), check_ok(MINIMAL));
+    let loaded = Config::load(&path).unwrap();
+    // The schema directory is found beside the file; everything else is as parsed.
+    assert_eq!(loaded.schemas_dir, path.parent().unwrap().join("schemas"));
+    let mut parsed = check_ok(MINIMAL);
+    parsed.schemas_dir = loaded.schemas_dir.clone();
+    assert_eq!(format!("{loaded:?}"), format!("{parsed:?}"));
+}
+
+const SOURCE_HEAD: &str = "version = 1\n[[sources]]\nname = \"web\"\nwrite_key = \"wk_web\"\n";
+
+#[test]
+fn source_rules_default_to_accepting_everything_unchanged() {
+    let config = check_ok(SOURCE_HEAD);
+    assert_eq!(config.sources[0].rules, crate::SourceRules::default());
+}
+
+#[test]
+fn source_rules_are_read() {
+    let config = check_ok(&format!(
+        "{SOURCE_HEAD}unknown_events = \"quarantine\"\nallowed_fields = [\"properties.*\", \"traits.email\"]\ndefault_region = \"fr\"\n[sources.normalize]\n\"traits.email\" = \"email\"\n\"traits.phone\" = {{ rule = \"phone\", on_error = \"drop\" }}\n"
+    ));
+    let rules = &config.sources[0].rules;
+    assert_eq!(rules.unknown_events, crate::UnknownEvents::Quarantine);
+    assert_eq!(
+        rules.allowed_fields.as_deref(),
+        Some(&["properties.*".to_owned(), "traits.email".to_owned()][..])
+    );
+    assert_eq!(rules.default_region.as_deref(), Some("FR"));
+    assert_eq!(
+        rules.normalize,
+        vec![
+            crate::FieldRule {
+                field: "traits.email".to_owned(),
+                rule: trib_normalize::Rule::Email,
+                on_error: trib_normalize::OnError::Reject,
+            },
+            crate::FieldRule {
+                field: "traits.phone".to_owned(),
+                rule: trib_normalize::Rule::Phone,
+                on_error: trib_normalize::OnError::Drop,
+            },
+        ]
+    );
+}
+
+#[test]
+fn source_rule_problems_name_their_path() {
+    check_error(
+        &format!("{SOURCE_HEAD}unknown_events = \"drop\"\n"),
+        "sources[0].unknown_events: must be \"accept\" or \"quarantine\", got \"drop\"",
+    );
+    check_error(
+        &format!("{SOURCE_HEAD}allowed_fields = [\"properties.*\", \"email\"]\n"),
+        "sources[0].allowed_fields[1]: must start with",
+    );
+    check_error(
+        &format!("{SOURCE_HEAD}allowed_fields = [\"properties.*.name\"]\n"),
+        "sources[0].allowed_fields[0]: `*` may only be the whole last segment",
+    );
+    check_error(
+        &format!("{SOURCE_HEAD}default_region = \"Atlantis\"\n"),
+        "sources[0].default_region:",
+    );
+    check_error(
+        &format!("{SOURCE_HEAD}[sources.normalize]\n\"traits.email\" = \"soundex\"\n"),
+        "unknown normalization rule \"soundex\"",
+    );
+    check_error(
+        &format!("{SOURCE_HEAD}[sources.normalize]\n\"traits.*\" = \"email\"\n"),
+        "must name one field, without `*`",
+    );
+    check_error(
+        &format!(
+            "{SOURCE_HEAD}[sources.normalize]\n\"traits.phone\" = {{ rule = \"phone\", on_error = \"ignore\" }}\n"
+        ),
+        "on_error: must be \"reject\" or \"drop\", got \"ignore\"",
+    );
+}
+
+/// The name and write key of each source, for comparisons.
+fn source_keys(sources: &[SourceConfig]) -> Vec<(&str, &str)> {
+    sources
+        .iter()
+        .map(|source| (source.name.as_str(), source.write_key.expose().as_str()))
+        .collect()
 }

@@ -10,6 +10,8 @@ mod secret;
 pub use event::{Event, EventType, JsonMap};
 pub use secret::Secret;
 
+mod gate;
 mod quarantine;
 
+pub use gate::{EventGate, OpenGate, Refusal};
 pub use quarantine::QuarantinedMessage;

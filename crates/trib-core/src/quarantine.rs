@@ -10,7 +10,8 @@ pub struct QuarantinedMessage {
     /// The source whose write key authenticated the request.
     pub source: String,
     pub received_at: Timestamp,
-    /// The position of the message in its request (0 for single-message routes).
+    /// The position of the message in its request (0 for single-message routes), or its row
+    /// number in an imported file.
     pub index: usize,
     /// The message's `messageId`, when it had a usable one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -22,6 +23,12 @@ pub struct QuarantinedMessage {
     pub code: String,
     /// A sentence saying what is wrong.
     pub reason: String,
+    /// The schema the message was checked against (`Order Completed/1-0-2`), when one was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<String>,
+    /// How the message arrived: `api`, `import` (with the file and row) or `webhook`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
     /// The message exactly as it was received.
     pub message: Box<serde_json::value::RawValue>,
 }

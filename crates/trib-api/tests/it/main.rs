@@ -6,6 +6,8 @@
 
 mod bad_input;
 mod ingest;
+mod registry;
+mod webhooks;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -33,14 +35,29 @@ impl TestServer {
         events: Arc<dyn EventLog>,
         quarantine: Arc<dyn EventLog>,
     ) -> TestServer {
+        Self::start_with(events, quarantine, "").await
+    }
+
+    /// Starts a server whose `web` source table ends with `web_toml` (rules, `[sources.webhook]`).
+    pub(crate) async fn start_with(
+        events: Arc<dyn EventLog>,
+        quarantine: Arc<dyn EventLog>,
+        web_toml: &str,
+    ) -> TestServer {
         let config = Config::from_toml_str(
             &format!(
-                "version = 1\n[server]\nadmin_key = \"{ADMIN_KEY}\"\n[[sources]]\nname = \"web\"\nwrite_key = \"{WRITE_KEY}\"\n[[sources]]\nname = \"ios\"\nwrite_key = \"wk_ios\"\n"
+                "version = 1\n[server]\nadmin_key = \"{ADMIN_KEY}\"\n[[sources]]\nname = \"ios\"\nwrite_key = \"wk_ios\"\n[[sources]]\nname = \"web\"\nwrite_key = \"{WRITE_KEY}\"\n{web_toml}\n"
             ),
             &|_| None,
         )
         .unwrap();
-        let state = trib_api::AppState::new(&config, events.clone(), quarantine.clone(), None);
+        let registry = Arc::new(std::sync::RwLock::new(trib_schema::Registry::empty()));
+        let logs = trib_api::Logs {
+            events: events.clone(),
+            quarantine: quarantine.clone(),
+            resolutions: Arc::new(MemoryLog::new(1)),
+        };
+        let state = trib_api::AppState::new(&config, logs, registry, None).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {

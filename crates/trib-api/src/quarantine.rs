@@ -1,0 +1,236 @@
+//! `POST /v1/quarantine/replay`: runs quarantined messages through validation again, after a
+//! schema, mapping or rule fix, and sends the ones that pass on to the event log, exactly once.
+//!
+//! Exactly once rests on two things: a replayed event keeps its `messageId`, so the event log's
+//! per-source deduplication stores it at most once even if a replay is interrupted and run
+//! again; and every message that reached the event log is recorded in the resolutions log, so
+//! later replays skip it.
+//!
+//! What can be replayed: messages refused by the gate (normalization, schema, `unknown_events`:
+//! origin `gate:*`, stored as the parsed event) and messages refused while parsing a Segment
+//! call (origin `api`: the raw message is parsed again, as a batch item). Messages from file
+//! imports and webhooks are kept raw and need their source's mapping to become events again;
+//! they are reported as not replayable here.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use trib_core::{Event, QuarantinedMessage};
+use trib_log::Record;
+
+use crate::ingest::{GATE_ORIGIN_PREFIX, Intake, store};
+use crate::segment::{self, IngestContext, Route};
+use crate::{ApiError, AppState, auth};
+
+/// Messages read from the quarantine per step.
+const PAGE: usize = 1000;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ReplayQuery {
+    /// Only messages of this source.
+    source: Option<String>,
+    /// Only messages refused with this code.
+    code: Option<String>,
+}
+
+/// The outcome of a replay.
+#[derive(Debug, Default, Serialize)]
+pub(crate) struct ReplayReport {
+    /// Quarantined messages looked at (after the filters), not counting resolved ones.
+    examined: usize,
+    /// Messages that passed and were stored in the event log.
+    replayed: usize,
+    /// Messages that passed but were already in the event log.
+    duplicates: usize,
+    /// Messages that still fail, by code.
+    still_failing: BTreeMap<String, usize>,
+    /// Messages that cannot be replayed here (imports, webhooks), by origin.
+    not_replayable: BTreeMap<String, usize>,
+    /// Messages skipped because an earlier replay resolved them.
+    already_resolved: usize,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Resolution {
+    partition: u32,
+    offset: u64,
+    message_id: Option<String>,
+    resolved_at: jiff::Timestamp,
+}
+
+pub(crate) async fn replay(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    query: Result<Query<ReplayQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<ReplayReport>, ApiError> {
+    auth::require_admin(&headers, state.admin_key.as_ref())?;
+    let Query(query) = query.map_err(|rejection| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            rejection.body_text(),
+        )
+    })?;
+    let resolved = resolved_positions(&state).await?;
+    let mut report = ReplayReport::default();
+    for partition in 0..state.quarantine.partition_count() {
+        let mut from = 0;
+        loop {
+            let records = state.quarantine.read(partition, from, PAGE).await?;
+            let Some(last) = records.last().map(|record| record.offset) else {
+                break;
+            };
+            for record in records {
+                if resolved.contains(&(record.partition, record.offset)) {
+                    report.already_resolved += 1;
+                    continue;
+                }
+                let quarantined: QuarantinedMessage = serde_json::from_slice(&record.payload)
+                    .map_err(|error| ApiError::internal(&error))?;
+                if query
+                    .source
+                    .as_deref()
+                    .is_some_and(|source| source != quarantined.source)
+                    || query
+                        .code
+                        .as_deref()
+                        .is_some_and(|code| code != quarantined.code)
+                {
+                    continue;
+                }
+                report.examined += 1;
+                replay_one(
+                    &state,
+                    record.partition,
+                    record.offset,
+                    quarantined,
+                    &mut report,
+                )
+                .await?;
+            }
+            from = last + 1;
+        }
+    }
+    Ok(Json(report))
+}
+
+async fn replay_one(
+    state: &AppState,
+    partition: u32,
+    offset: u64,
+    quarantined: QuarantinedMessage,
+    report: &mut ReplayReport,
+) -> Result<(), ApiError> {
+    let source: Arc<str> = Arc::from(quarantined.source.as_str());
+    let origin = quarantined
+        .origin
+        .clone()
+        .unwrap_or_else(|| "api".to_owned());
+    let event = if let Some(gate_origin) = origin.strip_prefix(GATE_ORIGIN_PREFIX) {
+        let _ = gate_origin;
+        match serde_json::from_str::<Event>(quarantined.message.get()) {
+            Ok(event) => Ok(event),
+            Err(error) => Err(("unreadable_event".to_owned(), error.to_string())),
+        }
+    } else if origin == "api" {
+        reparse(&source, &quarantined)
+    } else {
+        *report.not_replayable.entry(origin).or_default() += 1;
+        return Ok(());
+    };
+    let event = match event {
+        Ok(event) => event,
+        Err((code, _reason)) => {
+            *report.still_failing.entry(code).or_default() += 1;
+            return Ok(());
+        }
+    };
+    let message_id = event.message_id.clone();
+    let mut intake = Intake::new(source, quarantined.received_at, 1);
+    intake.events.push((quarantined.index, event));
+    match store_one(state, intake).await? {
+        StoreOutcome::Stored => report.replayed += 1,
+        StoreOutcome::Duplicate => report.duplicates += 1,
+        StoreOutcome::Refused(code) => {
+            *report.still_failing.entry(code).or_default() += 1;
+            return Ok(());
+        }
+    }
+    let resolution = Resolution {
+        partition,
+        offset,
+        message_id: Some(message_id),
+        resolved_at: jiff::Timestamp::now(),
+    };
+    let payload = serde_json::to_vec(&resolution).map_err(|error| ApiError::internal(&error))?;
+    state
+        .resolutions
+        .append(vec![Record {
+            key: format!("{partition}:{offset}"),
+            dedup_id: Some(format!("{partition}:{offset}")),
+            timestamp_ms: resolution.resolved_at.as_millisecond(),
+            payload: Bytes::from(payload),
+        }])
+        .await?;
+    Ok(())
+}
+
+enum StoreOutcome {
+    Stored,
+    Duplicate,
+    Refused(String),
+}
+
+/// Stores one event through the gate. One that fails again is quarantined again under the same
+/// deduplication id as its first refusal, so the quarantine does not grow.
+async fn store_one(state: &AppState, intake: Intake) -> Result<StoreOutcome, ApiError> {
+    let response = store(state, intake, "replay").await?;
+    Ok(match response.errors.first() {
+        Some(error) => StoreOutcome::Refused(error.code.clone()),
+        None if response.accepted == 1 => StoreOutcome::Stored,
+        None => StoreOutcome::Duplicate,
+    })
+}
+
+/// Parses a quarantined Segment message again, as a batch item, at its original receive time.
+fn reparse(source: &str, quarantined: &QuarantinedMessage) -> Result<Event, (String, String)> {
+    let body = format!("{{\"batch\":[{}]}}", quarantined.message.get());
+    let envelope = segment::parse_envelope(body.as_bytes(), Route::Batch)
+        .map_err(|error| (error.code().to_owned(), error.to_string()))?;
+    let context = IngestContext {
+        source,
+        received_at: quarantined.received_at,
+        limits: segment::Limits::default(),
+    };
+    match envelope.into_messages(&context).into_iter().next() {
+        Some(Ok(event)) => Ok(event),
+        Some(Err(rejection)) => Err((rejection.code.to_owned(), rejection.reason)),
+        None => Err(("empty".to_owned(), "no message".to_owned())),
+    }
+}
+
+async fn resolved_positions(state: &AppState) -> Result<HashSet<(u32, u64)>, ApiError> {
+    let mut resolved = HashSet::new();
+    for partition in 0..state.resolutions.partition_count() {
+        let mut from = 0;
+        loop {
+            let records = state.resolutions.read(partition, from, PAGE).await?;
+            let Some(last) = records.last().map(|record| record.offset) else {
+                break;
+            };
+            for record in records {
+                let resolution: Resolution = serde_json::from_slice(&record.payload)
+                    .map_err(|error| ApiError::internal(&error))?;
+                resolved.insert((resolution.partition, resolution.offset));
+            }
+            from = last + 1;
+        }
+    }
+    Ok(resolved)
+}
