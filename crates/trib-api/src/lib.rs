@@ -18,6 +18,7 @@ mod admin;
 mod auth;
 mod body;
 mod error;
+mod imports;
 mod ingest;
 mod quarantine;
 mod schemas;
@@ -58,6 +59,7 @@ pub struct AppState {
     resolutions: Arc<dyn EventLog>,
     gates: Gates,
     webhooks: HashMap<String, WebhookSource>,
+    imports: imports::Imports,
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
@@ -73,6 +75,16 @@ impl AppState {
         registry: SharedRegistry,
         metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     ) -> Result<Self, trib_sources::webhook::WebhookError> {
+        let mut mappings = HashMap::new();
+        for source in &config.sources {
+            if let Some(mapping) = &source.import {
+                let normalize = trib_normalize::Options {
+                    default_region: source.rules.default_region.clone(),
+                    ..trib_normalize::Options::default()
+                };
+                mappings.insert(source.name.clone(), (mapping.clone(), normalize));
+            }
+        }
         let mut webhooks = HashMap::new();
         for source in &config.sources {
             if let Some(webhook) = &source.webhook {
@@ -94,6 +106,7 @@ impl AppState {
             resolutions: logs.resolutions,
             gates: Gates::new(config, registry),
             webhooks,
+            imports: imports::Imports::new(config.server.data_dir.join("imports"), mappings),
             metrics,
         })
     }
@@ -123,6 +136,8 @@ pub fn app(state: Arc<AppState>) -> Router {
     Router::new()
         .merge(ingestion)
         .route("/v1/webhooks/{source}", post(webhook::receive))
+        .route("/v1/imports", post(imports::start))
+        .route("/v1/imports/{id}", get(imports::status))
         .route("/v1/schemas", get(schemas::list).post(schemas::publish))
         .route("/v1/schemas/traits", get(schemas::show_traits))
         .route("/v1/schemas/events/{name}", get(schemas::show_event))

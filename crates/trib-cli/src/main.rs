@@ -6,6 +6,7 @@
 
 mod demo;
 mod events;
+mod import;
 mod schemas;
 mod serve;
 
@@ -43,6 +44,8 @@ enum Command {
         #[command(subcommand)]
         command: events::QuarantineCommand,
     },
+    /// Imports CSV or NDJSON files for a source, with its [sources.import] mapping.
+    Import(import::ImportArgs),
     /// Works with the schema registry's files.
     Schemas {
         #[command(subcommand)]
@@ -79,6 +82,7 @@ fn main() -> ExitCode {
                     Command::Demo(args) => demo::run(args).await,
                     Command::Events { command } => events::run(command).await,
                     Command::Quarantine { command } => events::run_quarantine(command).await,
+                    Command::Import(args) => import::run(args).await,
                     Command::Config { .. } | Command::Schemas { .. } => {
                         unreachable!("synchronous commands are handled above")
                     }

@@ -29,7 +29,11 @@ pub(crate) struct ServeArgs {
 }
 
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let config = load_config(&args)?;
+    let config = load_config(
+        args.config.as_deref(),
+        args.data_dir.as_deref(),
+        args.listen,
+    )?;
     let metrics =
         trib_api::install_metrics_recorder().context("failed to install the metrics recorder")?;
     let server = Server::start(&config, Some(metrics)).await?;
@@ -46,14 +50,18 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
+/// Loads the configuration file, or the no-file defaults, and applies the command-line overrides.
+pub(crate) fn load_config(
+    config_file: Option<&Path>,
+    data_dir_flag: Option<&Path>,
+    listen_flag: Option<SocketAddr>,
+) -> anyhow::Result<Config> {
     let env = |name: &str| std::env::var(name).ok();
-    let mut config = match &args.config {
+    let mut config = match config_file {
         Some(path) => Config::load(path)?,
         None => {
-            let data_dir = args
-                .data_dir
-                .clone()
+            let data_dir = data_dir_flag
+                .map(Path::to_path_buf)
                 .unwrap_or_else(|| trib_config::ServerConfig::default().data_dir);
             let (config, generated) = Config::default_for(&data_dir, &env)?;
             for key in generated {
@@ -67,10 +75,10 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
             config
         }
     };
-    if let Some(data_dir) = &args.data_dir {
-        config.server.data_dir = data_dir.clone();
+    if let Some(data_dir) = data_dir_flag {
+        config.server.data_dir = data_dir.to_path_buf();
     }
-    if let Some(listen) = args.listen {
+    if let Some(listen) = listen_flag {
         config.server.listen = listen;
     }
     Ok(config)
@@ -156,7 +164,11 @@ impl Server {
     }
 }
 
-fn open_log(config: &Config, dir: &Path, partitions: u32) -> anyhow::Result<Arc<dyn EventLog>> {
+pub(crate) fn open_log(
+    config: &Config,
+    dir: &Path,
+    partitions: u32,
+) -> anyhow::Result<Arc<dyn EventLog>> {
     Ok(match config.log.storage {
         LogStorage::Memory => {
             let mut options = MemoryLogOptions::new(partitions);

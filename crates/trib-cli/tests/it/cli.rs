@@ -259,3 +259,66 @@ fn serve_without_a_config_generates_keys_once_and_reuses_them() {
         "keys are generated once: {second}"
     );
 }
+
+#[test]
+fn quarantine_list_show_and_replay_after_a_schema_is_published() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start_with(
+        &dir.path().join("data"),
+        "[[sources]]\nname = \"strict\"\nwrite_key = \"wk_strict\"\nunknown_events = \"quarantine\"\n",
+    );
+    let client = reqwest::blocking::Client::new();
+    let response = client
+        .post(server.url("/v1/track"))
+        .basic_auth("wk_strict", Some(""))
+        .body(r#"{"userId":"u-1","event":"Trial Started","messageId":"q-1","properties":{"plan":"pro"}}"#)
+        .send()
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400, "no schema: quarantined");
+    let connect = ["--url", &server.url(""), "--admin-key", ADMIN_KEY];
+
+    let output = tributary()
+        .args(["quarantine", "list"])
+        .args(connect)
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        listed.contains("\"code\":\"no_schema\"") && listed.contains("\"offset\":0"),
+        "{listed}"
+    );
+    let output = tributary()
+        .args(["quarantine", "show", "0"])
+        .args(connect)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&output.stdout).contains("\"messageId\": \"q-1\""));
+
+    let schema = serde_json::json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "self": {"kind": "event", "name": "Trial Started", "version": "1-0-0"},
+        "type": "object",
+        "properties": {"plan": {"enum": ["free", "pro"]}}
+    });
+    let published = client
+        .post(server.url("/v1/schemas"))
+        .bearer_auth(ADMIN_KEY)
+        .json(&schema)
+        .send()
+        .unwrap();
+    assert_eq!(published.status().as_u16(), 201);
+
+    let output = tributary()
+        .args(["quarantine", "replay", "--source", "strict"])
+        .args(connect)
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["replayed"], 1, "{report}");
+    let stored = server.stored_events();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(
+        stored[0]["context"]["tributary"]["schema"],
+        "Trial Started/1-0-0"
+    );
+}

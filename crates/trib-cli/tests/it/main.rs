@@ -5,5 +5,6 @@
 
 mod cli;
 mod durability;
+mod import;
 mod sdk;
 mod support;

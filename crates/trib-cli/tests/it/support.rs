@@ -24,7 +24,7 @@ impl ServerProcess {
         Self::start_with(data_dir, "")
     }
 
-    /// Starts a server with extra TOML appended to the test configuration.
+    /// Starts a server with extra TOML (more sources) appended to the test configuration.
     pub(crate) fn start_with(data_dir: &Path, extra_toml: &str) -> ServerProcess {
         let addr = free_port();
         let config_path = data_dir.with_extension("toml");
@@ -34,7 +34,7 @@ impl ServerProcess {
 listen = "{addr}"
 data_dir = "{data_dir}"
 admin_key = "{ADMIN_KEY}"
-{extra_toml}
+
 [[sources]]
 name = "web"
 write_key = "{WRITE_KEY}"
@@ -42,6 +42,7 @@ write_key = "{WRITE_KEY}"
 [[sources]]
 name = "server"
 write_key = "{SERVER_KEY}"
+{extra_toml}
 "#,
             data_dir = data_dir.display()
         );
@@ -101,6 +102,11 @@ write_key = "{SERVER_KEY}"
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Returns the configuration file the server runs with.
+    pub(crate) fn config_path(&self) -> &Path {
+        &self.config_path
     }
 
     pub(crate) fn url(&self, path: &str) -> String {

@@ -56,5 +56,13 @@ fn the_full_example_sets_every_key_to_its_default() {
         .iter()
         .map(|source| source.name.as_str())
         .collect();
-    assert_eq!(names, ["web", "backend"]);
+    assert_eq!(names, ["web", "backend", "crm", "shop"]);
+    let crm = &config.sources[2];
+    assert_eq!(
+        crm.rules.unknown_events,
+        trib_config::UnknownEvents::Quarantine
+    );
+    assert_eq!(crm.rules.normalize.len(), 3);
+    assert!(crm.import.is_some());
+    assert!(config.sources[3].webhook.is_some());
 }
