@@ -27,7 +27,7 @@ use crate::{ApiError, AppState, auth};
 pub(crate) struct Imports {
     /// `<data_dir>/imports`: the engine's ledger and checkpoints, and uploads.
     pub(crate) dir: PathBuf,
-    /// Each source's mapping and normalization options.
+    /// Each source's mapping and normalization options (also used to replay quarantined rows).
     pub(crate) mappings: HashMap<String, (ImportMapping, trib_normalize::Options)>,
     jobs: Mutex<HashMap<String, Job>>,
 }

@@ -7,10 +7,11 @@
 //! later replays skip it.
 //!
 //! What can be replayed: messages refused by the gate (normalization, schema, `unknown_events`:
-//! origin `gate:*`, stored as the parsed event) and messages refused while parsing a Segment
-//! call (origin `api`: the raw message is parsed again, as a batch item). Messages from file
-//! imports and webhooks are kept raw and need their source's mapping to become events again;
-//! they are reported as not replayable here.
+//! origin `gate:*`, stored as the parsed event), messages refused while parsing a Segment call
+//! (origin `api`: the raw message is parsed again, as a batch item), and imported rows (origin
+//! `import:<file>`: the raw row is mapped again with the source's current `[sources.import]`
+//! mapping). Webhook elements are reported as not replayable: the delivery's signature and
+//! mapping context are not kept with them.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -140,6 +141,11 @@ async fn replay_one(
         }
     } else if origin == "api" {
         reparse(&source, &quarantined)
+    } else if origin.starts_with("import:")
+        && let Some((mapping, normalize)) = state.imports.mappings.get(&quarantined.source)
+    {
+        trib_sources::import::replay_row(&quarantined.source, mapping, normalize, &quarantined)
+            .map_err(|refusal| (refusal.code, refusal.reason))
     } else {
         *report.not_replayable.entry(origin).or_default() += 1;
         return Ok(());

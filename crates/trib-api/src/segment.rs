@@ -319,7 +319,7 @@ fn parse_single(body: &[u8], kind: EventType) -> Result<Envelope, RequestError> 
     let value: Value = serde_json::from_slice(body).map_err(|e| RequestError::malformed(&e))?;
     let Value::Object(mut message) = value else {
         return Err(RequestError::BodyNotObject {
-            found: kind_of(&value),
+            found: trib_core::json_kind(&value),
         });
     };
     let write_key = write_key_from(message.remove("writeKey"))?;
@@ -344,7 +344,7 @@ fn write_key_from(value: Option<Value>) -> Result<Option<String>, RequestError> 
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(key)) => Ok((!key.is_empty()).then_some(key)),
         Some(other) => Err(RequestError::InvalidWriteKey {
-            found: kind_of(&other),
+            found: trib_core::json_kind(&other),
         }),
     }
 }
@@ -370,7 +370,7 @@ fn parse_batch(body: &[u8]) -> Result<Envelope, RequestError> {
             return Err(RequestError::InvalidEnvelopeField {
                 field: "sentAt",
                 expected: "an ISO-8601 date string",
-                found: kind_of(&other),
+                found: trib_core::json_kind(&other),
             });
         }
     };
@@ -395,7 +395,7 @@ fn envelope_object(
         Some(other) => Err(RequestError::InvalidEnvelopeField {
             field,
             expected: "an object",
-            found: kind_of(&other),
+            found: trib_core::json_kind(&other),
         }),
     }
 }
@@ -672,7 +672,10 @@ impl Problem {
         Self::new(
             "invalid_field",
             Some(field),
-            format!("`{field}` must be {expected}, got {}", kind_of(found)),
+            format!(
+                "`{field}` must be {expected}, got {}",
+                trib_core::json_kind(found)
+            ),
         )
     }
 
@@ -1020,7 +1023,7 @@ fn take_time_string(msg: &mut JsonMap, field: &'static str) -> Result<Option<Str
             Some(field),
             format!(
                 "`{field}` must be an ISO-8601 date string like 2024-01-31T23:59:59.123Z, got {}",
-                kind_of(&other)
+                trib_core::json_kind(&other)
             ),
         )),
     }
@@ -1163,18 +1166,6 @@ impl Cursor<'_> {
         }
         self.at += count;
         Some(value)
-    }
-}
-
-/// Names the JSON kind of a value, for messages: "a string", "an object", ...
-fn kind_of(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 

@@ -186,38 +186,18 @@ impl Client {
         if let Some(after) = after {
             query.push(("after", after.to_string()));
         }
-        let response = self
+        let request = self
             .http
             .get(&self.endpoint)
             .bearer_auth(&self.admin_key)
-            .query(&query)
-            .send()
-            .await
-            .with_context(|| format!("failed to reach {}", self.endpoint))?;
-        let status = response.status();
-        let body = response.text().await?;
-        if !status.is_success() {
-            bail!("{} answered {status}: {body}", self.endpoint);
-        }
-        Ok(serde_json::from_str(&body)?)
+            .query(&query);
+        send_json(request, &self.endpoint).await
     }
 
     /// Returns every partition with its end offset.
     async fn partitions(&self) -> anyhow::Result<Vec<PartitionView>> {
         let url = format!("{}/partitions", self.endpoint);
-        let response = self
-            .http
-            .get(&url)
-            .bearer_auth(&self.admin_key)
-            .send()
-            .await
-            .with_context(|| format!("failed to reach {url}"))?;
-        let status = response.status();
-        let body = response.text().await?;
-        if !status.is_success() {
-            bail!("{url} answered {status}: {body}");
-        }
-        Ok(serde_json::from_str(&body)?)
+        send_json(self.http.get(&url).bearer_auth(&self.admin_key), &url).await
     }
 }
 
@@ -294,21 +274,31 @@ pub(crate) async fn run_quarantine(command: QuarantineCommand) -> anyhow::Result
             if let Some(code) = code {
                 query.push(("code", code));
             }
-            let response = reqwest::Client::new()
+            let request = reqwest::Client::new()
                 .post(&url)
                 .bearer_auth(&connect.admin_key)
-                .query(&query)
-                .send()
-                .await
-                .with_context(|| format!("failed to reach {url}"))?;
-            let status = response.status();
-            let body = response.text().await?;
-            if !status.is_success() {
-                bail!("{url} answered {status}: {body}");
-            }
-            let report: serde_json::Value = serde_json::from_str(&body)?;
+                .query(&query);
+            let report: serde_json::Value = send_json(request, &url).await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }
     }
+}
+
+/// Sends an admin request and parses its JSON answer; a non-2xx answer is an error that quotes
+/// the server's body (which names the problem and its code).
+async fn send_json<T: serde::de::DeserializeOwned>(
+    request: reqwest::RequestBuilder,
+    url: &str,
+) -> anyhow::Result<T> {
+    let response = request
+        .send()
+        .await
+        .with_context(|| format!("failed to reach {url}"))?;
+    let status = response.status();
+    let body = response.text().await?;
+    if !status.is_success() {
+        bail!("{url} answered {status}: {body}");
+    }
+    Ok(serde_json::from_str(&body)?)
 }

@@ -83,7 +83,11 @@ pub(crate) async fn run(args: ImportArgs) -> anyhow::Result<()> {
                 bar.set_length(total);
             }
             bar.set_position(progress.bytes);
-            bar.set_message(format!("{} rows", progress.rows));
+            let rows_per_second = progress.rows as f64 / bar.elapsed().as_secs_f64().max(1e-3);
+            bar.set_message(format!(
+                "{} rows, {rows_per_second:.0} rows/s",
+                progress.rows
+            ));
         };
         let mut options = ImportOptions::new(
             &args.source,
@@ -134,7 +138,7 @@ fn progress_bar(file: &Path) -> indicatif::ProgressBar {
     }
     let bar = indicatif::ProgressBar::new(0);
     let style = indicatif::ProgressStyle::with_template(
-        "{prefix} [{bar:30}] {bytes}/{total_bytes} {msg} ({per_sec}, ETA {eta})",
+        "{prefix} [{bar:30}] {bytes}/{total_bytes} {msg}, ETA {eta}",
     )
     .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
     .progress_chars("=> ");

@@ -143,6 +143,20 @@ impl Event {
     }
 }
 
+/// Names the JSON kind of a value for messages: "null", "a boolean", "a number", "a string",
+/// "an array", "an object".
+pub fn json_kind(value: &serde_json::Value) -> &'static str {
+    use serde_json::Value;
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

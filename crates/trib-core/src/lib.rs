@@ -7,7 +7,7 @@
 mod event;
 mod secret;
 
-pub use event::{Event, EventType, JsonMap};
+pub use event::{Event, EventType, JsonMap, json_kind};
 pub use secret::Secret;
 
 mod gate;

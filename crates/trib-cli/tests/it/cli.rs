@@ -322,3 +322,34 @@ fn quarantine_list_show_and_replay_after_a_schema_is_published() {
         "Trial Started/1-0-0"
     );
 }
+
+#[test]
+fn undeclared_fields_are_removed_before_storage_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start_with(
+        &dir.path().join("data"),
+        "[[sources]]\nname = \"lean\"\nwrite_key = \"wk_lean\"\nallowed_fields = [\"properties.sku\", \"context.library.*\"]\n",
+    );
+    let client = reqwest::blocking::Client::new();
+    let response = client
+        .post(server.url("/v1/track"))
+        .basic_auth("wk_lean", Some(""))
+        .body(r#"{"userId":"u-1","event":"Product Viewed","properties":{"sku":"s-1","email":"a@example.com"},"context":{"ip":"198.51.100.4","library":{"name":"x"}}}"#)
+        .send()
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let stored = server.stored_events();
+    assert_eq!(stored[0]["properties"], serde_json::json!({"sku": "s-1"}));
+    assert!(stored[0]["context"].get("ip").is_none());
+    assert_eq!(stored[0]["context"]["library"]["name"], "x");
+    let metrics = client
+        .get(server.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    for field in ["properties.email", "context.ip"] {
+        let line = format!("tributary_fields_removed_total{{source=\"lean\",field=\"{field}\"}} 1");
+        assert!(metrics.contains(&line), "no `{line}` in\n{metrics}");
+    }
+}

@@ -145,3 +145,53 @@ fn an_import_through_a_running_server_returns_its_report() {
     );
     assert_eq!(server.stored_events().len(), 3);
 }
+
+#[test]
+fn quarantined_rows_are_replayed_with_the_fixed_mapping() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let file = dir.path().join("customers.csv");
+    std::fs::write(&file, CSV).unwrap();
+    let config = dir.path().join("before.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "version = 1\n[server]\ndata_dir = \"{}\"\n{CRM_SOURCE}",
+            data_dir.display()
+        ),
+    )
+    .unwrap();
+    let output = import(&config, &file, &[]);
+    assert!(String::from_utf8_lossy(&output.stdout).contains("3 accepted + 2 quarantined"));
+
+    // The fix: spend is free text after all.
+    let fixed = CRM_SOURCE.replace(
+        "target = \"traits.spend\"\ntype = \"number\"",
+        "target = \"traits.spend\"",
+    );
+    assert_ne!(fixed, CRM_SOURCE);
+    let server = ServerProcess::start_with(&data_dir, &fixed);
+    let output = tributary()
+        .args([
+            "quarantine",
+            "replay",
+            "--source",
+            "crm",
+            "--url",
+            &server.url(""),
+            "--admin-key",
+            ADMIN_KEY,
+        ])
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["replayed"], 1, "{report}");
+    assert_eq!(
+        report["still_failing"]["wrong_column_count"], 1,
+        "a short row needs a fixed file: {report}"
+    );
+    let stored = server.stored_events();
+    assert_eq!(stored.len(), 4);
+    let linus = stored.iter().find(|event| event["userId"] == "c4").unwrap();
+    assert_eq!(linus["traits"]["spend"], "lots");
+}

@@ -591,7 +591,7 @@ fn read_json(value: &Value, value_type: ValueType) -> Result<Option<Value>, Valu
     let wrong = |expected: &str| {
         Err(ValueError::Invalid(format!(
             "expected {expected}, found {}",
-            json_kind(value)
+            trib_core::json_kind(value)
         )))
     };
     match (value_type, value) {
@@ -617,17 +617,6 @@ fn read_json(value: &Value, value_type: ValueType) -> Result<Option<Value>, Valu
         (ValueType::Boolean, _) => wrong("a boolean"),
         (ValueType::Date, _) => wrong("a date string"),
         (ValueType::Timestamp, _) => wrong("a timestamp string"),
-    }
-}
-
-fn json_kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 
@@ -734,7 +723,7 @@ fn read_timestamp_cell(
         Cell::Json(other) => {
             return Err(ValueError::Invalid(format!(
                 "expected a timestamp string, found {}",
-                json_kind(other)
+                trib_core::json_kind(other)
             )));
         }
     };

@@ -41,6 +41,7 @@ mod convert;
 mod engine;
 mod error;
 mod read;
+mod replay;
 mod report;
 mod state;
 
@@ -49,4 +50,5 @@ pub use config::{
 };
 pub use engine::{ImportOptions, import_file};
 pub use error::ImportError;
+pub use replay::replay_row;
 pub use report::{ImportReport, Progress};

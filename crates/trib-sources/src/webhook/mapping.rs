@@ -364,7 +364,7 @@ impl Problem {
             Some(path.to_string()),
             format!(
                 "`{field}` ({path}) must be {expected}, got {}",
-                kind_of(found)
+                trib_core::json_kind(found)
             ),
         )
     }
@@ -447,7 +447,7 @@ fn parse_timestamp(path: &JsonPath, value: &Value) -> Result<(Timestamp, String)
         let found = match value {
             Value::String(_) => "a string that is not such a date",
             Value::Number(_) => "a number that is not whole Unix seconds in range",
-            other => kind_of(other),
+            other => trib_core::json_kind(other),
         };
         Problem::new(
             "invalid_timestamp",
@@ -466,16 +466,5 @@ pub(crate) fn json_equals(value: &Value, expected: &Value) -> bool {
             left.as_f64() == right.as_f64()
         }
         _ => value == expected,
-    }
-}
-
-fn kind_of(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
