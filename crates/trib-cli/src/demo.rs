@@ -150,9 +150,10 @@ fn demo_config(
     admin_key: &str,
 ) -> anyhow::Result<Config> {
     let mut toml = format!(
-        "version = 1\n[server]\nlisten = \"{}\"\ndata_dir = {}\nadmin_key = \"{admin_key}\"\n[log]\npartitions = 4\n",
+        "version = 1\n[server]\nlisten = \"{}\"\ndata_dir = {}\nadmin_key = \"{admin_key}\"\n[log]\npartitions = 4\n[schemas]\ndir = {}\n",
         serve.map_or_else(|| "127.0.0.1:0".to_owned(), |addr| addr.to_string()),
         toml_string(&data_dir.display().to_string()),
+        toml_string(&data_dir.join("schemas").display().to_string()),
     );
     for (source, key) in keys {
         toml.push_str(&format!(
