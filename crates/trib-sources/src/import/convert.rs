@@ -13,7 +13,9 @@
 //! personal data ends up in an id or a partition key. A row without any identifier value is
 //! quarantined (`missing_identity`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::fmt::Write as _;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use jiff::Timestamp;
@@ -30,7 +32,8 @@ use super::read::to_hex;
 
 /// The order in which identifiers are chosen to derive an `anonymousId`.
 const ANONYMOUS_ID_PRIORITY: [&str; 3] = ["crm_id", "email", "phone"];
-/// How many distinct values a per-column normalization cache keeps before it starts over.
+/// How many distinct values a per-column normalization cache keeps before it starts over (and
+/// how many values seen once it remembers).
 const NORMALIZE_CACHE_ENTRIES: usize = 65_536;
 
 /// A validated mapping, resolved against the file's columns.
@@ -47,6 +50,8 @@ pub(crate) struct Plan {
     /// `imp-<16 hex digits of the file hash>-`.
     message_id_prefix: String,
     pub(crate) received_at: Timestamp,
+    /// `received_at` as JSON (a quoted RFC 3339 string), written into every event.
+    received_at_json: Vec<u8>,
     /// `import:<file name>`.
     pub(crate) origin: String,
     /// The CSV header (empty for NDJSON).
@@ -141,10 +146,71 @@ pub(crate) struct Converted {
     pub(crate) dropped: Vec<String>,
 }
 
-/// Per-worker caches of normalization results, one per cached column.
+/// Per-worker caches of normalization results, one per cached column (by column index).
 #[derive(Debug, Default)]
 pub(crate) struct Caches {
-    columns: HashMap<usize, HashMap<String, Result<Value, NormalizeError>>>,
+    columns: Vec<ColumnCache>,
+}
+
+/// The normalization results of one column's values. Normalization is a pure function, so the
+/// cache changes the cost, never the result.
+///
+/// A value is cached the second time it is seen: a doorkeeper remembers the hashes of values
+/// seen once. Mostly unique values (phone numbers) would otherwise fill the cache with entries
+/// that are never used again, each costing a copy of the value and of its result.
+#[derive(Debug, Default)]
+struct ColumnCache {
+    results: HashMap<String, Result<Value, NormalizeError>>,
+    /// Hashes (by `results`' hasher) of the values seen once since it last started over.
+    seen_once: HashSet<u64, BuildHasherDefault<HashIsKey>>,
+}
+
+impl ColumnCache {
+    /// Returns the normalization of `text`, computed by `normalize` unless cached.
+    fn normalize(
+        &mut self,
+        text: &str,
+        normalize: impl FnOnce() -> Result<Value, NormalizeError>,
+    ) -> Result<Value, NormalizeError> {
+        if let Some(result) = self.results.get(text) {
+            return result.clone();
+        }
+        let result = normalize();
+        let hash = self.results.hasher().hash_one(text);
+        if self.seen_once.remove(&hash) {
+            if self.results.len() >= NORMALIZE_CACHE_ENTRIES {
+                self.results.clear();
+            }
+            self.results.insert(text.to_owned(), result.clone());
+        } else {
+            if self.seen_once.len() >= NORMALIZE_CACHE_ENTRIES {
+                self.seen_once.clear();
+            }
+            self.seen_once.insert(hash);
+        }
+        result
+    }
+}
+
+/// A hasher for keys that are already hashes: it keeps the `u64` as it is.
+#[derive(Debug, Default)]
+struct HashIsKey(u64);
+
+impl Hasher for HashIsKey {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only reached for keys other than u64, which are not used; stay correct regardless.
+        for &byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = value;
+    }
 }
 
 /// Why a value could not be read as its type.
@@ -257,6 +323,7 @@ impl Plan {
             normalize: normalize.clone(),
             message_id_prefix: format!("imp-{}-", &sha256[..16.min(sha256.len())]),
             received_at,
+            received_at_json: serde_json::to_vec(&received_at).unwrap_or_default(),
             origin: format!("import:{file_name}"),
             header: header.map_or_else(|| Arc::from(Vec::new()), Arc::from),
             email_trait,
@@ -268,7 +335,8 @@ impl Plan {
     pub(crate) fn message_id(&self, number: u64) -> String {
         let mut id = String::with_capacity(self.message_id_prefix.len() + 20);
         id.push_str(&self.message_id_prefix);
-        id.push_str(&number.to_string());
+        // Formatting into a String cannot fail.
+        let _ = write!(id, "{number}");
         id
     }
 
@@ -466,18 +534,14 @@ impl Plan {
         let normalized = if column.cached
             && let Value::String(text) = &value
         {
-            let cache = caches.columns.entry(column_index).or_default();
-            match cache.get(text) {
-                Some(result) => result.clone(),
-                None => {
-                    let result = trib_normalize::normalize_value(rule, &value, &self.normalize);
-                    if cache.len() >= NORMALIZE_CACHE_ENTRIES {
-                        cache.clear();
-                    }
-                    cache.insert(text.clone(), result.clone());
-                    result
-                }
+            if caches.columns.len() <= column_index {
+                caches
+                    .columns
+                    .resize_with(column_index + 1, ColumnCache::default);
             }
+            caches.columns[column_index].normalize(text, || {
+                trib_normalize::normalize_value(rule, &value, &self.normalize)
+            })
         } else {
             trib_normalize::normalize_value(rule, &value, &self.normalize)
         };
@@ -788,6 +852,183 @@ fn derived_anonymous_id(external_ids: &[(&str, String)]) -> Option<String> {
     Some(format!("imp:{id_type}:{}", to_hex(&digest[..16])))
 }
 
+impl Plan {
+    /// Appends `event` as JSON to `out`, byte for byte as `serde_json::to_writer` writes it (the
+    /// derived `Serialize`: fields in declaration order, absent options and empty maps left
+    /// out, `extra` flattened), only faster: strings with nothing to escape are copied whole,
+    /// and a timestamp equal to the import's `receivedAt` is copied already formatted. On
+    /// error, `out` may hold part of the event.
+    pub(crate) fn write_event_json(
+        &self,
+        out: &mut Vec<u8>,
+        event: &Event,
+    ) -> Result<(), serde_json::Error> {
+        // Every field, so that a new one does not compile until it is written here too.
+        let Event {
+            message_id,
+            source,
+            kind,
+            user_id,
+            anonymous_id,
+            event,
+            name,
+            category,
+            group_id,
+            previous_id,
+            traits,
+            properties,
+            context,
+            integrations,
+            timestamp,
+            original_timestamp,
+            sent_at,
+            received_at,
+            extra,
+        } = event;
+        let mut object = JsonObject::begin(out);
+        object.key("messageId")?;
+        write_json_str(object.out, message_id)?;
+        object.key("source")?;
+        write_json_str(object.out, source)?;
+        object.key("type")?;
+        write_json_str(object.out, kind.as_str())?;
+        let strings = [
+            ("userId", user_id),
+            ("anonymousId", anonymous_id),
+            ("event", event),
+            ("name", name),
+            ("category", category),
+            ("groupId", group_id),
+            ("previousId", previous_id),
+        ];
+        for (key, value) in strings {
+            if let Some(value) = value {
+                object.key(key)?;
+                write_json_str(object.out, value)?;
+            }
+        }
+        for (key, map) in [("traits", traits), ("properties", properties)] {
+            if let Some(map) = map {
+                object.key(key)?;
+                write_json_map(object.out, map)?;
+            }
+        }
+        for (key, map) in [("context", context), ("integrations", integrations)] {
+            if !map.is_empty() {
+                object.key(key)?;
+                write_json_map(object.out, map)?;
+            }
+        }
+        object.key("timestamp")?;
+        self.write_timestamp_json(object.out, timestamp)?;
+        for (key, value) in [
+            ("originalTimestamp", original_timestamp),
+            ("sentAt", sent_at),
+        ] {
+            if let Some(value) = value {
+                object.key(key)?;
+                write_json_str(object.out, value)?;
+            }
+        }
+        object.key("receivedAt")?;
+        self.write_timestamp_json(object.out, received_at)?;
+        for (key, value) in extra {
+            object.key(key)?;
+            write_json_value(object.out, value)?;
+        }
+        object.end();
+        Ok(())
+    }
+
+    fn write_timestamp_json(
+        &self,
+        out: &mut Vec<u8>,
+        timestamp: &Timestamp,
+    ) -> Result<(), serde_json::Error> {
+        if *timestamp == self.received_at && !self.received_at_json.is_empty() {
+            out.extend_from_slice(&self.received_at_json);
+            Ok(())
+        } else {
+            serde_json::to_writer(out, timestamp)
+        }
+    }
+}
+
+/// Writes the members of a JSON object: `{`, then `"key":` before each value, then `}`.
+struct JsonObject<'a> {
+    out: &'a mut Vec<u8>,
+    empty: bool,
+}
+
+impl<'a> JsonObject<'a> {
+    fn begin(out: &'a mut Vec<u8>) -> Self {
+        out.push(b'{');
+        Self { out, empty: true }
+    }
+
+    /// Writes the key of the next member (and the comma before it).
+    fn key(&mut self, key: &str) -> Result<(), serde_json::Error> {
+        if !self.empty {
+            self.out.push(b',');
+        }
+        self.empty = false;
+        write_json_str(self.out, key)?;
+        self.out.push(b':');
+        Ok(())
+    }
+
+    fn end(self) {
+        self.out.push(b'}');
+    }
+}
+
+fn write_json_map(out: &mut Vec<u8>, map: &JsonMap) -> Result<(), serde_json::Error> {
+    let mut object = JsonObject::begin(out);
+    for (key, value) in map {
+        object.key(key)?;
+        write_json_value(object.out, value)?;
+    }
+    object.end();
+    Ok(())
+}
+
+/// Writes a JSON value as serde_json does; strings take the fast path of [`write_json_str`].
+fn write_json_value(out: &mut Vec<u8>, value: &Value) -> Result<(), serde_json::Error> {
+    match value {
+        Value::String(text) => write_json_str(out, text),
+        Value::Object(map) => write_json_map(out, map),
+        Value::Array(items) => {
+            out.push(b'[');
+            for (index, item) in items.iter().enumerate() {
+                if index > 0 {
+                    out.push(b',');
+                }
+                write_json_value(out, item)?;
+            }
+            out.push(b']');
+            Ok(())
+        }
+        Value::Null | Value::Bool(_) | Value::Number(_) => serde_json::to_writer(out, value),
+    }
+}
+
+/// Writes a JSON string as serde_json does: when nothing in it needs escaping (a control
+/// character, `"` or `\`), which is nearly always, it is copied in one go.
+fn write_json_str(out: &mut Vec<u8>, text: &str) -> Result<(), serde_json::Error> {
+    // No early exit: the compiler can then check many bytes at a time.
+    let plain = text.bytes().fold(true, |plain, byte| {
+        plain & (byte >= 0x20) & (byte != b'"') & (byte != b'\\')
+    });
+    if !plain {
+        return serde_json::to_writer(out, text);
+    }
+    out.reserve(text.len() + 2);
+    out.push(b'"');
+    out.extend_from_slice(text.as_bytes());
+    out.push(b'"');
+    Ok(())
+}
+
 /// The raw CSV row as a JSON object (header → value, in header order) for the quarantine.
 /// Extra fields go under `"__extra__"`; invalid UTF-8 is replaced and flagged with
 /// `"__invalid_utf8__": true`; a blank header name becomes `column_<n>`.
@@ -959,6 +1200,119 @@ mod tests {
         assert_eq!(id.len(), "imp:email:".len() + 32);
         assert_eq!(derived_anonymous_id(&[email]).unwrap(), id, "deterministic");
         assert_eq!(derived_anonymous_id(&[]), None);
+    }
+
+    fn test_plan(received_at: Timestamp) -> Plan {
+        let mapping: ImportMapping = serde_json::from_value(serde_json::json!({
+            "kind": "identify",
+            "columns": [{"column": "id", "target": "user_id"}],
+        }))
+        .unwrap();
+        Plan::compile(
+            &mapping,
+            "crm",
+            &trib_normalize::Options::default(),
+            None,
+            std::path::Path::new("f.ndjson"),
+            "0123456789abcdef",
+            received_at,
+        )
+        .unwrap()
+    }
+
+    #[track_caller]
+    fn check_event_json(plan: &Plan, event: &Event) {
+        let mut out = b"prefix".to_vec();
+        plan.write_event_json(&mut out, event).unwrap();
+        let expected = serde_json::to_vec(event).unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out[6..]),
+            String::from_utf8_lossy(&expected)
+        );
+        assert_eq!(&out[..6], b"prefix");
+    }
+
+    #[test]
+    fn events_are_written_as_serde_json_writes_them() {
+        use serde_json::json;
+        let received_at: Timestamp = "2026-11-28T16:43:19.546276141Z".parse().unwrap();
+        let plan = test_plan(received_at);
+        let object = |value: Value| value.as_object().cloned().unwrap();
+        let tricky = [
+            "",
+            "plain",
+            "quote \" and backslash \\ and slash /",
+            "controls \u{0}\u{1}\u{8}\t\n\u{b}\u{c}\r\u{1f} and del \u{7f}",
+            "unicode é 田中 😀 \u{2028}\u{2029} \u{feff}",
+            "a long plain string of more than thirty-two bytes, to cross chunks",
+            "a long string of more than thirty-two bytes ending with a quote\"",
+        ];
+        let mut minimal = Event {
+            message_id: "m1".to_owned(),
+            source: "crm".to_owned(),
+            kind: EventType::Identify,
+            user_id: None,
+            anonymous_id: None,
+            event: None,
+            name: None,
+            category: None,
+            group_id: None,
+            previous_id: None,
+            traits: None,
+            properties: None,
+            context: JsonMap::new(),
+            integrations: JsonMap::new(),
+            timestamp: received_at,
+            original_timestamp: None,
+            sent_at: None,
+            received_at,
+            extra: JsonMap::new(),
+        };
+        check_event_json(&plan, &minimal);
+        minimal.traits = Some(JsonMap::new());
+        minimal.properties = Some(JsonMap::new());
+        minimal.timestamp = "2024-03-01T09:30:00Z".parse().unwrap();
+        minimal.received_at = "2024-03-01T09:30:00.5+00:00".parse().unwrap();
+        check_event_json(&plan, &minimal);
+        // Every ASCII character alone in a string, a key and a value.
+        for byte in 0_u8..=0x7f {
+            let text = format!("a{}b", char::from(byte));
+            minimal.user_id = Some(text.clone());
+            minimal.traits = Some(object(json!({ &text: text })));
+            check_event_json(&plan, &minimal);
+        }
+        for kind in EventType::ALL {
+            for text in tricky {
+                let event = Event {
+                    message_id: text.to_owned(),
+                    source: text.to_owned(),
+                    kind,
+                    user_id: Some(text.to_owned()),
+                    anonymous_id: Some(format!("anon {text}")),
+                    event: Some(text.to_owned()),
+                    name: Some(text.to_owned()),
+                    category: Some(text.to_owned()),
+                    group_id: Some(text.to_owned()),
+                    previous_id: Some(text.to_owned()),
+                    traits: Some(object(json!({
+                        text: text,
+                        "numbers": [0, -1, 18446744073709551615_u64, -9223372036854775808_i64,
+                            1.5, -0.0, 1e300, 2.5e-8, 0.1, 100000000000000000000.0],
+                        "nested": {"a": {"b": [null, true, false, {}, []]}, text: {text: text}},
+                        "empty": {},
+                    }))),
+                    properties: Some(object(json!({"revenue": 19.99, text: [text]}))),
+                    context: object(json!({"externalIds": [{"id": text, "type": "email"}]})),
+                    integrations: object(json!({"All": false, text: true})),
+                    timestamp: received_at,
+                    original_timestamp: Some(text.to_owned()),
+                    sent_at: Some(text.to_owned()),
+                    received_at: "2026-01-01T00:00:00Z".parse().unwrap(),
+                    extra: object(json!({"channel": "server", text: 1, "messageId": "again"})),
+                };
+                check_event_json(&plan, &event);
+            }
+        }
     }
 
     #[test]

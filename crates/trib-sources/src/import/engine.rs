@@ -15,6 +15,7 @@
 //! recognised by the log as duplicates.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::fmt::Write as _;
 use std::fs::File;
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -407,10 +408,10 @@ enum RawKind {
 /// Converted rows, ready to append.
 struct Batch {
     seq: u64,
-    events: Vec<Record>,
+    events: EncodedRecords,
     /// For each event, the fields dropped from it.
     event_drops: Vec<Vec<String>>,
-    quarantine: Vec<Record>,
+    quarantine: EncodedRecords,
     /// For each quarantined record, its code.
     quarantine_codes: Vec<String>,
     next_row: u64,
@@ -446,6 +447,18 @@ impl RawChunk {
             next_row: 0,
             offset: 0,
             raw_bytes: 0,
+        }
+    }
+
+    /// An empty chunk with room for a little more than `previous` holds, so that it rarely
+    /// grows.
+    fn sized_like(seq: u64, previous: &RawChunk) -> Self {
+        let room = |len: usize| len + len / 8;
+        Self {
+            bytes: Vec::with_capacity(room(previous.bytes.len())),
+            ends: Vec::with_capacity(room(previous.ends.len())),
+            rows: Vec::with_capacity(previous.rows.len()),
+            ..Self::new(seq)
         }
     }
 }
@@ -616,8 +629,8 @@ async fn append_batch(options: &ImportOptions<'_>, batch: Batch) -> Result<Appen
     let n_events = batch.events.len();
     let n_quarantined = batch.quarantine.len();
     let (event_outcomes, quarantine_outcomes) = tokio::try_join!(
-        append_patiently(options.events, batch.events, "event log"),
-        append_patiently(options.quarantine, batch.quarantine, "quarantine"),
+        append_patiently(options.events, &batch.events, "event log"),
+        append_patiently(options.quarantine, &batch.quarantine, "quarantine"),
     )?;
     if event_outcomes.len() != n_events || quarantine_outcomes.len() != n_quarantined {
         return Err(ImportError::Internal(
@@ -814,7 +827,7 @@ async fn join_blocking(
 /// Appends, waiting and retrying while the log is overloaded (nothing was stored then).
 async fn append_patiently(
     log: &dyn EventLog,
-    records: Vec<Record>,
+    records: &EncodedRecords,
     name: &'static str,
 ) -> Result<Vec<AppendOutcome>, ImportError> {
     if records.is_empty() {
@@ -822,8 +835,8 @@ async fn append_patiently(
     }
     let started = Instant::now();
     loop {
-        // The log takes the records by value; keep a copy for a retry (payloads are shared).
-        match log.append(records.clone()).await {
+        // The log takes the records by value: each attempt gets its own (payloads are shared).
+        match log.append(records.to_records()).await {
             Ok(outcomes) => return Ok(outcomes),
             Err(LogError::Overloaded { retry_after }) if started.elapsed() < OVERLOAD_PATIENCE => {
                 tracing::debug!(
@@ -989,7 +1002,8 @@ fn read_chunks(
         chunk.offset = offset;
         if chunk.rows.len() >= settings.batch_rows || chunk.bytes.len() >= MAX_CHUNK_BYTES {
             seq += 1;
-            let mut full = std::mem::replace(&mut chunk, RawChunk::new(seq));
+            let next = RawChunk::sized_like(seq, &chunk);
+            let mut full = std::mem::replace(&mut chunk, next);
             full.raw_bytes = settings.raw_bytes.load(Ordering::Relaxed);
             if !send(full) {
                 return Ok(false);
@@ -1013,8 +1027,11 @@ fn convert_chunks(
     gate: &dyn EventGate,
 ) {
     let mut caches = Caches::default();
+    // The payload bytes of the previous batch, to size the next one's buffer.
+    let mut payload_bytes_hint = 0;
     while let Ok(chunk) = receiver.recv() {
-        let batch = convert_chunk(&chunk, plan, gate, &mut caches);
+        let batch = convert_chunk(&chunk, plan, gate, &mut caches, payload_bytes_hint);
+        payload_bytes_hint = batch.events.payload_bytes();
         if sender.blocking_send(Message::Batch(batch)).is_err() {
             return;
         }
@@ -1026,17 +1043,16 @@ fn convert_chunk(
     plan: &Plan,
     gate: &dyn EventGate,
     caches: &mut Caches,
+    payload_bytes_hint: usize,
 ) -> Batch {
-    let mut batch = Batch {
-        seq: chunk.seq,
-        events: Vec::with_capacity(chunk.rows.len()),
-        event_drops: Vec::with_capacity(chunk.rows.len()),
-        quarantine: Vec::new(),
-        quarantine_codes: Vec::new(),
-        next_row: chunk.next_row,
-        offset: chunk.offset,
-        raw_bytes: chunk.raw_bytes,
-    };
+    // A little more than the previous batch needed, so the buffer rarely grows.
+    let mut events = RecordsBuilder::with_capacity(
+        chunk.rows.len(),
+        payload_bytes_hint + payload_bytes_hint / 16,
+    );
+    let mut event_drops = Vec::with_capacity(chunk.rows.len());
+    let mut quarantine = RecordsBuilder::with_capacity(0, 0);
+    let mut quarantine_codes = Vec::new();
     let timestamp_ms = plan.received_at.as_millisecond();
     for row in &chunk.rows {
         let csv_row = || CsvRow {
@@ -1082,30 +1098,32 @@ fn convert_chunk(
             },
         };
         match outcome.and_then(|(event, dropped)| {
-            event_record(plan, event, timestamp_ms).map(|record| (record, dropped))
+            events
+                .push_event(plan, &event, timestamp_ms)
+                .map(|()| dropped)
         }) {
-            Ok((record, dropped)) => {
-                batch.events.push(record);
-                batch.event_drops.push(dropped);
-            }
+            Ok(dropped) => event_drops.push(dropped),
             Err(problem) => {
                 let raw = match row.kind {
                     RawKind::Csv => csv_row_json(&plan.header, csv_row()),
                     RawKind::Line => line_json(line()),
                     RawKind::TooLarge => "null".to_owned(),
                 };
-                batch.quarantine_codes.push(problem.code.clone());
-                batch.quarantine.push(quarantine_record(
-                    plan,
-                    row.number,
-                    problem,
-                    raw,
-                    timestamp_ms,
-                ));
+                quarantine_codes.push(problem.code.clone());
+                quarantine.push_quarantined(plan, row.number, problem, raw, timestamp_ms);
             }
         }
     }
-    batch
+    Batch {
+        seq: chunk.seq,
+        events: events.finish(),
+        event_drops,
+        quarantine: quarantine.finish(),
+        quarantine_codes,
+        next_row: chunk.next_row,
+        offset: chunk.offset,
+        raw_bytes: chunk.raw_bytes,
+    }
 }
 
 /// Converts a row and passes the event through the gate.
@@ -1127,67 +1145,344 @@ fn convert_and_admit(
     Ok((converted.event, converted.dropped))
 }
 
-/// The event log record of an event, with the API's deduplication id.
-fn event_record(
-    plan: &Plan,
-    event: trib_core::Event,
-    timestamp_ms: i64,
-) -> Result<Record, Problem> {
-    let mut payload = Vec::with_capacity(768);
-    serde_json::to_writer(&mut payload, &event).map_err(|error| {
-        Problem::new(
-            "unserializable",
-            None,
-            format!("the event cannot be serialized: {error}"),
-        )
-    })?;
-    Ok(Record {
-        key: event.partition_key().to_owned(),
-        dedup_id: Some(dedup_id(&plan.source, &event.message_id)),
-        timestamp_ms,
-        payload: Bytes::from(payload),
-    })
+/// Builds the records of one batch for one log: payloads go into one buffer, keys and
+/// deduplication ids into another, instead of three allocations per record.
+struct RecordsBuilder {
+    payloads: Vec<u8>,
+    ids: String,
+    ends: Vec<RecordEnds>,
 }
 
-/// The quarantine record of a refused row; the deduplication id is the API's, with the row.
-fn quarantine_record(
-    plan: &Plan,
-    number: u64,
-    problem: Problem,
-    raw: String,
+/// The records of one batch for one log, as built by [`RecordsBuilder`]. Each append attempt
+/// makes its own `Record`s with [`EncodedRecords::to_records`]: the payloads are slices of the
+/// shared buffer, so only the short keys and ids are copied, and a retry needs no saved copy.
+struct EncodedRecords {
+    payloads: Bytes,
+    ids: String,
+    ends: Vec<RecordEnds>,
+}
+
+/// Where one record ends in the buffers: it starts where the previous one ends.
+#[derive(Clone, Copy)]
+struct RecordEnds {
+    payload: usize,
+    /// The key is followed by the deduplication id in `ids`.
+    key: usize,
+    dedup_id: usize,
     timestamp_ms: i64,
-) -> Record {
-    let message_id = plan.message_id(number);
-    // csv_row_json and line_json only produce JSON; keep the record regardless (as null).
-    let message = RawValue::from_string(raw).unwrap_or_default();
-    let dedup = format!("{}\u{0}{number}", dedup_id(&plan.source, &message_id));
-    let quarantined = QuarantinedMessage {
-        source: plan.source.clone(),
-        received_at: plan.received_at,
-        index: usize::try_from(number).unwrap_or(usize::MAX),
-        message_id: Some(message_id),
-        field: problem.field,
-        code: problem.code,
-        reason: problem.reason,
-        schema: problem.schema,
-        origin: Some(plan.origin.clone()),
-        message,
-    };
-    // A QuarantinedMessage is plain strings and numbers: serializing it cannot fail.
-    let payload = serde_json::to_vec(&quarantined).unwrap_or_default();
-    Record {
-        key: plan.source.clone(),
-        dedup_id: Some(dedup),
-        timestamp_ms,
-        payload: Bytes::from(payload),
+}
+
+impl RecordsBuilder {
+    fn with_capacity(records: usize, payload_bytes: usize) -> Self {
+        Self {
+            payloads: Vec::with_capacity(payload_bytes),
+            ids: String::new(),
+            ends: Vec::with_capacity(records),
+        }
+    }
+
+    /// Adds the event log record of an event, with the API's deduplication id.
+    fn push_event(
+        &mut self,
+        plan: &Plan,
+        event: &trib_core::Event,
+        timestamp_ms: i64,
+    ) -> Result<(), Problem> {
+        let start = self.payloads.len();
+        if let Err(error) = plan.write_event_json(&mut self.payloads, event) {
+            self.payloads.truncate(start);
+            return Err(Problem::new(
+                "unserializable",
+                None,
+                format!("the event cannot be serialized: {error}"),
+            ));
+        }
+        self.ids.push_str(event.partition_key());
+        let key = self.ids.len();
+        push_dedup_id(&mut self.ids, &plan.source, &event.message_id);
+        self.push_ends(key, timestamp_ms);
+        Ok(())
+    }
+
+    /// Adds the quarantine record of a refused row; the deduplication id is the API's, with
+    /// the row.
+    fn push_quarantined(
+        &mut self,
+        plan: &Plan,
+        number: u64,
+        problem: Problem,
+        raw: String,
+        timestamp_ms: i64,
+    ) {
+        let message_id = plan.message_id(number);
+        // csv_row_json and line_json only produce JSON; keep the record regardless (as null).
+        let message = RawValue::from_string(raw).unwrap_or_default();
+        self.ids.push_str(&plan.source);
+        let key = self.ids.len();
+        push_dedup_id(&mut self.ids, &plan.source, &message_id);
+        // Formatting into a String cannot fail.
+        let _ = write!(self.ids, "\u{0}{number}");
+        let quarantined = QuarantinedMessage {
+            source: plan.source.clone(),
+            received_at: plan.received_at,
+            index: usize::try_from(number).unwrap_or(usize::MAX),
+            message_id: Some(message_id),
+            field: problem.field,
+            code: problem.code,
+            reason: problem.reason,
+            schema: problem.schema,
+            origin: Some(plan.origin.clone()),
+            message,
+        };
+        // A QuarantinedMessage is plain strings and numbers: serializing it cannot fail (if it
+        // did, the payload would be empty).
+        let start = self.payloads.len();
+        if serde_json::to_writer(&mut self.payloads, &quarantined).is_err() {
+            self.payloads.truncate(start);
+        }
+        self.push_ends(key, timestamp_ms);
+    }
+
+    fn push_ends(&mut self, key: usize, timestamp_ms: i64) {
+        self.ends.push(RecordEnds {
+            payload: self.payloads.len(),
+            key,
+            dedup_id: self.ids.len(),
+            timestamp_ms,
+        });
+    }
+
+    fn finish(self) -> EncodedRecords {
+        EncodedRecords {
+            payloads: Bytes::from(self.payloads),
+            ids: self.ids,
+            ends: self.ends,
+        }
+    }
+}
+
+impl EncodedRecords {
+    fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn payload_bytes(&self) -> usize {
+        self.payloads.len()
+    }
+
+    fn to_records(&self) -> Vec<Record> {
+        let mut records = Vec::with_capacity(self.ends.len());
+        let (mut payload_start, mut id_start) = (0, 0);
+        for ends in &self.ends {
+            records.push(Record {
+                key: self.ids[id_start..ends.key].to_owned(),
+                dedup_id: Some(self.ids[ends.key..ends.dedup_id].to_owned()),
+                timestamp_ms: ends.timestamp_ms,
+                payload: self.payloads.slice(payload_start..ends.payload),
+            });
+            payload_start = ends.payload;
+            id_start = ends.dedup_id;
+        }
+        records
     }
 }
 
 /// Deduplication is per source: `<source>\0<messageId>`, as in the HTTP API.
-fn dedup_id(source: &str, message_id: &str) -> String {
-    let mut id = String::with_capacity(source.len() + 1 + message_id.len());
-    id.push_str(source);
-    id.push('\u{0}');
-    id.push_str(message_id);
-    id
+fn push_dedup_id(out: &mut String, source: &str, message_id: &str) {
+    out.push_str(source);
+    out.push('\u{0}');
+    out.push_str(message_id);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+    use trib_log::{MemoryLog, StoredRecord};
+
+    use super::*;
+
+    fn plan() -> Plan {
+        let mapping: ImportMapping = serde_json::from_value(serde_json::json!({
+            "kind": "identify",
+            "columns": [{"column": "id", "target": "user_id"}],
+        }))
+        .unwrap();
+        Plan::compile(
+            &mapping,
+            "crm",
+            &trib_normalize::Options::default(),
+            None,
+            Path::new("people.ndjson"),
+            "0123456789abcdef0123",
+            "2026-01-02T03:04:05.5Z".parse().unwrap(),
+        )
+        .unwrap()
+    }
+
+    fn event(message_id: &str, user_id: Option<&str>) -> trib_core::Event {
+        serde_json::from_value(serde_json::json!({
+            "messageId": message_id,
+            "source": "crm",
+            "type": "identify",
+            "userId": user_id,
+            "anonymousId": "anon \"1\"",
+            "traits": {"name": "Zoë", "plan": "pro"},
+            "timestamp": "2026-01-02T03:04:05.5Z",
+            "receivedAt": "2026-01-02T03:04:05.5Z",
+        }))
+        .unwrap()
+    }
+
+    /// The records as they were built before `EncodedRecords`, one allocation each.
+    fn expected_records(events: &[trib_core::Event], timestamp_ms: i64) -> Vec<Record> {
+        events
+            .iter()
+            .map(|event| Record {
+                key: event.partition_key().to_owned(),
+                dedup_id: Some(format!("crm\u{0}{}", event.message_id)),
+                timestamp_ms,
+                payload: Bytes::from(serde_json::to_vec(event).unwrap()),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn encoded_records_are_the_records_of_each_row_every_time() {
+        let plan = plan();
+        let events = [
+            event("imp-0123456789abcdef-2", Some("u1")),
+            event("imp-0123456789abcdef-3", None),
+            event("imp-0123456789abcdef-4", Some("")),
+        ];
+        let mut builder = RecordsBuilder::with_capacity(0, 0);
+        for event in &events {
+            builder.push_event(&plan, event, 42).unwrap();
+        }
+        let encoded = builder.finish();
+        assert_eq!(encoded.len(), 3);
+        assert_eq!(encoded.to_records(), expected_records(&events, 42));
+        assert_eq!(encoded.to_records(), encoded.to_records(), "a retry");
+
+        let mut quarantine = RecordsBuilder::with_capacity(0, 0);
+        let problem = Problem::new("invalid_value", Some("traits.age"), "row 7: no".to_owned());
+        quarantine.push_quarantined(&plan, 7, problem.clone(), r#"{"age":"x"}"#.to_owned(), 9);
+        let records = quarantine.finish().to_records();
+        let message = QuarantinedMessage {
+            source: "crm".to_owned(),
+            received_at: plan.received_at,
+            index: 7,
+            message_id: Some("imp-0123456789abcdef-7".to_owned()),
+            field: problem.field,
+            code: problem.code,
+            reason: problem.reason,
+            schema: None,
+            origin: Some("import:people.ndjson".to_owned()),
+            message: RawValue::from_string(r#"{"age":"x"}"#.to_owned()).unwrap(),
+        };
+        assert_eq!(
+            records,
+            [Record {
+                key: "crm".to_owned(),
+                dedup_id: Some("crm\u{0}imp-0123456789abcdef-7\u{0}7".to_owned()),
+                timestamp_ms: 9,
+                payload: Bytes::from(serde_json::to_vec(&message).unwrap()),
+            }]
+        );
+    }
+
+    /// Refuses the first append as overloaded, then appends to a memory log.
+    struct OverloadedOnce {
+        log: MemoryLog,
+        attempts: Mutex<usize>,
+    }
+
+    #[async_trait]
+    impl EventLog for OverloadedOnce {
+        fn partition_count(&self) -> u32 {
+            self.log.partition_count()
+        }
+
+        async fn append(&self, records: Vec<Record>) -> Result<Vec<AppendOutcome>, LogError> {
+            let first = {
+                let mut attempts = self.attempts.lock().unwrap();
+                *attempts += 1;
+                *attempts == 1
+            };
+            if first {
+                return Err(LogError::Overloaded {
+                    retry_after: Duration::from_millis(1),
+                });
+            }
+            self.log.append(records).await
+        }
+
+        async fn read(
+            &self,
+            partition: u32,
+            from: u64,
+            max_records: usize,
+        ) -> Result<Vec<StoredRecord>, LogError> {
+            self.log.read(partition, from, max_records).await
+        }
+
+        async fn end_offset(&self, partition: u32) -> Result<u64, LogError> {
+            self.log.end_offset(partition).await
+        }
+
+        async fn committed_offset(
+            &self,
+            consumer: &str,
+            partition: u32,
+        ) -> Result<Option<u64>, LogError> {
+            self.log.committed_offset(consumer, partition).await
+        }
+
+        async fn commit_offset(
+            &self,
+            consumer: &str,
+            partition: u32,
+            next: u64,
+        ) -> Result<(), LogError> {
+            self.log.commit_offset(consumer, partition, next).await
+        }
+
+        async fn close(&self) -> Result<(), LogError> {
+            self.log.close().await
+        }
+    }
+
+    #[tokio::test]
+    async fn an_overloaded_append_is_retried_with_every_record() {
+        let plan = plan();
+        let events: Vec<_> = (2..7)
+            .map(|row| event(&plan.message_id(row), Some(&format!("u{row}"))))
+            .collect();
+        let mut builder = RecordsBuilder::with_capacity(0, 0);
+        for event in &events {
+            builder.push_event(&plan, event, 42).unwrap();
+        }
+        let log = OverloadedOnce {
+            log: MemoryLog::new(1),
+            attempts: Mutex::new(0),
+        };
+        let outcomes = append_patiently(&log, &builder.finish(), "event log")
+            .await
+            .unwrap();
+        assert_eq!(*log.attempts.lock().unwrap(), 2);
+        assert_eq!(outcomes.len(), events.len());
+        let stored = log.read(0, 0, 100).await.unwrap();
+        let expected = expected_records(&events, 42);
+        assert_eq!(stored.len(), expected.len());
+        for (stored, expected) in stored.iter().zip(&expected) {
+            assert_eq!(stored.key, expected.key);
+            assert_eq!(stored.dedup_id, expected.dedup_id);
+            assert_eq!(stored.payload, expected.payload);
+        }
+    }
 }
