@@ -1,0 +1,1015 @@
+//! The identity engine: applies events to the identity graph and the golden profiles, with
+//! guard-rails, provenance and unmerge, and writes each step to the profile store atomically.
+//!
+//! # Determinism
+//!
+//! * A profile's id is derived (HMAC) from its naming identifier: the identifier of the highest
+//!   priority type, earliest first seen (event time, then messageId, then value). Identifiers
+//!   and their first-seen times are content, so the same events give the same ids, whatever the
+//!   order in which they were processed, and a rebuild after an unmerge gives back the ids the
+//!   profiles would have had if the removed link had never existed. When the naming identifier
+//!   changes (an anonymous visitor identifies), the profile is renamed: the old id redirects to
+//!   the new one, like a merge.
+//! * Golden traits are computed from observations with event times (see
+//!   [`Survivorship`](crate::Survivorship)), so they do not depend on processing order either.
+//! * Guard-rail decisions (a unique-type veto, a limit) are taken in processing order: when two
+//!   conflicting links arrive, the first processed wins and the second is refused and recorded.
+//!   The consumer processes the log in a deterministic order for a given log, so a crash and
+//!   restart reprocesses the same slices the same way.
+//!
+//! # Caching
+//!
+//! The engine is the only writer of its store, so what it has read or written stays true:
+//! identifiers and profiles are cached between batches (up to a limit, then the cache is
+//! dropped), and a batch first fetches what its events need in two round trips.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use trib_store::{
+    ChangeBatch, ConsumerOffsets, EventRef, NewJournalEntry, ProfileId, ProfileRecord,
+    ProfileState, ProfileStore, StoreError, TimelineEntry,
+};
+
+use crate::config::{ANONYMOUS_ID, IdentityRules, USER_ID};
+use crate::extract::{Observed, RawIdentifier, extract};
+use crate::keys::Keyer;
+use crate::profile::{IdentifierEntry, Observation, Profile};
+
+/// Journal kinds written by the engine.
+pub mod journal {
+    /// Another profile was merged into this one.
+    pub const MERGE: &str = "merge";
+    /// A merge or an identifier was refused by a guard-rail.
+    pub const MERGE_REFUSED: &str = "merge_refused";
+    /// The profile's naming identifier changed and with it its id.
+    pub const RENAMED: &str = "renamed";
+    /// An identifier or an event's links were excluded (by an unmerge).
+    pub const EXCLUSION: &str = "exclusion";
+    /// The profile was rebuilt after an exclusion.
+    pub const UNMERGE: &str = "unmerge";
+}
+
+/// Why the engine stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("profile {0} is not in the store")]
+    UnknownProfile(String),
+    #[error("profile {id} was deleted")]
+    DeletedProfile { id: String },
+    #[error("cannot read event {partition}/{offset} from the log: {reason}")]
+    Log {
+        partition: u32,
+        offset: u64,
+        reason: String,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// What an unmerge removes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "remove", rename_all = "snake_case")]
+pub enum Exclusion {
+    /// An identifier: it no longer links anything, anywhere (like a blocked value).
+    Identifier {
+        #[serde(rename = "type")]
+        kind: String,
+        value: String,
+    },
+    /// The links an event made: it stays on the profile of its highest-priority identifier.
+    Event { source: String, message_id: String },
+}
+
+/// The outcome of an unmerge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UnmergeReport {
+    pub profile: String,
+    pub events_replayed: usize,
+    /// The profiles the events ended up on, sorted.
+    pub profiles: Vec<String>,
+}
+
+/// Counters of one engine, for tests, benchmarks and the demo.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    pub events: u64,
+    pub events_without_identifiers: u64,
+    pub unreadable_events: u64,
+    pub profiles_created: u64,
+    pub merges: u64,
+    pub merges_refused: u64,
+    pub identifiers_refused: u64,
+    pub renames: u64,
+}
+
+/// A guard-rail's verdict on a merge or an identifier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Refusal {
+    UniqueConflict(String),
+    TypeLimit(String),
+    IdentifierCap,
+    MergeCap,
+}
+
+impl Refusal {
+    fn reason(&self) -> &'static str {
+        match self {
+            Self::UniqueConflict(_) => "unique_conflict",
+            Self::TypeLimit(_) => "type_limit",
+            Self::IdentifierCap => "identifier_cap",
+            Self::MergeCap => "merge_cap",
+        }
+    }
+
+    fn describe(&self, rules: &IdentityRules) -> String {
+        match self {
+            Self::UniqueConflict(kind) => {
+                format!("both profiles hold a different {kind}, a unique identifier type")
+            }
+            Self::TypeLimit(kind) => {
+                let max = rules
+                    .type_index(kind)
+                    .map_or(0, |i| rules.types[i].max_per_profile);
+                format!("a profile holds at most {max} {kind} identifiers")
+            }
+            Self::IdentifierCap => format!(
+                "a profile holds at most {} identifiers",
+                rules.max_identifiers_per_profile
+            ),
+            Self::MergeCap => format!(
+                "a profile takes part in at most {} merges",
+                rules.max_merges_per_profile
+            ),
+        }
+    }
+}
+
+/// Where an event is in the log and what it says.
+#[derive(Debug, Clone)]
+pub struct LogEvent {
+    pub at: EventRef,
+    pub payload: Bytes,
+}
+
+#[derive(Debug, Default)]
+struct Pending {
+    dirty: BTreeSet<ProfileId>,
+    deleted: Vec<ProfileId>,
+    merged: Vec<(ProfileId, ProfileId)>,
+    identifiers: HashMap<(usize, String), Option<ProfileId>>,
+    timeline: Vec<(ProfileId, TimelineEntry)>,
+    journal: Vec<NewJournalEntry>,
+}
+
+/// The identity engine over a profile store.
+pub struct Engine<S: ProfileStore> {
+    store: S,
+    rules: Arc<IdentityRules>,
+    keyer: Keyer,
+    index: HashMap<(usize, String), ProfileId>,
+    profiles: HashMap<ProfileId, Profile>,
+    excluded_events: HashSet<(String, String)>,
+    excluded_identifiers: HashSet<(String, String)>,
+    pending: Pending,
+    cache_limit: usize,
+    stats: EngineStats,
+    now_ms: fn() -> i64,
+}
+
+fn wall_clock_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}
+
+impl<S: ProfileStore> Engine<S> {
+    /// Opens the engine over a store, loading the exclusions recorded by earlier unmerges.
+    pub fn new(store: S, rules: Arc<IdentityRules>, keyer: Keyer) -> Result<Self, EngineError> {
+        let mut engine = Self {
+            store,
+            rules,
+            keyer,
+            index: HashMap::new(),
+            profiles: HashMap::new(),
+            excluded_events: HashSet::new(),
+            excluded_identifiers: HashSet::new(),
+            pending: Pending::default(),
+            cache_limit: 2_000_000,
+            stats: EngineStats::default(),
+            now_ms: wall_clock_ms,
+        };
+        let mut after = 0;
+        loop {
+            let page = engine
+                .store
+                .journal_by_kind(journal::EXCLUSION, after, 1_000)?;
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            for entry in &page {
+                let exclusion: Exclusion = serde_json::from_slice(&entry.doc).map_err(|e| {
+                    StoreError::Corrupt(format!("exclusion journal entry {}: {e}", entry.seq))
+                })?;
+                engine.remember(exclusion);
+            }
+        }
+        Ok(engine)
+    }
+
+    /// Caps the number of cached identifiers (the profile cache follows it).
+    pub fn set_cache_limit(&mut self, limit: usize) {
+        self.cache_limit = limit.max(1);
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        self.stats
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    pub fn rules(&self) -> &IdentityRules {
+        &self.rules
+    }
+
+    pub fn keyer(&self) -> &Keyer {
+        &self.keyer
+    }
+
+    fn remember(&mut self, exclusion: Exclusion) {
+        match exclusion {
+            Exclusion::Identifier { kind, value } => {
+                self.excluded_identifiers.insert((kind, value));
+            }
+            Exclusion::Event { source, message_id } => {
+                self.excluded_events.insert((source, message_id));
+            }
+        }
+    }
+
+    /// Applies a slice of the log and commits it, with the consumer's next offsets, in one
+    /// store batch. On error nothing of the slice is stored and the caches are dropped, so the
+    /// caller can retry from the committed offsets.
+    pub fn process(
+        &mut self,
+        events: &[LogEvent],
+        offsets: Option<ConsumerOffsets>,
+    ) -> Result<(), EngineError> {
+        let result = self.process_inner(events, offsets);
+        if result.is_err() {
+            self.reset();
+        }
+        result
+    }
+
+    fn process_inner(
+        &mut self,
+        events: &[LogEvent],
+        offsets: Option<ConsumerOffsets>,
+    ) -> Result<(), EngineError> {
+        let mut observed = Vec::with_capacity(events.len());
+        for event in events {
+            match extract(&event.payload, &self.rules) {
+                Ok(o) => observed.push((event.at, o)),
+                Err(error) => {
+                    // The log only holds events that passed validation; this is a bug or a
+                    // damaged record. Count it and go on rather than stall the graph.
+                    self.stats.unreadable_events += 1;
+                    metrics::counter!("tributary_identity_unreadable_events_total").increment(1);
+                    tracing::warn!(
+                        partition = event.at.partition,
+                        offset = event.at.offset,
+                        %error,
+                        "identity: skipped an unreadable event"
+                    );
+                }
+            }
+        }
+        self.prefetch(observed.iter().map(|(_, o)| o))?;
+        for (at, o) in observed {
+            self.apply_event(at, o);
+        }
+        self.flush(offsets)
+    }
+
+    /// Drops caches and anything pending (after a failed write).
+    fn reset(&mut self) {
+        self.index.clear();
+        self.profiles.clear();
+        self.pending = Pending::default();
+    }
+
+    fn prefetch<'a>(
+        &mut self,
+        observed: impl Iterator<Item = &'a Observed>,
+    ) -> Result<(), EngineError> {
+        let user_id = self.rules.type_index(USER_ID);
+        let anonymous_id = self.rules.type_index(ANONYMOUS_ID);
+        let mut wanted: HashSet<(usize, String)> = HashSet::new();
+        // What this batch already changed is known; the store still has the old values.
+        let unknown = |engine: &Self, key: &(usize, String)| {
+            !engine.index.contains_key(key) && !engine.pending.identifiers.contains_key(key)
+        };
+        for o in observed {
+            for id in &o.identifiers {
+                let key = (id.kind, id.value.clone());
+                if unknown(self, &key) {
+                    wanted.insert(key);
+                }
+            }
+            if let Some(previous) = &o.previous_id {
+                for kind in [user_id, anonymous_id].into_iter().flatten() {
+                    let key = (kind, previous.clone());
+                    if unknown(self, &key) {
+                        wanted.insert(key);
+                    }
+                }
+            }
+        }
+        self.fetch_identifiers(wanted.into_iter().collect())
+    }
+
+    fn fetch_identifiers(&mut self, wanted: Vec<(usize, String)>) -> Result<(), EngineError> {
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<_> = wanted
+            .iter()
+            .map(|(kind, value)| self.keyer.ident_key(&self.rules.types[*kind].name, value))
+            .collect();
+        let found = self.store.lookup_many(&keys)?;
+        let mut profiles_wanted = BTreeSet::new();
+        for (identifier, profile) in wanted.into_iter().zip(found) {
+            if let Some(profile) = profile {
+                if !self.profiles.contains_key(&profile) {
+                    profiles_wanted.insert(profile);
+                }
+                self.index.insert(identifier, profile);
+            }
+        }
+        let ids: Vec<ProfileId> = profiles_wanted.into_iter().collect();
+        let states = self.store.get_many(&ids)?;
+        let mut redirected = Vec::new();
+        for (id, state) in ids.into_iter().zip(states) {
+            if self.pending.deleted.contains(&id) {
+                redirected.push((id, None));
+                continue;
+            }
+            match state {
+                Some(ProfileState::Active(record)) => {
+                    let profile = decode(&record)?;
+                    self.profiles.insert(id, profile);
+                }
+                // An identifier never points at a merged or deleted profile: merges re-point
+                // identifiers in the same batch. Repair such an entry rather than trust it.
+                Some(ProfileState::Merged { into, .. }) => redirected.push((id, Some(into))),
+                Some(ProfileState::Deleted { .. }) | None => redirected.push((id, None)),
+            }
+        }
+        for (stale, into) in redirected {
+            let target = match into {
+                Some(into) => self.resolve_active(into)?,
+                None => None,
+            };
+            let affected: Vec<(usize, String)> = self
+                .index
+                .iter()
+                .filter(|(_, p)| **p == stale)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for key in affected {
+                match target {
+                    Some(target) => {
+                        self.index.insert(key.clone(), target);
+                        self.pending.identifiers.insert(key, Some(target));
+                    }
+                    None => {
+                        self.index.remove(&key);
+                        self.pending.identifiers.insert(key, None);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Follows merges from `id` to an active profile, loading it into the cache.
+    fn resolve_active(&mut self, mut id: ProfileId) -> Result<Option<ProfileId>, EngineError> {
+        for _ in 0..=self.rules.max_merges_per_profile.saturating_add(64) {
+            if self.profiles.contains_key(&id) {
+                return Ok(Some(id));
+            }
+            if self.pending.deleted.contains(&id) {
+                return Ok(None);
+            }
+            match self.store.get(&id)? {
+                Some(ProfileState::Active(record)) => {
+                    self.profiles.insert(id, decode(&record)?);
+                    return Ok(Some(id));
+                }
+                Some(ProfileState::Merged { into, .. }) => id = into,
+                Some(ProfileState::Deleted { .. }) | None => return Ok(None),
+            }
+        }
+        Err(EngineError::Invalid(format!(
+            "profile {id} redirects in a loop"
+        )))
+    }
+
+    fn type_name(&self, kind: usize) -> &str {
+        &self.rules.types[kind].name
+    }
+
+    fn apply_event(&mut self, at: EventRef, observed: Observed) {
+        self.stats.events += 1;
+        let Observed {
+            message_id,
+            source,
+            timestamp_ms,
+            mut identifiers,
+            previous_id,
+            traits,
+            blocked,
+        } = observed;
+        for kind in blocked {
+            metrics::counter!("tributary_identity_blocked_identifiers_total", "type" => kind)
+                .increment(1);
+        }
+        if let Some(previous) = previous_id {
+            // An alias's previousId is a user id when one is known, else an anonymous id.
+            let as_user = self
+                .rules
+                .type_index(USER_ID)
+                .filter(|kind| self.index.contains_key(&(*kind, previous.clone())));
+            if let Some(kind) = as_user.or_else(|| self.rules.type_index(ANONYMOUS_ID)) {
+                identifiers.push(RawIdentifier {
+                    kind,
+                    value: previous,
+                });
+                identifiers.sort();
+                identifiers.dedup();
+            }
+        }
+        identifiers.retain(|id| {
+            !self
+                .excluded_identifiers
+                .contains(&(self.rules.types[id.kind].name.clone(), id.value.clone()))
+        });
+        if self
+            .excluded_events
+            .contains(&(source.clone(), message_id.clone()))
+        {
+            identifiers.truncate(1);
+        }
+        let Some(primary) = identifiers.first().cloned() else {
+            self.stats.events_without_identifiers += 1;
+            metrics::counter!("tributary_identity_events_without_identifiers_total").increment(1);
+            return;
+        };
+        let event = EventInfo {
+            source,
+            message_id,
+            timestamp_ms,
+            at,
+        };
+
+        let owner = |engine: &Self, id: &RawIdentifier| {
+            engine.index.get(&(id.kind, id.value.clone())).copied()
+        };
+        let mut owners: Vec<ProfileId> = Vec::new();
+        for id in &identifiers {
+            if let Some(profile) = owner(self, id)
+                && !owners.contains(&profile)
+            {
+                owners.push(profile);
+            }
+        }
+        // The event belongs to the profile of its highest-priority identifier. When that
+        // identifier is new, it joins the profile of the next identifier if the guard-rails
+        // allow, else it starts a profile of its own.
+        let target = match owner(self, &primary) {
+            Some(profile) => profile,
+            None => match owners.first() {
+                Some(first) if self.check_identifier(*first, &primary).is_none() => *first,
+                _ => self.create(&primary, &event),
+            },
+        };
+        for other in owners {
+            if other != target {
+                self.try_merge(target, other, &identifiers, &event);
+            }
+        }
+        for id in &identifiers {
+            match owner(self, id) {
+                None => self.try_add_identifier(target, id, &event),
+                Some(profile) if profile == target => self.saw_identifier(target, id, &event),
+                Some(_) => {}
+            }
+        }
+
+        let Some(profile) = self.profiles.get_mut(&target) else {
+            return;
+        };
+        profile.saw_event(timestamp_ms, &event.source);
+        if !traits.is_empty() {
+            let names: Vec<String> = traits.keys().cloned().collect();
+            for (name, value) in traits {
+                let rule = self.rules.rule_for(&name);
+                profile.observe(
+                    &name,
+                    Observation {
+                        value,
+                        source: event.source.clone(),
+                        at_ms: timestamp_ms,
+                        message_id: event.message_id.clone(),
+                    },
+                    rule,
+                );
+            }
+            profile.recompute(&self.rules, Some(&names));
+        }
+        self.pending.timeline.push((
+            target,
+            TimelineEntry {
+                timestamp_ms,
+                event: at,
+            },
+        ));
+        self.pending.dirty.insert(target);
+        self.rename_if_needed(target);
+    }
+
+    fn create(&mut self, primary: &RawIdentifier, event: &EventInfo) -> ProfileId {
+        let id = self
+            .keyer
+            .profile_id(self.type_name(primary.kind), &primary.value);
+        self.profiles.insert(id, Profile::new(id.to_string()));
+        self.pending.dirty.insert(id);
+        self.stats.profiles_created += 1;
+        metrics::counter!("tributary_identity_profiles_created_total").increment(1);
+        self.add_identifier(id, primary, event);
+        id
+    }
+
+    fn check_identifier(&self, profile: ProfileId, id: &RawIdentifier) -> Option<Refusal> {
+        let profile = self.profiles.get(&profile)?;
+        let id_type = &self.rules.types[id.kind];
+        let count = profile.count_of_type(&id_type.name);
+        if id_type.unique && count > 0 {
+            return Some(Refusal::UniqueConflict(id_type.name.clone()));
+        }
+        if count >= id_type.max_per_profile as usize {
+            return Some(Refusal::TypeLimit(id_type.name.clone()));
+        }
+        if profile.identifiers.len() >= self.rules.max_identifiers_per_profile as usize {
+            return Some(Refusal::IdentifierCap);
+        }
+        None
+    }
+
+    fn check_merge(&self, target: &Profile, other: &Profile) -> Option<Refusal> {
+        if target.merge_count + other.merge_count + 1 > self.rules.max_merges_per_profile {
+            return Some(Refusal::MergeCap);
+        }
+        for id_type in &self.rules.types {
+            let mine = target.count_of_type(&id_type.name);
+            let theirs = other.count_of_type(&id_type.name);
+            if id_type.unique && mine > 0 && theirs > 0 {
+                // Two distinct profiles never share an identifier, so the values differ.
+                return Some(Refusal::UniqueConflict(id_type.name.clone()));
+            }
+            if mine + theirs > id_type.max_per_profile as usize {
+                return Some(Refusal::TypeLimit(id_type.name.clone()));
+            }
+        }
+        if target.identifiers.len() + other.identifiers.len()
+            > self.rules.max_identifiers_per_profile as usize
+        {
+            return Some(Refusal::IdentifierCap);
+        }
+        None
+    }
+
+    fn try_add_identifier(&mut self, target: ProfileId, id: &RawIdentifier, event: &EventInfo) {
+        match self.check_identifier(target, id) {
+            None => self.add_identifier(target, id, event),
+            Some(refusal) => {
+                self.stats.identifiers_refused += 1;
+                self.refuse(
+                    target,
+                    &refusal,
+                    json!({
+                        "what": "identifier",
+                        "identifier": {"type": self.type_name(id.kind), "value": id.value},
+                        "event": event.to_json(),
+                    }),
+                );
+            }
+        }
+    }
+
+    fn add_identifier(&mut self, target: ProfileId, id: &RawIdentifier, event: &EventInfo) {
+        let name = self.rules.types[id.kind].name.clone();
+        let Some(profile) = self.profiles.get_mut(&target) else {
+            return;
+        };
+        profile.identifiers.push(IdentifierEntry {
+            kind: name,
+            value: id.value.clone(),
+            first_seen_ms: event.timestamp_ms,
+            source: event.source.clone(),
+            message_id: event.message_id.clone(),
+        });
+        profile.sort_identifiers(&self.rules);
+        self.index.insert((id.kind, id.value.clone()), target);
+        self.pending
+            .identifiers
+            .insert((id.kind, id.value.clone()), Some(target));
+        self.pending.dirty.insert(target);
+    }
+
+    /// An identifier the profile already holds was seen again: keep its earliest sighting.
+    fn saw_identifier(&mut self, target: ProfileId, id: &RawIdentifier, event: &EventInfo) {
+        let name = &self.rules.types[id.kind].name;
+        let Some(profile) = self.profiles.get_mut(&target) else {
+            return;
+        };
+        let Some(entry) = profile
+            .identifiers
+            .iter_mut()
+            .find(|e| e.kind == *name && e.value == id.value)
+        else {
+            return;
+        };
+        if (event.timestamp_ms, event.message_id.as_str())
+            < (entry.first_seen_ms, entry.message_id.as_str())
+        {
+            entry.first_seen_ms = event.timestamp_ms;
+            entry.source.clone_from(&event.source);
+            entry.message_id.clone_from(&event.message_id);
+            profile.sort_identifiers(&self.rules);
+        }
+    }
+
+    fn try_merge(
+        &mut self,
+        target: ProfileId,
+        other: ProfileId,
+        linking: &[RawIdentifier],
+        event: &EventInfo,
+    ) {
+        let (Some(mine), Some(theirs)) = (self.profiles.get(&target), self.profiles.get(&other))
+        else {
+            return;
+        };
+        let links: Vec<serde_json::Value> = linking
+            .iter()
+            .filter(|id| self.index.get(&(id.kind, id.value.clone())) == Some(&other))
+            .map(|id| json!({"type": self.type_name(id.kind), "value": id.value}))
+            .collect();
+        if let Some(refusal) = self.check_merge(mine, theirs) {
+            self.stats.merges_refused += 1;
+            self.refuse(
+                target,
+                &refusal,
+                json!({
+                    "what": "merge",
+                    "other_profile": other.to_string(),
+                    "identifiers": links,
+                    "event": event.to_json(),
+                }),
+            );
+            return;
+        }
+        let Some(absorbed) = self.profiles.remove(&other) else {
+            return;
+        };
+        for entry in &absorbed.identifiers {
+            if let Some(kind) = self.rules.type_index(&entry.kind) {
+                self.index.insert((kind, entry.value.clone()), target);
+                self.pending
+                    .identifiers
+                    .insert((kind, entry.value.clone()), Some(target));
+            }
+        }
+        self.pending.merged.push((other, target));
+        self.pending.dirty.remove(&other);
+        self.pending.dirty.insert(target);
+        self.pending.timeline.iter_mut().for_each(|(p, _)| {
+            if *p == other {
+                *p = target;
+            }
+        });
+        let absorbed_identifiers: Vec<serde_json::Value> = absorbed
+            .identifiers
+            .iter()
+            .map(|e| json!({"type": e.kind, "value": e.value}))
+            .collect();
+        let Some(profile) = self.profiles.get_mut(&target) else {
+            return;
+        };
+        profile.absorb(absorbed);
+        profile.sort_identifiers(&self.rules);
+        profile.recompute(&self.rules, None);
+        self.stats.merges += 1;
+        metrics::counter!("tributary_identity_merges_total").increment(1);
+        self.journal(
+            target,
+            journal::MERGE,
+            json!({
+                "absorbed_profile": other.to_string(),
+                "linked_by": links,
+                "absorbed_identifiers": absorbed_identifiers,
+                "event": event.to_json(),
+            }),
+        );
+    }
+
+    fn refuse(&mut self, profile: ProfileId, refusal: &Refusal, mut detail: serde_json::Value) {
+        metrics::counter!("tributary_identity_merges_refused_total", "reason" => refusal.reason())
+            .increment(1);
+        if let Some(object) = detail.as_object_mut() {
+            object.insert("reason".into(), json!(refusal.reason()));
+            object.insert("explanation".into(), json!(refusal.describe(&self.rules)));
+        }
+        self.journal(profile, journal::MERGE_REFUSED, detail);
+    }
+
+    fn journal(&mut self, profile: ProfileId, kind: &str, doc: serde_json::Value) {
+        self.pending.journal.push(NewJournalEntry {
+            profile,
+            kind: kind.to_owned(),
+            at_ms: (self.now_ms)(),
+            doc: Bytes::from(doc.to_string()),
+        });
+    }
+
+    /// Gives the profile the id of its naming identifier, if that changed.
+    fn rename_if_needed(&mut self, id: ProfileId) {
+        let Some(profile) = self.profiles.get(&id) else {
+            return;
+        };
+        let Some(anchor) = profile.identifiers.first() else {
+            return;
+        };
+        let new_id = self.keyer.profile_id(&anchor.kind, &anchor.value);
+        if new_id == id {
+            return;
+        }
+        let Some(mut profile) = self.profiles.remove(&id) else {
+            return;
+        };
+        profile.id = new_id.to_string();
+        profile.merged_ids.push(id.to_string());
+        // A rename back to an id the profile had before (its anchor came back with a merge).
+        let own = profile.id.clone();
+        profile.merged_ids.retain(|m| *m != own);
+        for entry in &profile.identifiers {
+            if let Some(kind) = self.rules.type_index(&entry.kind) {
+                self.index.insert((kind, entry.value.clone()), new_id);
+                self.pending
+                    .identifiers
+                    .insert((kind, entry.value.clone()), Some(new_id));
+            }
+        }
+        self.pending.timeline.iter_mut().for_each(|(p, _)| {
+            if *p == id {
+                *p = new_id;
+            }
+        });
+        self.pending.merged.push((id, new_id));
+        self.pending.dirty.remove(&id);
+        self.pending.dirty.insert(new_id);
+        self.profiles.insert(new_id, profile);
+        self.stats.renames += 1;
+        self.journal(
+            new_id,
+            journal::RENAMED,
+            json!({"from": id.to_string(), "to": new_id.to_string()}),
+        );
+    }
+
+    fn flush(&mut self, offsets: Option<ConsumerOffsets>) -> Result<(), EngineError> {
+        let pending = std::mem::take(&mut self.pending);
+        let at_ms = (self.now_ms)();
+        let mut batch = ChangeBatch {
+            at_ms,
+            deleted: pending.deleted,
+            offsets,
+            journal: pending.journal,
+            timeline: pending.timeline,
+            ..ChangeBatch::default()
+        };
+        // Merges and renames inside the batch were already applied to pending timeline entries
+        // and identifiers; a `from` that is active again at the end (a rename back during a
+        // rebuild) is not a redirect.
+        let redirects: HashMap<ProfileId, ProfileId> = pending.merged.iter().copied().collect();
+        let profiles = &self.profiles;
+        let resolve = |mut id: ProfileId| {
+            for _ in 0..=redirects.len() {
+                if profiles.contains_key(&id) {
+                    break;
+                }
+                match redirects.get(&id) {
+                    Some(next) => id = *next,
+                    None => break,
+                }
+            }
+            id
+        };
+        for (from, into) in pending.merged {
+            if !self.profiles.contains_key(&from) {
+                batch.merged.push((from, resolve(into)));
+            }
+        }
+        for id in pending.dirty {
+            if let Some(profile) = self.profiles.get(&id) {
+                let doc = serde_json::to_vec(profile)
+                    .map_err(|e| EngineError::Invalid(format!("cannot encode a profile: {e}")))?;
+                batch.upserts.push(ProfileRecord {
+                    id,
+                    updated_at_ms: at_ms,
+                    doc: Bytes::from(doc),
+                });
+            }
+        }
+        batch.identifiers = pending
+            .identifiers
+            .into_iter()
+            .map(|((kind, value), profile)| {
+                (
+                    self.keyer.ident_key(&self.rules.types[kind].name, &value),
+                    profile,
+                )
+            })
+            .collect();
+        if !batch.is_empty() {
+            self.store.apply(&batch)?;
+        }
+        if self.index.len() > self.cache_limit {
+            self.index.clear();
+            self.profiles.clear();
+        }
+        Ok(())
+    }
+
+    /// Removes an identifier or an event's links from a profile and rebuilds the profiles its
+    /// events make without it. `read` fetches an event's payload from the log.
+    pub fn unmerge(
+        &mut self,
+        profile: ProfileId,
+        exclusion: Exclusion,
+        mut read: impl FnMut(EventRef) -> Result<Bytes, EngineError>,
+    ) -> Result<UnmergeReport, EngineError> {
+        let result = self.unmerge_inner(profile, exclusion, &mut read);
+        if result.is_err() {
+            self.reset();
+        }
+        result
+    }
+
+    fn unmerge_inner(
+        &mut self,
+        profile: ProfileId,
+        exclusion: Exclusion,
+        read: &mut dyn FnMut(EventRef) -> Result<Bytes, EngineError>,
+    ) -> Result<UnmergeReport, EngineError> {
+        let Some(id) = self.resolve_active(profile)? else {
+            return Err(match self.store.get(&profile)? {
+                None => EngineError::UnknownProfile(profile.to_string()),
+                Some(_) => EngineError::DeletedProfile {
+                    id: profile.to_string(),
+                },
+            });
+        };
+        let Some(current) = self.profiles.get(&id) else {
+            return Err(EngineError::UnknownProfile(id.to_string()));
+        };
+        if let Exclusion::Identifier { kind, value } = &exclusion
+            && !current.has_identifier(kind, value)
+        {
+            return Err(EngineError::Invalid(format!(
+                "profile {id} does not hold that {kind} identifier"
+            )));
+        }
+        let mut entries = Vec::new();
+        let mut before = None;
+        loop {
+            let page = self.store.timeline(&id, before.as_ref(), 10_000)?;
+            let Some(last) = page.last().copied() else {
+                break;
+            };
+            before = Some(last);
+            entries.extend(page);
+        }
+        if let Exclusion::Event { source, message_id } = &exclusion {
+            let mut found = false;
+            for entry in &entries {
+                let payload = read(entry.event)?;
+                if let Ok(o) = extract(&payload, &self.rules)
+                    && o.source == *source
+                    && o.message_id == *message_id
+                {
+                    found = true;
+                    break;
+                }
+            }
+            if !found {
+                return Err(EngineError::Invalid(format!(
+                    "event {message_id} of source {source} is not on profile {id}"
+                )));
+            }
+        }
+
+        // Record the exclusion, forget the profile, and replay its events without it.
+        self.journal(
+            id,
+            journal::EXCLUSION,
+            serde_json::to_value(&exclusion).map_err(|e| EngineError::Invalid(e.to_string()))?,
+        );
+        self.remember(exclusion.clone());
+        let Some(old) = self.profiles.remove(&id) else {
+            return Err(EngineError::UnknownProfile(id.to_string()));
+        };
+        for entry in &old.identifiers {
+            if let Some(kind) = self.rules.type_index(&entry.kind) {
+                self.index.remove(&(kind, entry.value.clone()));
+                self.pending
+                    .identifiers
+                    .insert((kind, entry.value.clone()), None);
+            }
+        }
+        self.pending.deleted.push(id);
+        self.pending.dirty.remove(&id);
+
+        let mut events = Vec::with_capacity(entries.len());
+        for entry in &entries {
+            let payload = read(entry.event)?;
+            match extract(&payload, &self.rules) {
+                Ok(o) => events.push((entry.sort_key(), entry.event, o)),
+                Err(_) => self.stats.unreadable_events += 1,
+            }
+        }
+        events.sort_by_key(|e| e.0);
+        self.prefetch(events.iter().map(|(_, _, o)| o))?;
+        let replayed = events.len();
+        for (_, at, o) in events {
+            self.apply_event(at, o);
+        }
+        let mut profiles: BTreeSet<String> = BTreeSet::new();
+        let redirects: HashMap<ProfileId, ProfileId> =
+            self.pending.merged.iter().copied().collect();
+        for (profile, _) in &self.pending.timeline {
+            let mut p = *profile;
+            for _ in 0..redirects.len() {
+                match redirects.get(&p) {
+                    Some(next) if *next != p => p = *next,
+                    _ => break,
+                }
+            }
+            profiles.insert(p.to_string());
+        }
+        let report = UnmergeReport {
+            profile: id.to_string(),
+            events_replayed: replayed,
+            profiles: profiles.into_iter().collect(),
+        };
+        self.journal(
+            id,
+            journal::UNMERGE,
+            json!({"exclusion": exclusion, "events_replayed": replayed, "profiles": report.profiles}),
+        );
+        self.flush(None)?;
+        Ok(report)
+    }
+}
+
+/// Where an event came from, for provenance.
+struct EventInfo {
+    source: String,
+    message_id: String,
+    timestamp_ms: i64,
+    at: EventRef,
+}
+
+impl EventInfo {
+    fn to_json(&self) -> serde_json::Value {
+        json!({
+            "source": self.source,
+            "message_id": self.message_id,
+            "timestamp_ms": self.timestamp_ms,
+            "partition": self.at.partition,
+            "offset": self.at.offset,
+        })
+    }
+}
+
+/// Decodes a stored profile document.
+pub fn decode(record: &ProfileRecord) -> Result<Profile, StoreError> {
+    serde_json::from_slice(&record.doc)
+        .map_err(|e| StoreError::Corrupt(format!("profile {}: {e}", record.id)))
+}
