@@ -26,12 +26,14 @@
 //! engine per store); the change-feed sequence relies on it.
 
 mod memory;
+mod sqlite;
 mod types;
 
 #[cfg(test)]
 mod conformance;
 
 pub use memory::MemoryStore;
+pub use sqlite::{SqliteOptions, SqliteStore};
 pub use types::{
     Change, ChangeBatch, ChangeKind, ConsumerOffsets, EventRef, IdentKey, JournalEntry,
     NewJournalEntry, ProfileId, ProfileIdError, ProfileRecord, ProfileState, TimelineEntry,
