@@ -26,11 +26,13 @@
 //! engine per store); the change-feed sequence relies on it.
 
 mod memory;
+mod postgres;
 mod types;
 
 #[cfg(test)]
 mod conformance;
 
+pub use self::postgres::{PostgresOptions, PostgresStore};
 pub use memory::MemoryStore;
 pub use types::{
     Change, ChangeBatch, ChangeKind, ConsumerOffsets, EventRef, IdentKey, JournalEntry,
