@@ -27,11 +27,13 @@
 
 mod memory;
 mod sqlite;
+mod postgres;
 mod types;
 
 #[cfg(test)]
 mod conformance;
 
+pub use self::postgres::{PostgresOptions, PostgresStore};
 pub use memory::MemoryStore;
 pub use sqlite::{SqliteOptions, SqliteStore};
 pub use types::{
