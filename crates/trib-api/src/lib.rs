@@ -20,6 +20,7 @@ mod body;
 mod error;
 mod imports;
 mod ingest;
+mod profiles;
 mod quarantine;
 mod schemas;
 pub mod segment;
@@ -37,6 +38,7 @@ use trib_pipeline::{Gates, SharedRegistry};
 use trib_sources::webhook::WebhookSource;
 
 pub use error::ApiError;
+pub use profiles::ProfilesState;
 pub use telemetry::install_metrics_recorder;
 
 /// The logs the API writes to and reads from.
@@ -61,6 +63,7 @@ pub struct AppState {
     webhooks: HashMap<String, WebhookSource>,
     imports: imports::Imports,
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    profiles: Option<ProfilesState>,
 }
 
 impl AppState {
@@ -108,7 +111,14 @@ impl AppState {
             webhooks,
             imports: imports::Imports::new(config.server.data_dir.join("imports"), mappings),
             metrics,
+            profiles: None,
         })
+    }
+
+    /// Enables the profile routes over a profile store.
+    pub fn with_profiles(mut self, profiles: ProfilesState) -> Self {
+        self.profiles = Some(profiles);
+        self
     }
 }
 
@@ -141,6 +151,12 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/schemas", get(schemas::list).post(schemas::publish))
         .route("/v1/schemas/traits", get(schemas::show_traits))
         .route("/v1/schemas/events/{name}", get(schemas::show_event))
+        .route("/v1/profiles", get(profiles::list))
+        .route("/v1/profiles/lookup", get(profiles::lookup))
+        .route("/v1/profiles/{id}", get(profiles::show))
+        .route("/v1/profiles/{id}/events", get(profiles::events))
+        .route("/v1/profiles/{id}/explain", get(profiles::explain))
+        .route("/v1/profiles/{id}/unmerge", post(profiles::unmerge))
         .route("/v1/events", get(admin::list_events))
         .route("/v1/events/partitions", get(admin::event_partitions))
         .route("/v1/quarantine", get(admin::list_quarantine))

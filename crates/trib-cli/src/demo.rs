@@ -125,6 +125,9 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         &quarantined,
     );
 
+    server.identity_caught_up().await?;
+    print_profiles(&server)?;
+
     if let Some(addr) = args.serve {
         println!();
         println!("Still serving on http://{addr} (Ctrl-C stops). Try:");
@@ -359,4 +362,75 @@ fn print_summary(
             serde_json::to_string_pretty(&order["data"]).unwrap_or_default()
         );
     }
+}
+
+/// Prints the golden profiles assembled from the most sources.
+fn print_profiles(server: &Server) -> anyhow::Result<()> {
+    let store = server.profiles().clone();
+    let mut profiles = Vec::new();
+    let mut cursor = 0;
+    loop {
+        let changes = store.changes(None, cursor, 1_000)?;
+        let Some(last) = changes.last() else { break };
+        cursor = last.seq;
+        for change in &changes {
+            if let trib_identity::view::Found::Active { profile, .. } =
+                trib_identity::view::find(&*store, change.id)?
+                && profile.id == change.id.to_string()
+            {
+                profiles.push(profile);
+            }
+        }
+    }
+    let total = profiles.len();
+    profiles.sort_by(|a, b| {
+        b.sources
+            .len()
+            .cmp(&a.sources.len())
+            .then(b.event_count.cmp(&a.event_count))
+            .then(a.id.cmp(&b.id))
+    });
+    let merged: u32 = profiles.iter().map(|p| p.merge_count).sum();
+    println!();
+    println!(
+        "Identity resolution: {total} golden profiles ({merged} merges); the three built from the most sources:"
+    );
+    for profile in profiles.iter().take(3) {
+        let text = |name: &str| {
+            profile
+                .traits
+                .get(name)
+                .and_then(|t| t.value.as_str().map(str::to_owned))
+                .unwrap_or_default()
+        };
+        println!(
+            "  {}  {} {} <{}>  {} events from {}",
+            profile.id,
+            text("firstName"),
+            text("lastName"),
+            text("email"),
+            profile.event_count,
+            profile.sources.join(", ")
+        );
+        let identifiers: Vec<String> = profile
+            .identifiers
+            .iter()
+            .map(|i| format!("{}={}", i.kind, i.value))
+            .collect();
+        println!("      identifiers: {}", identifiers.join(", "));
+        for name in ["plan", "phone"] {
+            if let Some(golden) = profile.traits.get(name) {
+                println!(
+                    "      {name}: {} (rule {}, from {})",
+                    golden.value,
+                    golden.rule,
+                    golden.sources.join("+")
+                );
+            }
+        }
+    }
+    println!(
+        "  (see one with: tributary profiles show <id> / explain <id>, or GET /v1/profiles/<id>)"
+    );
+    Ok(())
 }

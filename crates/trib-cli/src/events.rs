@@ -287,7 +287,7 @@ pub(crate) async fn run_quarantine(command: QuarantineCommand) -> anyhow::Result
 
 /// Sends an admin request and parses its JSON answer; a non-2xx answer is an error that quotes
 /// the server's body (which names the problem and its code).
-async fn send_json<T: serde::de::DeserializeOwned>(
+pub(crate) async fn send_json<T: serde::de::DeserializeOwned>(
     request: reqwest::RequestBuilder,
     url: &str,
 ) -> anyhow::Result<T> {

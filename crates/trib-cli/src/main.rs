@@ -6,7 +6,9 @@
 
 mod demo;
 mod events;
+mod identity;
 mod import;
+mod profiles;
 mod schemas;
 mod serve;
 
@@ -51,6 +53,16 @@ enum Command {
         #[command(subcommand)]
         command: schemas::SchemasCommand,
     },
+    /// Golden profiles of a running server: show, list (change feed), events, explain, unmerge.
+    Profiles {
+        #[command(subcommand)]
+        command: profiles::ProfilesCommand,
+    },
+    /// Probabilistic matching on CSV files: dedupe, generate labelled data, evaluate, review.
+    Identity {
+        #[command(subcommand)]
+        command: identity::IdentityCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -75,6 +87,7 @@ fn main() -> ExitCode {
             command: ConfigCommand::Check { file },
         } => check_config(&file),
         Command::Schemas { command } => schemas::run(command),
+        Command::Identity { command } => identity::run(command),
         command => runtime().and_then(|runtime| {
             runtime.block_on(async move {
                 match command {
@@ -83,7 +96,8 @@ fn main() -> ExitCode {
                     Command::Events { command } => events::run(command).await,
                     Command::Quarantine { command } => events::run_quarantine(command).await,
                     Command::Import(args) => import::run(args).await,
-                    Command::Config { .. } | Command::Schemas { .. } => {
+                    Command::Profiles { command } => profiles::run(command).await,
+                    Command::Config { .. } | Command::Schemas { .. } | Command::Identity { .. } => {
                         unreachable!("synchronous commands are handled above")
                     }
                 }

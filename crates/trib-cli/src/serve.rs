@@ -8,10 +8,13 @@ use anyhow::Context;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use trib_config::{Config, LogStorage};
+use trib_config::{Config, LogStorage, StoreConfig};
+use trib_identity::consumer::{ConsumerOptions, IdentityConsumer};
+use trib_identity::{Engine, Keyer};
 use trib_log::{
     Durability, EmbeddedLog, EmbeddedLogOptions, EventLog, MemoryLog, MemoryLogOptions,
 };
+use trib_store::ProfileStore;
 
 /// Arguments of `tributary serve`.
 #[derive(Debug, clap::Args)]
@@ -92,6 +95,8 @@ pub(crate) struct Server {
     events: Arc<dyn EventLog>,
     quarantine: Arc<dyn EventLog>,
     resolutions: Arc<dyn EventLog>,
+    profiles: Arc<dyn ProfileStore>,
+    identity: Arc<IdentityConsumer>,
 }
 
 impl Server {
@@ -123,7 +128,25 @@ impl Server {
             quarantine: quarantine.clone(),
             resolutions: resolutions.clone(),
         };
-        let state = trib_api::AppState::new(config, logs, registry, metrics)?;
+        let profiles = open_store(config)?;
+        let keyer = Keyer::load_or_create(&config.server.data_dir)?;
+        let rules = Arc::new(config.identity.clone());
+        let engine = Engine::new(profiles.clone(), rules.clone(), keyer.clone())
+            .context("failed to start identity resolution")?;
+        let identity = Arc::new(IdentityConsumer::spawn(
+            events.clone(),
+            engine,
+            ConsumerOptions::default(),
+            tokio::runtime::Handle::current(),
+        )?);
+        let state = trib_api::AppState::new(config, logs, registry, metrics)?.with_profiles(
+            trib_api::ProfilesState {
+                store: profiles.clone(),
+                keyer,
+                rules,
+                consumer: Some(identity.clone()),
+            },
+        );
         let listener = tokio::net::TcpListener::bind(config.server.listen)
             .await
             .with_context(|| format!("failed to listen on {}", config.server.listen))?;
@@ -144,7 +167,20 @@ impl Server {
             events,
             quarantine,
             resolutions,
+            profiles,
+            identity,
         })
+    }
+
+    /// The profile store.
+    pub(crate) fn profiles(&self) -> &Arc<dyn ProfileStore> {
+        &self.profiles
+    }
+
+    /// Waits until identity resolution has applied every event stored so far.
+    pub(crate) async fn identity_caught_up(&self) -> anyhow::Result<()> {
+        self.identity.caught_up().await?;
+        Ok(())
     }
 
     /// Returns the address the server listens on.
@@ -157,6 +193,11 @@ impl Server {
     pub(crate) async fn shutdown(self) -> anyhow::Result<()> {
         let _ = self.stop.send(());
         self.task.await.context("the server task failed")??;
+        // The API held the other reference to the consumer; stopping it finishes its round.
+        match Arc::try_unwrap(self.identity) {
+            Ok(identity) => tokio::task::spawn_blocking(move || identity.stop()).await?,
+            Err(_) => tracing::warn!("identity consumer still referenced at shutdown"),
+        }
         self.events.close().await?;
         self.quarantine.close().await?;
         self.resolutions.close().await?;
@@ -191,6 +232,39 @@ pub(crate) fn open_log(
                     format!("failed to open the event log in {}", dir.display())
                 })?,
             )
+        }
+    })
+}
+
+/// Opens the profile store named by `[store]`.
+pub(crate) fn open_store(config: &Config) -> anyhow::Result<Arc<dyn ProfileStore>> {
+    Ok(match &config.store {
+        StoreConfig::Memory => Arc::new(trib_store::MemoryStore::new()),
+        StoreConfig::Embedded => {
+            let dir = config.server.data_dir.join("profiles");
+            Arc::new(
+                trib_store::SqliteStore::open(&dir, trib_store::SqliteOptions::default())
+                    .with_context(|| {
+                        format!("failed to open the profile store in {}", dir.display())
+                    })?,
+            )
+        }
+        StoreConfig::Postgres { url, schema } => {
+            let (url, schema) = (url.expose().clone(), schema.clone());
+            // The synchronous client runs a runtime of its own: open it off the async runtime.
+            let store = std::thread::spawn(move || {
+                trib_store::PostgresStore::open(
+                    &url,
+                    trib_store::PostgresOptions {
+                        schema,
+                        ..trib_store::PostgresOptions::default()
+                    },
+                )
+            })
+            .join()
+            .map_err(|_| anyhow::anyhow!("opening the PostgreSQL profile store panicked"))?
+            .context("failed to open the PostgreSQL profile store")?;
+            Arc::new(store)
         }
     })
 }

@@ -36,6 +36,24 @@ pub struct Config {
     pub schemas_dir: PathBuf,
     /// `[[sources]]`: who may send events, each with its own write key. Never empty.
     pub sources: Vec<SourceConfig>,
+    /// `[identity]`: identifier types, guard-rails and survivorship rules (see
+    /// [`trib_identity::config`]).
+    pub identity: trib_identity::IdentityRules,
+    /// `[store]`: where golden profiles live.
+    pub store: StoreConfig,
+}
+
+/// The `[store]` table: the profile store.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum StoreConfig {
+    /// `kind = "embedded"` (default): SQLite under `<data_dir>/profiles/`.
+    #[default]
+    Embedded,
+    /// `kind = "postgres"`: PostgreSQL at `url` (`postgres://user@host:port/db`), tables in
+    /// `schema` (default `tributary`).
+    Postgres { url: Secret<String>, schema: String },
+    /// `kind = "memory"`: nothing survives a restart (tests and benchmarks).
+    Memory,
 }
 
 /// The `[server]` table.

@@ -141,6 +141,8 @@ impl Config {
                 DEFAULT_SOURCE_NAME,
                 Secret::new(write_key),
             )],
+            identity: trib_identity::IdentityRules::default(),
+            store: crate::config::StoreConfig::default(),
         };
         Ok((config, generated))
     }

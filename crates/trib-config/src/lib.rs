@@ -33,7 +33,7 @@ mod raw;
 
 pub use config::{
     CONFIG_VERSION, Config, DEFAULT_DATA_DIR, FieldRule, IngestConfig, LogConfig, LogStorage,
-    ServerConfig, SourceConfig, SourceRules, UnknownEvents, process_env,
+    ServerConfig, SourceConfig, SourceRules, StoreConfig, UnknownEvents, process_env,
 };
 pub use error::{ConfigError, Problem};
 pub use interpolate::EnvLookup;

@@ -15,7 +15,7 @@ use trib_core::Secret;
 
 use crate::config::{
     CONFIG_VERSION, Config, FieldRule, IngestConfig, LogConfig, LogStorage, ServerConfig,
-    SourceConfig, SourceRules, UnknownEvents,
+    SourceConfig, SourceRules, StoreConfig, UnknownEvents,
 };
 use crate::error::Problem;
 use crate::parse::SourceMap;
@@ -39,6 +39,18 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     schemas: RawSchemas,
     sources: Option<Vec<RawSource>>,
+    #[serde(default)]
+    identity: trib_identity::IdentityConfig,
+    #[serde(default)]
+    store: RawStore,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    kind: Option<String>,
+    url: Option<String>,
+    schema: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -135,9 +147,23 @@ impl RawConfig {
         let ingest = self.ingest.validate(&mut problems);
         let log = self.log.validate(&mut problems);
         let sources = validate_sources(self.sources, server.admin_key.as_ref(), &mut problems);
+        let identity = match self.identity.rules() {
+            Ok(rules) => Some(rules),
+            Err(found) => {
+                for (relative, message) in found {
+                    let mut path = TomlPath::key("identity");
+                    append_relative(&mut path, &relative);
+                    problems.push(&path, message);
+                }
+                None
+            }
+        };
+        let store = self.store.validate(&mut problems);
 
-        if problems.problems.is_empty() {
+        if let (true, Some(identity)) = (problems.problems.is_empty(), identity) {
             Ok(Config {
+                identity,
+                store,
                 server,
                 ingest,
                 log,
@@ -148,6 +174,75 @@ impl RawConfig {
             })
         } else {
             Err(problems.problems)
+        }
+    }
+}
+
+impl RawStore {
+    fn validate(self, problems: &mut Problems<'_>) -> StoreConfig {
+        let table = TomlPath::key("store");
+        match self.kind.as_deref() {
+            None | Some("embedded") | Some("memory") => {
+                for (key, given) in [
+                    ("url", self.url.is_some()),
+                    ("schema", self.schema.is_some()),
+                ] {
+                    if given {
+                        problems.push(&table.join(key), "only used with kind = \"postgres\"");
+                    }
+                }
+                if self.kind.as_deref() == Some("memory") {
+                    StoreConfig::Memory
+                } else {
+                    StoreConfig::Embedded
+                }
+            }
+            Some("postgres") => {
+                let url = match self.url {
+                    Some(url)
+                        if url.starts_with("postgres://") || url.starts_with("postgresql://") =>
+                    {
+                        url
+                    }
+                    Some(_) => {
+                        problems.push(
+                            &table.join("url"),
+                            "must be a postgres:// or postgresql:// URL",
+                        );
+                        String::new()
+                    }
+                    None => {
+                        problems.push(&table.join("url"), "required with kind = \"postgres\"");
+                        String::new()
+                    }
+                };
+                let schema = self.schema.unwrap_or_else(|| "tributary".to_owned());
+                let valid = !schema.is_empty()
+                    && schema.len() <= 63
+                    && schema.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+                    && schema
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+                if !valid {
+                    problems.push(
+                        &table.join("schema"),
+                        "use 1 to 63 of a-z, 0-9 and _, not starting with a digit",
+                    );
+                }
+                StoreConfig::Postgres {
+                    url: Secret::new(url),
+                    schema,
+                }
+            }
+            Some(other) => {
+                problems.push(
+                    &table.join("kind"),
+                    format!(
+                        "unknown store {other:?}; use \"embedded\", \"postgres\" or \"memory\""
+                    ),
+                );
+                StoreConfig::Embedded
+            }
         }
     }
 }

@@ -137,6 +137,8 @@ fn every_key_is_read() {
                 Secret::new("wk_app_from_env".to_owned()),
             ),
         ],
+        identity: trib_identity::IdentityRules::default(),
+        store: StoreConfig::default(),
     };
     assert_eq!(config.server, expected.server);
     assert_eq!(config.ingest, expected.ingest);

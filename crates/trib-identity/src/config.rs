@@ -62,6 +62,9 @@ pub struct IdentityConfig {
     pub max_merges_per_profile: Option<u32>,
     #[serde(default)]
     pub traits: TraitsConfig,
+    /// `[identity.matching]`: probabilistic matching of records that share no identifier
+    /// (see [`trib_match`]).
+    pub matching: Option<trib_match::MatchConfig>,
 }
 
 /// One identifier type.
@@ -170,6 +173,7 @@ pub struct IdentityRules {
     pub default_rule: Survivorship,
     pub source_priority: Vec<String>,
     pub rules: BTreeMap<String, Survivorship>,
+    pub matching: Option<trib_match::MatchConfig>,
 }
 
 impl Default for IdentityRules {
@@ -386,8 +390,17 @@ impl IdentityConfig {
             );
         }
 
+        if let Some(matching) = &self.matching
+            && let Err(found) = matching.validate()
+        {
+            for message in found {
+                problems.push(("matching".into(), message));
+            }
+        }
+
         if problems.is_empty() {
             Ok(IdentityRules {
+                matching: self.matching.clone(),
                 types,
                 blocked_values,
                 blocked_patterns,

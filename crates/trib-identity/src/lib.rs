@@ -14,6 +14,7 @@ pub mod engine;
 pub mod extract;
 pub mod keys;
 pub mod profile;
+pub mod view;
 
 pub use config::{IdentityConfig, IdentityRules, Survivorship};
 pub use engine::{Engine, EngineError, EngineStats, Exclusion, LogEvent, UnmergeReport};

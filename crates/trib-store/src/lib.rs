@@ -26,8 +26,8 @@
 //! engine per store); the change-feed sequence relies on it.
 
 mod memory;
-mod sqlite;
 mod postgres;
+mod sqlite;
 mod types;
 
 #[cfg(test)]

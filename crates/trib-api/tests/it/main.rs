@@ -6,6 +6,7 @@
 
 mod bad_input;
 mod ingest;
+mod profiles;
 mod registry;
 mod webhooks;
 

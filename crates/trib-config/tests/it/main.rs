@@ -65,4 +65,17 @@ fn the_full_example_sets_every_key_to_its_default() {
     assert_eq!(crm.rules.normalize.len(), 3);
     assert!(crm.import.is_some());
     assert!(config.sources[3].webhook.is_some());
+    let types: Vec<&str> = config
+        .identity
+        .types
+        .iter()
+        .map(|t| t.name.as_str())
+        .collect();
+    assert_eq!(
+        types,
+        ["user_id", "email", "phone", "crm_id", "anonymous_id"]
+    );
+    assert!(config.identity.is_blocked("Test@Example.com"));
+    assert!(config.identity.matching.is_some());
+    assert_eq!(config.store, trib_config::StoreConfig::Embedded);
 }

@@ -1,0 +1,455 @@
+//! The profile API: golden profiles by id and by identifier, the change feed, a person's
+//! timeline, provenance, and unmerge. All routes take the admin key.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use trib_identity::consumer::IdentityConsumer;
+use trib_identity::view::{self, Found};
+use trib_identity::{Exclusion, IdentityRules, Keyer};
+use trib_log::EventLog;
+use trib_store::{ChangeKind, EventRef, ProfileId, ProfileStore, TimelineEntry};
+
+use crate::{ApiError, AppState, auth};
+
+/// What the profile routes need; absent when the server runs without a profile store.
+pub struct ProfilesState {
+    pub store: Arc<dyn ProfileStore>,
+    pub keyer: Keyer,
+    pub rules: Arc<IdentityRules>,
+    /// The running identity consumer; unmerges are sent to it.
+    pub consumer: Option<Arc<IdentityConsumer>>,
+}
+
+const DEFAULT_LIMIT: usize = 100;
+const MAX_LIMIT: usize = 1000;
+
+fn profiles(state: &AppState) -> Result<&ProfilesState, ApiError> {
+    state.profiles.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "profiles_disabled",
+            "this server runs without a profile store",
+        )
+    })
+}
+
+fn bad_query(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", message)
+}
+
+fn parse_id(text: &str) -> Result<ProfileId, ApiError> {
+    text.parse().map_err(|e: trib_store::ProfileIdError| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_profile_id",
+            format!("{text:?}: {e}"),
+        )
+    })
+}
+
+fn limit_of(limit: Option<usize>) -> Result<usize, ApiError> {
+    let limit = limit.unwrap_or(DEFAULT_LIMIT);
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(bad_query(format!(
+            "limit: must be between 1 and {MAX_LIMIT}, got {limit}"
+        )));
+    }
+    Ok(limit)
+}
+
+/// Runs blocking store work off the async runtime.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, trib_store::StoreError> + Send + 'static,
+) -> Result<T, ApiError> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(ApiError::internal(&error)),
+        Err(error) => Err(ApiError::internal(&error)),
+    }
+}
+
+fn found_response(found: Found, asked: &str) -> Result<Json<Value>, ApiError> {
+    match found {
+        Found::Active {
+            profile,
+            updated_at_ms,
+            redirected_from,
+        } => {
+            let mut body = view::profile_json(&profile, updated_at_ms);
+            if let (Some(from), Some(object)) = (redirected_from, body.as_object_mut()) {
+                object.insert("redirected_from".into(), json!(from.to_string()));
+            }
+            Ok(Json(body))
+        }
+        Found::Deleted { at_ms } => Err(ApiError::new(
+            StatusCode::GONE,
+            "profile_deleted",
+            format!("profile {asked} was deleted at {}", view::time_text(at_ms)),
+        )),
+        Found::NotFound => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "profile_not_found",
+            format!("no profile {asked}"),
+        )),
+    }
+}
+
+/// `GET /v1/profiles/{id}`: a golden profile; a merged id answers with the profile it was
+/// merged into and `redirected_from`.
+pub(crate) async fn show(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    auth::require_admin(&headers, state.admin_key.as_ref())?;
+    let profiles = profiles(&state)?;
+    let pid = parse_id(&id)?;
+    let store = profiles.store.clone();
+    let found = blocking(move || view::find(&*store, pid)).await?;
+    found_response(found, &id)
+}
+
+/// `GET /v1/profiles/lookup?email=...` (or `user_id`, `phone`, `anonymous_id`, any configured
+/// type; or `type=...&value=...`).
+pub(crate) async fn lookup(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(query): Query<BTreeMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    auth::require_admin(&headers, state.admin_key.as_ref())?;
+    let profiles = profiles(&state)?;
+    let (kind, value) = match (query.get("type"), query.get("value")) {
+        (Some(kind), Some(value)) if query.len() == 2 => (kind.clone(), value.clone()),
+        _ if query.len() == 1 => {
+            let (kind, value) = query
+                .iter()
+                .next()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .ok_or_else(|| bad_query("name one identifier"))?;
+            (kind, value)
+        }
+        _ => {
+            return Err(bad_query(
+                "name exactly one identifier, such as ?email=... or ?type=crm_id&value=...",
+            ));
+        }
+    };
+    if profiles.rules.type_index(&kind).is_none() {
+        let known: Vec<&str> = profiles
+            .rules
+            .types
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect();
+        return Err(bad_query(format!(
+            "{kind:?} is not an identifier type; configured types: {}",
+            known.join(", ")
+        )));
+    }
+    let store = profiles.store.clone();
+    let keyer = profiles.keyer.clone();
+    let found = blocking(move || view::find_by_identifier(&*store, &keyer, &kind, &value)).await?;
+    // The identifier's value is personal data: it is not echoed in the error.
+    found_response(found, "with that identifier")
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ChangesQuery {
+    /// Only profiles changed at or after this time (RFC 3339).
+    updated_since: Option<String>,
+    /// The `next_cursor` of the previous page.
+    cursor: Option<u64>,
+    limit: Option<usize>,
+}
+
+/// `GET /v1/profiles?updated_since=...&cursor=...`: the change feed. Each profile id appears
+/// once, at its latest change; poll with the returned `next_cursor`.
+pub(crate) async fn list(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    query: Result<Query<ChangesQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    auth::require_admin(&headers, state.admin_key.as_ref())?;
+    let profiles = profiles(&state)?;
+    let Query(query) = query.map_err(|r| bad_query(r.body_text()))?;
+    let limit = limit_of(query.limit)?;
+    let since = match &query.updated_since {
+        None => None,
+        Some(text) => Some(
+            text.parse::<jiff::Timestamp>()
+                .map_err(|e| {
+                    bad_query(format!(
+                        "updated_since: {text:?} is not an RFC 3339 time: {e}"
+                    ))
+                })?
+                .as_millisecond(),
+        ),
+    };
+    let cursor = query.cursor.unwrap_or(0);
+    let store = profiles.store.clone();
+    let page = blocking(move || {
+        let changes = store.changes(since, cursor, limit)?;
+        let mut items = Vec::with_capacity(changes.len());
+        for change in &changes {
+            let mut item = json!({
+                "id": change.id.to_string(),
+                "updated_at": view::time_text(change.updated_at_ms),
+                "seq": change.seq,
+            });
+            match change.kind {
+                ChangeKind::Upserted => {
+                    if let Found::Active {
+                        profile,
+                        updated_at_ms,
+                        ..
+                    } = view::find(&*store, change.id)?
+                    {
+                        item["change"] = json!("upserted");
+                        item["profile"] = view::profile_json(&profile, updated_at_ms);
+                    } else {
+                        item["change"] = json!("deleted");
+                    }
+                }
+                ChangeKind::MergedInto(into) => {
+                    item["change"] = json!("merged");
+                    item["merged_into"] = json!(into.to_string());
+                }
+                ChangeKind::Deleted => item["change"] = json!("deleted"),
+            }
+            items.push(item);
+        }
+        let next = changes.last().map_or(cursor, |c| c.seq);
+        Ok(json!({"profiles": items, "next_cursor": next}))
+    })
+    .await?;
+    Ok(Json(page))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EventsQuery {
+    /// The `next` of the previous page.
+    before: Option<String>,
+    limit: Option<usize>,
+}
+
+fn parse_timeline_cursor(text: &str) -> Option<TimelineEntry> {
+    let mut parts = text.split('.');
+    let timestamp_ms = parts.next()?.parse().ok()?;
+    let partition = parts.next()?.parse().ok()?;
+    let offset = parts.next()?.parse().ok()?;
+    parts.next().is_none().then_some(TimelineEntry {
+        timestamp_ms,
+        event: EventRef { partition, offset },
+    })
+}
+
+/// `GET /v1/profiles/{id}/events?before=...&limit=...`: the person's events, newest first.
+pub(crate) async fn events(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    auth::require_admin(&headers, state.admin_key.as_ref())?;
+    let profiles = profiles(&state)?;
+    let Query(query) = query.map_err(|r| bad_query(r.body_text()))?;
+    let limit = limit_of(query.limit)?;
+    let before = match &query.before {
+        None => None,
+        Some(text) => Some(parse_timeline_cursor(text).ok_or_else(|| {
+            bad_query(format!(
+                "before: {text:?} is not a cursor returned as `next`"
+            ))
+        })?),
+    };
+    let pid = parse_id(&id)?;
+    let store = profiles.store.clone();
+    let (canonical, entries) = blocking(move || {
+        let canonical = match view::find(&*store, pid)? {
+            Found::Active { profile, .. } => profile.id.parse::<ProfileId>().ok(),
+            _ => None,
+        };
+        let entries = match canonical {
+            Some(canonical) => store.timeline(&canonical, before.as_ref(), limit)?,
+            None => Vec::new(),
+        };
+        Ok((canonical, entries))
+    })
+    .await?;
+    let Some(canonical) = canonical else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "profile_not_found",
+            format!("no profile {id}"),
+        ));
+    };
+    let mut events = Vec::with_capacity(entries.len());
+    for entry in &entries {
+        events.push(read_event(state.events.as_ref(), entry.event).await?);
+    }
+    let next = (entries.len() == limit)
+        .then(|| entries.last())
+        .flatten()
+        .map(|e| {
+            format!(
+                "{}.{}.{}",
+                e.timestamp_ms, e.event.partition, e.event.offset
+            )
+        });
+    Ok(Json(json!({
+        "profile": canonical.to_string(),
+        "events": events,
+        "next": next,
+    })))
+}
+
+async fn read_event(log: &dyn EventLog, at: EventRef) -> Result<Value, ApiError> {
+    let records = log
+        .read(at.partition, at.offset, 1)
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    match records.first() {
+        Some(record) if record.offset == at.offset => {
+            let data: Value = serde_json::from_slice(&record.payload).unwrap_or(Value::Null);
+            Ok(json!({"partition": at.partition, "offset": at.offset, "data": data}))
+        }
+        _ => Ok(
+            json!({"partition": at.partition, "offset": at.offset, "data": null, "missing": true}),
+        ),
+    }
+}
+
+/// `GET /v1/profiles/{id}/explain`: how the profile came to be — merges with the identifiers
+/// and events that caused them, refused merges with their reason, renames and unmerges.
+pub(crate) async fn explain(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    auth::require_admin(&headers, state.admin_key.as_ref())?;
+    let profiles = profiles(&state)?;
+    let pid = parse_id(&id)?;
+    let store = profiles.store.clone();
+    let result = blocking(move || match view::find(&*store, pid)? {
+        Found::Active { profile, .. } => Ok(Some((
+            profile.id.clone(),
+            view::explain(&*store, &profile)?,
+        ))),
+        _ => Ok(None),
+    })
+    .await?;
+    match result {
+        Some((canonical, history)) => Ok(Json(json!({"profile": canonical, "history": history}))),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "profile_not_found",
+            format!("no profile {id}"),
+        )),
+    }
+}
+
+/// Body of `POST /v1/profiles/{id}/unmerge`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UnmergeBody {
+    identifier: Option<IdentifierBody>,
+    event: Option<EventBody>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IdentifierBody {
+    #[serde(rename = "type")]
+    kind: String,
+    value: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventBody {
+    source: String,
+    message_id: String,
+}
+
+/// `POST /v1/profiles/{id}/unmerge` with `{"identifier": {"type", "value"}}` or
+/// `{"event": {"source", "message_id"}}`: removes it and rebuilds the profile from the log.
+pub(crate) async fn unmerge(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    auth::require_admin(&headers, state.admin_key.as_ref())?;
+    let profiles = profiles(&state)?;
+    let pid = parse_id(&id)?;
+    let body: UnmergeBody = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            format!("unmerge body: {e}"),
+        )
+    })?;
+    let exclusion = match (body.identifier, body.event) {
+        (Some(identifier), None) => {
+            if profiles.rules.type_index(&identifier.kind).is_none() {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_body",
+                    format!(
+                        "identifier.type: {:?} is not a configured identifier type",
+                        identifier.kind
+                    ),
+                ));
+            }
+            Exclusion::Identifier {
+                value: trib_identity::extract::canonical_value(&identifier.kind, &identifier.value),
+                kind: identifier.kind,
+            }
+        }
+        (None, Some(event)) => Exclusion::Event {
+            source: event.source,
+            message_id: event.message_id,
+        },
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_body",
+                "give exactly one of `identifier` and `event`",
+            ));
+        }
+    };
+    let Some(consumer) = &profiles.consumer else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "identity_not_running",
+            "the identity consumer is not running on this server",
+        ));
+    };
+    match consumer.unmerge(pid, exclusion).await {
+        Ok(report) => Ok(Json(json!(report))),
+        Err(trib_identity::EngineError::UnknownProfile(_)) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "profile_not_found",
+            format!("no profile {id}"),
+        )),
+        Err(trib_identity::EngineError::DeletedProfile { .. }) => Err(ApiError::new(
+            StatusCode::GONE,
+            "profile_deleted",
+            format!("profile {id} was deleted"),
+        )),
+        Err(trib_identity::EngineError::Invalid(message)) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "cannot_unmerge",
+            message,
+        )),
+        Err(error) => Err(ApiError::internal(&error)),
+    }
+}

@@ -1,0 +1,309 @@
+//! The profile API over real HTTP, with the identity consumer running on the event log and
+//! the embedded (SQLite) profile store.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use trib_config::Config;
+use trib_identity::consumer::{ConsumerOptions, IdentityConsumer};
+use trib_identity::{Engine, Keyer};
+use trib_log::{EventLog, MemoryLog};
+use trib_store::ProfileStore;
+
+use crate::{ADMIN_KEY, WRITE_KEY};
+
+struct ProfileServer {
+    base: String,
+    http: reqwest::Client,
+    consumer: Arc<IdentityConsumer>,
+    _dir: tempfile::TempDir,
+}
+
+async fn start() -> ProfileServer {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config::from_toml_str(
+        &format!(
+            "version = 1\n[server]\nadmin_key = \"{ADMIN_KEY}\"\n[[sources]]\nname = \"web\"\nwrite_key = \"{WRITE_KEY}\"\n[[sources]]\nname = \"crm\"\nwrite_key = \"wk_crm\"\n\
+             [identity]\ntypes = [{{ name = \"user_id\", unique = true }}, {{ name = \"email\", traits = [\"email\"] }}, {{ name = \"anonymous_id\" }}]\n\
+             [identity.traits]\nsource_priority = [\"crm\", \"web\"]\nrules = {{ first_name = \"source_priority\" }}\n"
+        ),
+        &|_| None,
+    )
+    .unwrap();
+    let events: Arc<dyn EventLog> = Arc::new(MemoryLog::new(4));
+    let logs = trib_api::Logs {
+        events: events.clone(),
+        quarantine: Arc::new(MemoryLog::new(1)),
+        resolutions: Arc::new(MemoryLog::new(1)),
+    };
+    let store: Arc<dyn ProfileStore> = Arc::new(
+        trib_store::SqliteStore::open(dir.path(), trib_store::SqliteOptions::default()).unwrap(),
+    );
+    let keyer = Keyer::load_or_create(dir.path()).unwrap();
+    let rules = Arc::new(config.identity.clone());
+    let engine = Engine::new(store.clone(), rules.clone(), keyer.clone()).unwrap();
+    let consumer = Arc::new(
+        IdentityConsumer::spawn(
+            events,
+            engine,
+            ConsumerOptions::default(),
+            tokio::runtime::Handle::current(),
+        )
+        .unwrap(),
+    );
+    let registry = Arc::new(std::sync::RwLock::new(trib_schema::Registry::empty()));
+    let state = trib_api::AppState::new(&config, logs, registry, None)
+        .unwrap()
+        .with_profiles(trib_api::ProfilesState {
+            store,
+            keyer,
+            rules,
+            consumer: Some(consumer.clone()),
+        });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, trib_api::app(Arc::new(state)))
+            .await
+            .unwrap()
+    });
+    ProfileServer {
+        base: format!("http://{addr}"),
+        http: reqwest::Client::new(),
+        consumer,
+        _dir: dir,
+    }
+}
+
+impl ProfileServer {
+    async fn send(&self, key: &str, batch: Value) {
+        let response = self
+            .http
+            .post(format!("{}/v1/batch", self.base))
+            .basic_auth(key, Some(""))
+            .json(&json!({"batch": batch}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(ADMIN_KEY)
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.json().await.unwrap())
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(ADMIN_KEY)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.json().await.unwrap())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journey_is_one_profile_served_by_id_identifier_feed_and_timeline() {
+    let server = start().await;
+    let before = jiff::Timestamp::now();
+    server
+        .send(
+            WRITE_KEY,
+            json!([
+                {"type": "page", "anonymousId": "laptop", "name": "Home", "timestamp": "2026-03-01T10:00:00Z"},
+                {"type": "page", "anonymousId": "laptop", "name": "Shoes", "timestamp": "2026-03-01T10:01:00Z"},
+                {"type": "identify", "userId": "u-1", "anonymousId": "laptop",
+                 "traits": {"email": "Ada@Example.com", "first_name": "ada"}, "timestamp": "2026-03-01T10:02:00Z"},
+                {"type": "track", "event": "Order Completed", "userId": "u-1", "anonymousId": "phone",
+                 "properties": {"revenue": 30}, "timestamp": "2026-03-01T10:03:00Z"}
+            ]),
+        )
+        .await;
+    server
+        .send(
+            "wk_crm",
+            json!([{"type": "identify", "anonymousId": "crm-17",
+                    "traits": {"email": "ada@example.com", "first_name": "Ada"},
+                    "timestamp": "2026-03-01T09:00:00Z"}]),
+        )
+        .await;
+    server.consumer.caught_up().await.unwrap();
+
+    let (status, profile) = server
+        .get("/v1/profiles/lookup?email=ADA@example.com")
+        .await;
+    assert_eq!(status, 200, "{profile}");
+    assert_eq!(profile["event_count"], 5);
+    assert_eq!(profile["traits"]["first_name"], "Ada");
+    assert_eq!(
+        profile["trait_provenance"]["first_name"]["sources"],
+        json!(["crm"])
+    );
+    assert_eq!(profile["sources"], json!(["crm", "web"]));
+    let id = profile["id"].as_str().unwrap().to_owned();
+    let (status, by_user) = server.get("/v1/profiles/lookup?user_id=u-1").await;
+    assert_eq!((status, by_user["id"].as_str()), (200, Some(id.as_str())));
+    let (status, by_id) = server.get(&format!("/v1/profiles/{id}")).await;
+    assert_eq!((status, by_id["id"].as_str()), (200, Some(id.as_str())));
+
+    // The person's events, newest first, two per page.
+    let (status, page) = server
+        .get(&format!("/v1/profiles/{id}/events?limit=2"))
+        .await;
+    assert_eq!(status, 200, "{page}");
+    let names: Vec<&str> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["data"]["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["track", "identify"]);
+    let next = page["next"].as_str().unwrap();
+    let (_, rest) = server
+        .get(&format!("/v1/profiles/{id}/events?limit=10&before={next}"))
+        .await;
+    assert_eq!(rest["events"].as_array().unwrap().len(), 3);
+    assert_eq!(rest["next"], Value::Null);
+
+    // The change feed since before the test: the profile with its data, and a cursor that
+    // returns nothing new when polled again.
+    let since = before.to_string();
+    let (status, feed) = server
+        .get(&format!("/v1/profiles?updated_since={since}&limit=1000"))
+        .await;
+    assert_eq!(status, 200, "{feed}");
+    let items = feed["profiles"].as_array().unwrap();
+    let mine: Vec<&Value> = items.iter().filter(|i| i["id"] == id.as_str()).collect();
+    assert_eq!(mine.len(), 1);
+    assert_eq!(mine[0]["change"], "upserted");
+    assert_eq!(mine[0]["profile"]["traits"]["first_name"], "Ada");
+    let cursor = feed["next_cursor"].as_u64().unwrap();
+    let (_, again) = server.get(&format!("/v1/profiles?cursor={cursor}")).await;
+    assert!(again["profiles"].as_array().unwrap().is_empty(), "{again}");
+
+    let (status, explain) = server.get(&format!("/v1/profiles/{id}/explain")).await;
+    assert_eq!(
+        (status, explain["profile"].as_str()),
+        (200, Some(id.as_str())),
+        "{explain}"
+    );
+    assert!(explain["history"].is_array(), "{explain}");
+
+    // Errors are specific and never echo the identifier.
+    let (status, body) = server
+        .get("/v1/profiles/lookup?email=nobody@example.com")
+        .await;
+    assert_eq!(status, 404);
+    assert!(!body.to_string().contains("nobody@example.com"), "{body}");
+    let (status, body) = server.get("/v1/profiles/lookup?shoe_size=42").await;
+    assert_eq!(status, 400);
+    assert!(body.to_string().contains("shoe_size"), "{body}");
+    let (status, _) = server.get("/v1/profiles/not-an-id").await;
+    assert_eq!(status, 400);
+    let unauthenticated = server
+        .http
+        .get(format!("{}/v1/profiles/{id}", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauthenticated.status(), 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unmerge_over_http_splits_a_wrong_link() {
+    let server = start().await;
+    server
+        .send(
+            WRITE_KEY,
+            json!([
+                {"type": "identify", "userId": "alice", "anonymousId": "dev-a", "traits": {"email": "alice@x.example"}, "timestamp": "2026-03-01T10:00:00Z"},
+                {"type": "identify", "anonymousId": "dev-b", "traits": {"email": "bob@x.example"}, "timestamp": "2026-03-01T10:01:00Z"},
+                {"type": "track", "event": "Shared", "messageId": "the-link", "anonymousId": "dev-b",
+                 "context": {"traits": {"email": "alice@x.example"}}, "timestamp": "2026-03-01T10:02:00Z"}
+            ]),
+        )
+        .await;
+    server.consumer.caught_up().await.unwrap();
+    let (_, merged) = server.get("/v1/profiles/lookup?email=bob@x.example").await;
+    let id = merged["id"].as_str().unwrap().to_owned();
+    let (_, alice) = server.get("/v1/profiles/lookup?user_id=alice").await;
+    assert_eq!(alice["id"].as_str(), Some(id.as_str()));
+    // The history names the event and the identifier that caused the merge.
+    let (_, explain) = server.get(&format!("/v1/profiles/{id}/explain")).await;
+    let merge = explain["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["kind"] == "merge")
+        .unwrap_or_else(|| panic!("no merge in {explain}"));
+    assert_eq!(merge["detail"]["event"]["message_id"], "the-link");
+    assert_eq!(merge["detail"]["linked_by"][0]["type"], "anonymous_id");
+
+    let (status, bad) = server
+        .post(&format!("/v1/profiles/{id}/unmerge"), json!({"nothing": 1}))
+        .await;
+    assert_eq!(status, 400, "{bad}");
+    let (status, report) = server
+        .post(
+            &format!("/v1/profiles/{id}/unmerge"),
+            json!({"event": {"source": "web", "message_id": "the-link"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["profiles"].as_array().unwrap().len(), 2);
+    let (_, bob) = server.get("/v1/profiles/lookup?email=bob@x.example").await;
+    let (_, alice) = server.get("/v1/profiles/lookup?user_id=alice").await;
+    assert_ne!(bob["id"], alice["id"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_user_id_veto_holds_under_concurrent_events() {
+    let server = Arc::new(start().await);
+    // 8 clients at once: each user id arrives with the same shared email and its own device.
+    let mut tasks = Vec::new();
+    for client in 0..8 {
+        let server = server.clone();
+        tasks.push(tokio::spawn(async move {
+            for round in 0..5 {
+                server
+                    .send(
+                        WRITE_KEY,
+                        json!([{"type": "identify", "userId": format!("u-{client}"), "anonymousId": format!("d-{client}-{round}"),
+                                "traits": {"email": "family@x.example"}}]),
+                    )
+                    .await;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    server.consumer.caught_up().await.unwrap();
+    let mut ids = std::collections::BTreeSet::new();
+    for client in 0..8 {
+        let (status, profile) = server
+            .get(&format!("/v1/profiles/lookup?user_id=u-{client}"))
+            .await;
+        assert_eq!(status, 200);
+        let user_ids: Vec<&Value> = profile["identifiers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["type"] == "user_id")
+            .collect();
+        assert_eq!(user_ids.len(), 1, "{profile}");
+        assert_eq!(profile["event_count"], 5, "{profile}");
+        ids.insert(profile["id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(ids.len(), 8);
+}

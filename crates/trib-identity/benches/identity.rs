@@ -1,0 +1,103 @@
+//! Identity throughput: events/s through the engine with a realistic merge rate.
+//!
+//! `cargo bench -p trib-identity --bench identity -- [EVENTS] [USERS]` (defaults 1,000,000 and
+//! 100,000). Each user browses anonymously on one or two devices, identifies on each (linking
+//! the device to the user id: renames and merges), and a CRM row per user adds a CRM email
+//! link. Runs against the in-memory store (engine cost alone) and the embedded SQLite store.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use serde_json::json;
+use trib_identity::{Engine, IdentityRules, Keyer, LogEvent};
+use trib_store::{
+    ConsumerOffsets, EventRef, MemoryStore, ProfileStore, SqliteOptions, SqliteStore,
+};
+
+fn events(total: usize, users: usize) -> Vec<LogEvent> {
+    let mut out = Vec::with_capacity(total);
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for n in 0..total {
+        let user = (next() % users as u64) as usize;
+        let device = next() % 2;
+        let roll = next() % 100;
+        let ts = format!(
+            "2026-03-01T{:02}:{:02}:{:02}Z",
+            (n / 3600) % 24,
+            (n / 60) % 60,
+            n % 60
+        );
+        let event = if roll < 5 {
+            json!({"type": "identify", "messageId": format!("m{n}"), "source": "web", "userId": format!("user-{user}"),
+                   "anonymousId": format!("anon-{user}-{device}"), "traits": {"email": format!("u{user}@example.com"), "plan": "pro"}, "timestamp": ts})
+        } else if roll < 7 {
+            json!({"type": "identify", "messageId": format!("m{n}"), "source": "crm", "anonymousId": format!("crm-{user}"),
+                   "traits": {"email": format!("u{user}@example.com"), "first_name": "Ada", "lifetime_value": n % 500}, "timestamp": ts})
+        } else if roll < 40 {
+            json!({"type": "track", "messageId": format!("m{n}"), "source": "shop", "event": "Order Completed", "userId": format!("user-{user}"),
+                   "properties": {"revenue": 20, "products": [{"sku": "a"}, {"sku": "b"}]}, "timestamp": ts})
+        } else {
+            json!({"type": "page", "messageId": format!("m{n}"), "source": "web", "anonymousId": format!("anon-{user}-{device}"),
+                   "name": "Home", "properties": {"path": "/", "title": "Home"}, "context": {"ip": "198.51.100.1"}, "timestamp": ts})
+        };
+        out.push(LogEvent {
+            at: EventRef {
+                partition: (n % 8) as u32,
+                offset: (n / 8) as u64,
+            },
+            payload: Bytes::from(event.to_string()),
+        });
+    }
+    out
+}
+
+fn run(name: &str, store: Arc<dyn ProfileStore>, events: &[LogEvent], batch: usize) {
+    let rules = Arc::new(IdentityRules::default());
+    let mut engine = Engine::new(store.clone(), rules, Keyer::new(&[3; 32])).unwrap();
+    let started = Instant::now();
+    for (index, chunk) in events.chunks(batch).enumerate() {
+        let offsets = ConsumerOffsets {
+            consumer: "identity".into(),
+            offsets: vec![(0, index as u64)],
+        };
+        engine.process(chunk, Some(offsets)).unwrap();
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let stats = engine.stats();
+    println!(
+        "{name}: {} events in {elapsed:.2} s = {:.0} events/s; profiles {}, merges {}, renames {}, refused {}",
+        events.len(),
+        events.len() as f64 / elapsed,
+        store.count_active().unwrap(),
+        stats.merges,
+        stats.renames,
+        stats.merges_refused + stats.identifiers_refused,
+    );
+}
+
+fn main() {
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let total = args.first().copied().unwrap_or(1_000_000);
+    let users = args.get(1).copied().unwrap_or(100_000);
+    let events = events(total, users);
+    run(
+        "memory store",
+        Arc::new(MemoryStore::new()),
+        &events,
+        20_000,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap();
+    run("embedded SQLite store", Arc::new(sqlite), &events, 20_000);
+}
