@@ -63,12 +63,21 @@ fn run(name: &str, store: Arc<dyn ProfileStore>, events: &[LogEvent], batch: usi
     let rules = Arc::new(IdentityRules::default());
     let mut engine = Engine::new(store.clone(), rules, Keyer::new(&[3; 32])).unwrap();
     let started = Instant::now();
-    for (index, chunk) in events.chunks(batch).enumerate() {
-        let offsets = ConsumerOffsets {
-            consumer: "identity".into(),
-            offsets: vec![(0, index as u64)],
-        };
-        engine.process(chunk, Some(offsets)).unwrap();
+    // As the consumer does: rounds of 16,000 events (8 partitions x 2,000) applied in
+    // memory, one store commit per `batch` events.
+    let mut uncommitted = 0;
+    let rounds = events.len().div_ceil(16_000);
+    for (index, chunk) in events.chunks(16_000).enumerate() {
+        engine.apply(chunk).unwrap();
+        uncommitted += chunk.len();
+        if uncommitted >= batch || index + 1 == rounds {
+            let offsets = ConsumerOffsets {
+                consumer: "identity".into(),
+                offsets: vec![(0, index as u64)],
+            };
+            engine.commit(Some(offsets)).unwrap();
+            uncommitted = 0;
+        }
     }
     let elapsed = started.elapsed().as_secs_f64();
     let stats = engine.stats();
@@ -99,5 +108,5 @@ fn main() {
     );
     let dir = tempfile::tempdir().unwrap();
     let sqlite = SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap();
-    run("embedded SQLite store", Arc::new(sqlite), &events, 20_000);
+    run("embedded SQLite store", Arc::new(sqlite), &events, 100_000);
 }

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::runtime::Handle;
@@ -35,6 +35,11 @@ pub struct ConsumerOptions {
     pub max_records_per_partition: usize,
     /// How long to wait when there is nothing new.
     pub idle_wait: Duration,
+    /// Commit (one store transaction) once this many events were applied since the last
+    /// commit...
+    pub commit_events: usize,
+    /// ...or this long after the first uncommitted one, or when the log has nothing new.
+    pub commit_interval: Duration,
 }
 
 impl Default for ConsumerOptions {
@@ -42,6 +47,8 @@ impl Default for ConsumerOptions {
         Self {
             max_records_per_partition: 2_000,
             idle_wait: Duration::from_millis(20),
+            commit_events: 100_000,
+            commit_interval: Duration::from_millis(250),
         }
     }
 }
@@ -196,6 +203,11 @@ fn run<S: ProfileStore>(
 ) {
     let mut backoff = Duration::from_millis(50);
     let mut idle = false;
+    // Applied but not yet committed: how many events, since when.
+    let mut uncommitted = 0usize;
+    let mut since: Option<Instant> = None;
+    // The offsets the store holds: where to restart after a failure.
+    let mut committed = next.clone();
     loop {
         let command = if idle {
             match commands.recv_timeout(options.idle_wait) {
@@ -210,6 +222,17 @@ fn run<S: ProfileStore>(
                 Err(mpsc::TryRecvError::Disconnected) => return,
             }
         };
+        if command.is_some() && uncommitted > 0 {
+            // Commands see (and an unmerge rebuilds from) committed state only.
+            if commit(&mut engine, &next, &progress).is_ok() {
+                committed.clone_from(&next);
+            } else {
+                // The command still runs, on the committed state.
+                recover(&mut engine, &committed, &mut next, &mut backoff);
+            }
+            uncommitted = 0;
+            since = None;
+        }
         match command {
             Some(Command::Stop) => return,
             Some(Command::Unmerge {
@@ -254,45 +277,82 @@ fn run<S: ProfileStore>(
             backoff = (backoff * 2).min(Duration::from_secs(5));
             continue;
         }
-        if events.is_empty() {
-            idle = true;
-            continue;
-        }
-        idle = false;
-        let offsets = ConsumerOffsets {
-            consumer: CONSUMER_NAME.to_owned(),
-            offsets: new_next
-                .iter()
-                .enumerate()
-                .filter(|(p, n)| next[*p] != **n)
-                .map(|(p, n)| (p as u32, *n))
-                .collect(),
-        };
-        let count = events.len() as u64;
-        match engine.process(&events, Some(offsets)) {
-            Ok(()) => {
-                backoff = Duration::from_millis(50);
-                next = new_next;
-                metrics::counter!("tributary_identity_events_total").increment(count);
-                progress.send_replace(next.clone());
-            }
-            Err(error) => {
+        let count = events.len();
+        if count > 0 {
+            if let Err(error) = engine.apply(&events) {
                 metrics::counter!("tributary_identity_errors_total").increment(1);
                 tracing::warn!(%error, "identity: a round failed; retrying from the committed offsets");
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                match engine.store().consumer_offsets(CONSUMER_NAME) {
-                    Ok(committed) => {
-                        let committed: BTreeMap<u32, u64> = committed.into_iter().collect();
-                        for (p, n) in next.iter_mut().enumerate() {
-                            *n = committed.get(&(p as u32)).copied().unwrap_or(0);
-                        }
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, "identity: cannot read committed offsets");
-                    }
+                recover(&mut engine, &committed, &mut next, &mut backoff);
+                uncommitted = 0;
+                since = None;
+                continue;
+            }
+            next = new_next;
+            uncommitted += count;
+            since.get_or_insert_with(Instant::now);
+            metrics::counter!("tributary_identity_events_total").increment(count as u64);
+        }
+        let due = uncommitted >= options.commit_events
+            || since.is_some_and(|t| t.elapsed() >= options.commit_interval)
+            || (count == 0 && uncommitted > 0);
+        if due {
+            match commit(&mut engine, &next, &progress) {
+                Ok(()) => {
+                    backoff = Duration::from_millis(50);
+                    committed.clone_from(&next);
+                }
+                Err(error) => {
+                    metrics::counter!("tributary_identity_errors_total").increment(1);
+                    tracing::warn!(%error, "identity: a commit failed; retrying from the committed offsets");
+                    recover(&mut engine, &committed, &mut next, &mut backoff);
                 }
             }
+            uncommitted = 0;
+            since = None;
+        }
+        idle = count == 0;
+    }
+}
+
+/// Commits what was applied, with every partition's next offset, and publishes the progress.
+fn commit<S: ProfileStore>(
+    engine: &mut Engine<S>,
+    next: &[u64],
+    progress: &watch::Sender<Vec<u64>>,
+) -> Result<(), EngineError> {
+    let offsets = ConsumerOffsets {
+        consumer: CONSUMER_NAME.to_owned(),
+        offsets: next
+            .iter()
+            .enumerate()
+            .map(|(p, n)| (p as u32, *n))
+            .collect(),
+    };
+    engine.commit(Some(offsets))?;
+    progress.send_replace(next.to_vec());
+    Ok(())
+}
+
+/// After a failure (the engine dropped its caches and pending work): waits, then rereads the
+/// committed offsets so the next round starts where the stored state ends.
+fn recover<S: ProfileStore>(
+    engine: &mut Engine<S>,
+    committed: &[u64],
+    next: &mut [u64],
+    backoff: &mut Duration,
+) {
+    next.copy_from_slice(committed);
+    std::thread::sleep(*backoff);
+    *backoff = (*backoff * 2).min(Duration::from_secs(5));
+    match engine.store().consumer_offsets(CONSUMER_NAME) {
+        Ok(committed) => {
+            let committed: BTreeMap<u32, u64> = committed.into_iter().collect();
+            for (p, n) in next.iter_mut().enumerate() {
+                *n = committed.get(&(p as u32)).copied().unwrap_or(0);
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%error, "identity: cannot read committed offsets");
         }
     }
 }

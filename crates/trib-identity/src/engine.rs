@@ -157,12 +157,31 @@ pub struct LogEvent {
     pub payload: Bytes,
 }
 
+/// An identifier's slot in the engine's index: 128 bits of xxh3 over its type index and value,
+/// so lookups hash once and never clone the value.
+type Slot = u128;
+
+fn slot(kind: usize, value: &str) -> Slot {
+    xxhash_rust::xxh3::xxh3_128_with_seed(value.as_bytes(), kind as u64)
+}
+
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+type FastSet<K> = HashSet<K, foldhash::fast::RandomState>;
+
+/// An identifier whose profile changed in the pending batch.
+#[derive(Debug)]
+struct PendingIdentifier {
+    kind: usize,
+    value: String,
+    profile: Option<ProfileId>,
+}
+
 #[derive(Debug, Default)]
 struct Pending {
     dirty: BTreeSet<ProfileId>,
     deleted: Vec<ProfileId>,
     merged: Vec<(ProfileId, ProfileId)>,
-    identifiers: HashMap<(usize, String), Option<ProfileId>>,
+    identifiers: FastMap<Slot, PendingIdentifier>,
     timeline: Vec<(ProfileId, TimelineEntry)>,
     journal: Vec<NewJournalEntry>,
 }
@@ -172,10 +191,10 @@ pub struct Engine<S: ProfileStore> {
     store: S,
     rules: Arc<IdentityRules>,
     keyer: Keyer,
-    index: HashMap<(usize, String), ProfileId>,
-    profiles: HashMap<ProfileId, Profile>,
+    index: FastMap<Slot, ProfileId>,
+    profiles: FastMap<ProfileId, Profile>,
     excluded_events: HashSet<(String, String)>,
-    excluded_identifiers: HashSet<(String, String)>,
+    excluded_identifiers: FastSet<Slot>,
     pending: Pending,
     cache_limit: usize,
     stats: EngineStats,
@@ -193,10 +212,10 @@ impl<S: ProfileStore> Engine<S> {
             store,
             rules,
             keyer,
-            index: HashMap::new(),
-            profiles: HashMap::new(),
+            index: FastMap::default(),
+            profiles: FastMap::default(),
             excluded_events: HashSet::new(),
-            excluded_identifiers: HashSet::new(),
+            excluded_identifiers: FastSet::default(),
             pending: Pending::default(),
             cache_limit: 2_000_000,
             stats: EngineStats::default(),
@@ -243,7 +262,10 @@ impl<S: ProfileStore> Engine<S> {
     fn remember(&mut self, exclusion: Exclusion) {
         match exclusion {
             Exclusion::Identifier { kind, value } => {
-                self.excluded_identifiers.insert((kind, value));
+                // A type no longer configured cannot link anything anyway.
+                if let Some(index) = self.rules.type_index(&kind) {
+                    self.excluded_identifiers.insert(slot(index, &value));
+                }
             }
             Exclusion::Event { source, message_id } => {
                 self.excluded_events.insert((source, message_id));
@@ -259,18 +281,41 @@ impl<S: ProfileStore> Engine<S> {
         events: &[LogEvent],
         offsets: Option<ConsumerOffsets>,
     ) -> Result<(), EngineError> {
-        let result = self.process_inner(events, offsets);
+        self.apply(events)?;
+        self.commit(offsets)
+    }
+
+    /// Applies a slice of the log in memory; [`Engine::commit`] writes everything applied
+    /// since the last commit in one store batch. On error nothing is kept (see `process`).
+    pub fn apply(&mut self, events: &[LogEvent]) -> Result<(), EngineError> {
+        let result = self.apply_inner(events);
         if result.is_err() {
             self.reset();
         }
         result
     }
 
-    fn process_inner(
-        &mut self,
-        events: &[LogEvent],
-        offsets: Option<ConsumerOffsets>,
-    ) -> Result<(), EngineError> {
+    /// Writes what was applied since the last commit, with the consumer's next offsets, in one
+    /// store batch.
+    pub fn commit(&mut self, offsets: Option<ConsumerOffsets>) -> Result<(), EngineError> {
+        let result = self.flush(offsets);
+        if result.is_err() {
+            self.reset();
+        }
+        result
+    }
+
+    /// Whether anything applied is waiting for a commit.
+    pub fn has_pending(&self) -> bool {
+        !self.pending.dirty.is_empty()
+            || !self.pending.deleted.is_empty()
+            || !self.pending.merged.is_empty()
+            || !self.pending.identifiers.is_empty()
+            || !self.pending.timeline.is_empty()
+            || !self.pending.journal.is_empty()
+    }
+
+    fn apply_inner(&mut self, events: &[LogEvent]) -> Result<(), EngineError> {
         let mut observed = Vec::with_capacity(events.len());
         for event in events {
             match extract(&event.payload, &self.rules) {
@@ -293,7 +338,7 @@ impl<S: ProfileStore> Engine<S> {
         for (at, o) in observed {
             self.apply_event(at, o);
         }
-        self.flush(offsets)
+        Ok(())
     }
 
     /// Drops caches and anything pending (after a failed write).
@@ -309,46 +354,50 @@ impl<S: ProfileStore> Engine<S> {
     ) -> Result<(), EngineError> {
         let user_id = self.rules.type_index(USER_ID);
         let anonymous_id = self.rules.type_index(ANONYMOUS_ID);
-        let mut wanted: HashSet<(usize, String)> = HashSet::new();
+        let mut wanted: FastMap<Slot, (usize, String)> = FastMap::default();
         // What this batch already changed is known; the store still has the old values.
-        let unknown = |engine: &Self, key: &(usize, String)| {
-            !engine.index.contains_key(key) && !engine.pending.identifiers.contains_key(key)
+        let mut want = |engine: &Self, kind: usize, value: &str| {
+            let key = slot(kind, value);
+            if !engine.index.contains_key(&key) && !engine.pending.identifiers.contains_key(&key) {
+                wanted
+                    .entry(key)
+                    .or_insert_with(|| (kind, value.to_owned()));
+            }
         };
         for o in observed {
             for id in &o.identifiers {
-                let key = (id.kind, id.value.clone());
-                if unknown(self, &key) {
-                    wanted.insert(key);
-                }
+                want(self, id.kind, &id.value);
             }
             if let Some(previous) = &o.previous_id {
                 for kind in [user_id, anonymous_id].into_iter().flatten() {
-                    let key = (kind, previous.clone());
-                    if unknown(self, &key) {
-                        wanted.insert(key);
-                    }
+                    want(self, kind, previous);
                 }
             }
         }
         self.fetch_identifiers(wanted.into_iter().collect())
     }
 
-    fn fetch_identifiers(&mut self, wanted: Vec<(usize, String)>) -> Result<(), EngineError> {
+    fn fetch_identifiers(
+        &mut self,
+        wanted: Vec<(Slot, (usize, String))>,
+    ) -> Result<(), EngineError> {
         if wanted.is_empty() {
             return Ok(());
         }
         let keys: Vec<_> = wanted
             .iter()
-            .map(|(kind, value)| self.keyer.ident_key(&self.rules.types[*kind].name, value))
+            .map(|(_, (kind, value))| self.keyer.ident_key(&self.rules.types[*kind].name, value))
             .collect();
         let found = self.store.lookup_many(&keys)?;
         let mut profiles_wanted = BTreeSet::new();
-        for (identifier, profile) in wanted.into_iter().zip(found) {
+        let mut mapped = Vec::new();
+        for ((key, identifier), profile) in wanted.into_iter().zip(found) {
             if let Some(profile) = profile {
                 if !self.profiles.contains_key(&profile) {
                     profiles_wanted.insert(profile);
                 }
-                self.index.insert(identifier, profile);
+                self.index.insert(key, profile);
+                mapped.push((identifier, profile));
             }
         }
         let ids: Vec<ProfileId> = profiles_wanted.into_iter().collect();
@@ -375,26 +424,34 @@ impl<S: ProfileStore> Engine<S> {
                 Some(into) => self.resolve_active(into)?,
                 None => None,
             };
-            let affected: Vec<(usize, String)> = self
-                .index
-                .iter()
-                .filter(|(_, p)| **p == stale)
-                .map(|(k, _)| k.clone())
-                .collect();
-            for key in affected {
-                match target {
-                    Some(target) => {
-                        self.index.insert(key.clone(), target);
-                        self.pending.identifiers.insert(key, Some(target));
-                    }
-                    None => {
-                        self.index.remove(&key);
-                        self.pending.identifiers.insert(key, None);
-                    }
+            for ((kind, value), profile) in &mapped {
+                if *profile == stale {
+                    self.set_identifier(*kind, value, target);
                 }
             }
         }
         Ok(())
+    }
+
+    /// Points an identifier at a profile (or at nothing), in the cache and the pending batch.
+    fn set_identifier(&mut self, kind: usize, value: &str, profile: Option<ProfileId>) {
+        let key = slot(kind, value);
+        match profile {
+            Some(profile) => {
+                self.index.insert(key, profile);
+            }
+            None => {
+                self.index.remove(&key);
+            }
+        }
+        self.pending.identifiers.insert(
+            key,
+            PendingIdentifier {
+                kind,
+                value: value.to_owned(),
+                profile,
+            },
+        );
     }
 
     /// Follows merges from `id` to an active profile, loading it into the cache.
@@ -444,7 +501,7 @@ impl<S: ProfileStore> Engine<S> {
             let as_user = self
                 .rules
                 .type_index(USER_ID)
-                .filter(|kind| self.index.contains_key(&(*kind, previous.clone())));
+                .filter(|kind| self.index.contains_key(&slot(*kind, &previous)));
             if let Some(kind) = as_user.or_else(|| self.rules.type_index(ANONYMOUS_ID)) {
                 identifiers.push(RawIdentifier {
                     kind,
@@ -454,14 +511,17 @@ impl<S: ProfileStore> Engine<S> {
                 identifiers.dedup();
             }
         }
-        identifiers.retain(|id| {
-            !self
-                .excluded_identifiers
-                .contains(&(self.rules.types[id.kind].name.clone(), id.value.clone()))
-        });
-        if self
-            .excluded_events
-            .contains(&(source.clone(), message_id.clone()))
+        if !self.excluded_identifiers.is_empty() {
+            identifiers.retain(|id| {
+                !self
+                    .excluded_identifiers
+                    .contains(&slot(id.kind, &id.value))
+            });
+        }
+        if !self.excluded_events.is_empty()
+            && self
+                .excluded_events
+                .contains(&(source.clone(), message_id.clone()))
         {
             identifiers.truncate(1);
         }
@@ -478,7 +538,7 @@ impl<S: ProfileStore> Engine<S> {
         };
 
         let owner = |engine: &Self, id: &RawIdentifier| {
-            engine.index.get(&(id.kind, id.value.clone())).copied()
+            engine.index.get(&slot(id.kind, &id.value)).copied()
         };
         let mut owners: Vec<ProfileId> = Vec::new();
         for id in &identifiers {
@@ -625,10 +685,7 @@ impl<S: ProfileStore> Engine<S> {
             message_id: event.message_id.clone(),
         });
         profile.sort_identifiers(&self.rules);
-        self.index.insert((id.kind, id.value.clone()), target);
-        self.pending
-            .identifiers
-            .insert((id.kind, id.value.clone()), Some(target));
+        self.set_identifier(id.kind, &id.value, Some(target));
         self.pending.dirty.insert(target);
     }
 
@@ -668,7 +725,7 @@ impl<S: ProfileStore> Engine<S> {
         };
         let links: Vec<serde_json::Value> = linking
             .iter()
-            .filter(|id| self.index.get(&(id.kind, id.value.clone())) == Some(&other))
+            .filter(|id| self.index.get(&slot(id.kind, &id.value)) == Some(&other))
             .map(|id| json!({"type": self.type_name(id.kind), "value": id.value}))
             .collect();
         if let Some(refusal) = self.check_merge(mine, theirs) {
@@ -690,20 +747,13 @@ impl<S: ProfileStore> Engine<S> {
         };
         for entry in &absorbed.identifiers {
             if let Some(kind) = self.rules.type_index(&entry.kind) {
-                self.index.insert((kind, entry.value.clone()), target);
-                self.pending
-                    .identifiers
-                    .insert((kind, entry.value.clone()), Some(target));
+                self.set_identifier(kind, &entry.value, Some(target));
             }
         }
+        // Pending timeline entries of `other` are re-pointed at flush, through `merged`.
         self.pending.merged.push((other, target));
         self.pending.dirty.remove(&other);
         self.pending.dirty.insert(target);
-        self.pending.timeline.iter_mut().for_each(|(p, _)| {
-            if *p == other {
-                *p = target;
-            }
-        });
         let absorbed_identifiers: Vec<serde_json::Value> = absorbed
             .identifiers
             .iter()
@@ -770,17 +820,9 @@ impl<S: ProfileStore> Engine<S> {
         profile.merged_ids.retain(|m| *m != own);
         for entry in &profile.identifiers {
             if let Some(kind) = self.rules.type_index(&entry.kind) {
-                self.index.insert((kind, entry.value.clone()), new_id);
-                self.pending
-                    .identifiers
-                    .insert((kind, entry.value.clone()), Some(new_id));
+                self.set_identifier(kind, &entry.value, Some(new_id));
             }
         }
-        self.pending.timeline.iter_mut().for_each(|(p, _)| {
-            if *p == id {
-                *p = new_id;
-            }
-        });
         self.pending.merged.push((id, new_id));
         self.pending.dirty.remove(&id);
         self.pending.dirty.insert(new_id);
@@ -801,12 +843,11 @@ impl<S: ProfileStore> Engine<S> {
             deleted: pending.deleted,
             offsets,
             journal: pending.journal,
-            timeline: pending.timeline,
             ..ChangeBatch::default()
         };
-        // Merges and renames inside the batch were already applied to pending timeline entries
-        // and identifiers; a `from` that is active again at the end (a rename back during a
-        // rebuild) is not a redirect.
+        // Timeline entries were recorded under the id their profile had then; merges and
+        // renames since are followed here to the profile's id at the end of the batch. A
+        // `from` that is active again at the end (a rename back) is not a redirect.
         let redirects: HashMap<ProfileId, ProfileId> = pending.merged.iter().copied().collect();
         let profiles = &self.profiles;
         let resolve = |mut id: ProfileId| {
@@ -826,6 +867,11 @@ impl<S: ProfileStore> Engine<S> {
                 batch.merged.push((from, resolve(into)));
             }
         }
+        batch.timeline = pending
+            .timeline
+            .into_iter()
+            .map(|(id, entry)| (resolve(id), entry))
+            .collect();
         for id in pending.dirty {
             if let Some(profile) = self.profiles.get(&id) {
                 let doc = serde_json::to_vec(profile)
@@ -839,11 +885,12 @@ impl<S: ProfileStore> Engine<S> {
         }
         batch.identifiers = pending
             .identifiers
-            .into_iter()
-            .map(|((kind, value), profile)| {
+            .into_values()
+            .map(|pending| {
                 (
-                    self.keyer.ident_key(&self.rules.types[kind].name, &value),
-                    profile,
+                    self.keyer
+                        .ident_key(&self.rules.types[pending.kind].name, &pending.value),
+                    pending.profile,
                 )
             })
             .collect();
@@ -937,10 +984,7 @@ impl<S: ProfileStore> Engine<S> {
         };
         for entry in &old.identifiers {
             if let Some(kind) = self.rules.type_index(&entry.kind) {
-                self.index.remove(&(kind, entry.value.clone()));
-                self.pending
-                    .identifiers
-                    .insert((kind, entry.value.clone()), None);
+                self.set_identifier(kind, &entry.value, None);
             }
         }
         self.pending.deleted.push(id);
@@ -965,10 +1009,13 @@ impl<S: ProfileStore> Engine<S> {
             self.pending.merged.iter().copied().collect();
         for (profile, _) in &self.pending.timeline {
             let mut p = *profile;
-            for _ in 0..redirects.len() {
+            for _ in 0..=redirects.len() {
+                if self.profiles.contains_key(&p) {
+                    break;
+                }
                 match redirects.get(&p) {
-                    Some(next) if *next != p => p = *next,
-                    _ => break,
+                    Some(next) => p = *next,
+                    None => break,
                 }
             }
             profiles.insert(p.to_string());
