@@ -1,10 +1,14 @@
 //! `POST /v1/quarantine/replay`: runs quarantined messages through validation again, after a
 //! schema, mapping or rule fix, and sends the ones that pass on to the event log, exactly once.
 //!
-//! Exactly once rests on two things: a replayed event keeps its `messageId`, so the event log's
-//! per-source deduplication stores it at most once even if a replay is interrupted and run
-//! again; and every message that reached the event log is recorded in the resolutions log, so
-//! later replays skip it.
+//! Exactly once rests on three things: a replayed event keeps its `messageId` and is appended
+//! with the API's deduplication id (`<source>\0<messageId>`), so the event log stores it at most
+//! once even if a replay is interrupted and run again; every message that reached the event log
+//! is recorded in the resolutions log, so later replays skip it; and a message that fails again
+//! is left as it is, never quarantined a second time. The last matters for imported rows: they
+//! are stored without a log deduplication id (see `trib_sources::import`), so the log would
+//! not recognise a second quarantine record of the same row, and a later replay of both records
+//! could store the row twice.
 //!
 //! What can be replayed: messages refused by the gate (normalization, schema, `unknown_events`:
 //! origin `gate:*`, stored as the parsed event), messages refused while parsing a Segment call
@@ -21,7 +25,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use trib_core::{Event, QuarantinedMessage};
+use trib_core::{Event, EventGate, QuarantinedMessage};
 use trib_log::Record;
 
 use crate::ingest::{GATE_ORIGIN_PREFIX, Intake, store};
@@ -193,9 +197,16 @@ enum StoreOutcome {
     Refused(String),
 }
 
-/// Stores one event through the gate. One that fails again is quarantined again under the same
-/// deduplication id as its first refusal, so the quarantine does not grow.
+/// Stores one event through the gate. The gate is tried first on a copy: an event that fails
+/// again is not stored, nor quarantined a second time (its quarantine record stays, unresolved).
 async fn store_one(state: &AppState, intake: Intake) -> Result<StoreOutcome, ApiError> {
+    if let Some(gate) = state.gates.get(&intake.source) {
+        for (_, event) in &intake.events {
+            if let Err(refusal) = gate.admit(&mut event.clone()) {
+                return Ok(StoreOutcome::Refused(refusal.code));
+            }
+        }
+    }
     let response = store(state, intake, "replay").await?;
     Ok(match response.errors.first() {
         Some(error) => StoreOutcome::Refused(error.code.clone()),
