@@ -1322,6 +1322,7 @@ impl RecordsBuilder {
             schema: problem.schema,
             origin: Some(plan.origin.clone()),
             message,
+            replay_context: None,
         };
         // A QuarantinedMessage is plain strings and numbers: serializing it cannot fail (if it
         // did, the payload would be empty).
@@ -1465,6 +1466,7 @@ mod tests {
             schema: None,
             origin: Some("import:people.ndjson".to_owned()),
             message: RawValue::from_string(r#"{"age":"x"}"#.to_owned()).unwrap(),
+            replay_context: None,
         };
         assert_eq!(
             records,
