@@ -283,6 +283,7 @@ pub(crate) async fn store(
                     // A gate refusal keeps the parsed event, so a replay runs the gate again.
                     origin: Some(format!("{GATE_ORIGIN_PREFIX}{origin}")),
                     message: raw,
+                    replay_context: None,
                 });
             }
         }

@@ -1,17 +1,26 @@
 //! `POST /v1/quarantine/replay`: runs quarantined messages through validation again, after a
 //! schema, mapping or rule fix, and sends the ones that pass on to the event log, exactly once.
 //!
-//! Exactly once rests on two things: a replayed event keeps its `messageId`, so the event log's
-//! per-source deduplication stores it at most once even if a replay is interrupted and run
-//! again; and every message that reached the event log is recorded in the resolutions log, so
-//! later replays skip it.
+//! Exactly once rests on three things: a replayed event keeps its `messageId` and is appended
+//! with the API's deduplication id (`<source>\0<messageId>`), so the event log stores it at most
+//! once even if a replay is interrupted and run again; every message that reached the event log
+//! is recorded in the resolutions log, so later replays skip it; and a message that fails again
+//! is left as it is, never quarantined a second time. The last matters for imported rows: they
+//! are stored without a log deduplication id (see `trib_sources::import`), so the log would
+//! not recognise a second quarantine record of the same row, and a later replay of both records
+//! could store the row twice.
 //!
 //! What can be replayed: messages refused by the gate (normalization, schema, `unknown_events`:
 //! origin `gate:*`, stored as the parsed event), messages refused while parsing a Segment call
-//! (origin `api`: the raw message is parsed again, as a batch item), and imported rows (origin
+//! (origin `api`: the raw message is parsed again, as a batch item), imported rows (origin
 //! `import:<file>`: the raw row is mapped again with the source's current `[sources.import]`
-//! mapping). Webhook elements are reported as not replayable: the delivery's signature and
-//! mapping context are not kept with them.
+//! mapping), and webhook elements refused by the mapping (origin `webhook`: mapped again with
+//! the source's current `[sources.webhook]` mappings from the delivery context kept in the
+//! record, see `trib_sources::webhook::WebhookSource::remap`; the signature is not checked
+//! again). A webhook record that stands for a whole body (no mapping applied, `each` selected
+//! nothing) replays every event the body maps to now, all or none. Reported as
+//! `not_replayable`: webhook records quarantined before delivery contexts were kept, and
+//! records of a source whose import or webhook configuration is gone.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -21,8 +30,10 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use trib_core::{Event, QuarantinedMessage};
+use serde_json::value::RawValue;
+use trib_core::{Event, EventGate, QuarantinedMessage};
 use trib_log::Record;
+use trib_sources::webhook::ReplayContext;
 
 use crate::ingest::{GATE_ORIGIN_PREFIX, Intake, store};
 use crate::segment::{self, IngestContext, Route};
@@ -30,6 +41,9 @@ use crate::{ApiError, AppState, auth};
 
 /// Messages read from the quarantine per step.
 const PAGE: usize = 1000;
+/// Webhook bodies remembered during a replay for the refused elements that follow the one
+/// keeping their delivery's body (they are appended together, so the last few suffice).
+const BODIES_REMEMBERED: usize = 16;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -47,6 +61,8 @@ pub(crate) struct ReplayReport {
     examined: usize,
     /// Messages that passed and were stored in the event log.
     replayed: usize,
+    /// Events those messages became (a webhook record of a whole body may become several).
+    events_stored: usize,
     /// Messages that passed but were already in the event log.
     duplicates: usize,
     /// Messages that still fail, by code.
@@ -80,6 +96,7 @@ pub(crate) async fn replay(
     })?;
     let resolved = resolved_positions(&state).await?;
     let mut report = ReplayReport::default();
+    let mut bodies = Bodies::default();
     for partition in 0..state.quarantine.partition_count() {
         let mut from = 0;
         loop {
@@ -88,12 +105,15 @@ pub(crate) async fn replay(
                 break;
             };
             for record in records {
+                let quarantined: QuarantinedMessage = serde_json::from_slice(&record.payload)
+                    .map_err(|error| ApiError::internal(&error))?;
+                // Whether resolved or filtered out, a record keeping its delivery's body is
+                // remembered for the refused elements after it.
+                bodies.remember(&quarantined);
                 if resolved.contains(&(record.partition, record.offset)) {
                     report.already_resolved += 1;
                     continue;
                 }
-                let quarantined: QuarantinedMessage = serde_json::from_slice(&record.payload)
-                    .map_err(|error| ApiError::internal(&error))?;
                 if query
                     .source
                     .as_deref()
@@ -111,6 +131,7 @@ pub(crate) async fn replay(
                     record.partition,
                     record.offset,
                     quarantined,
+                    &bodies,
                     &mut report,
                 )
                 .await?;
@@ -126,6 +147,7 @@ async fn replay_one(
     partition: u32,
     offset: u64,
     quarantined: QuarantinedMessage,
+    bodies: &Bodies,
     report: &mut ReplayReport,
 ) -> Result<(), ApiError> {
     let source: Arc<str> = Arc::from(quarantined.source.as_str());
@@ -133,35 +155,59 @@ async fn replay_one(
         .origin
         .clone()
         .unwrap_or_else(|| "api".to_owned());
-    let event = if let Some(gate_origin) = origin.strip_prefix(GATE_ORIGIN_PREFIX) {
-        let _ = gate_origin;
+    let events = if origin.starts_with(GATE_ORIGIN_PREFIX) {
         match serde_json::from_str::<Event>(quarantined.message.get()) {
-            Ok(event) => Ok(event),
+            Ok(event) => Ok(vec![event]),
             Err(error) => Err(("unreadable_event".to_owned(), error.to_string())),
         }
     } else if origin == "api" {
-        reparse(&source, &quarantined)
+        reparse(&source, &quarantined).map(|event| vec![event])
     } else if origin.starts_with("import:")
         && let Some((mapping, normalize)) = state.imports.mappings.get(&quarantined.source)
     {
         trib_sources::import::replay_row(&quarantined.source, mapping, normalize, &quarantined)
+            .map(|event| vec![event])
             .map_err(|refusal| (refusal.code, refusal.reason))
+    } else if let Some(webhook) = state.webhooks.get(&quarantined.source)
+        && let Some(context) = ReplayContext::of(&quarantined)
+    {
+        match context
+            .body(&quarantined)
+            .or_else(|| bodies.get(&context.delivery_key(&quarantined)))
+        {
+            Some(body) => webhook
+                .remap(&quarantined, &context, body)
+                .map_err(|refusal| (refusal.code, refusal.reason)),
+            None => Err((
+                "missing_delivery_body".to_owned(),
+                "the quarantine record keeping this delivery's body was not found".to_owned(),
+            )),
+        }
     } else {
         *report.not_replayable.entry(origin).or_default() += 1;
         return Ok(());
     };
-    let event = match event {
-        Ok(event) => event,
+    let events = match events {
+        Ok(events) => events,
         Err((code, _reason)) => {
             *report.still_failing.entry(code).or_default() += 1;
             return Ok(());
         }
     };
-    let message_id = event.message_id.clone();
-    let mut intake = Intake::new(source, quarantined.received_at, 1);
-    intake.events.push((quarantined.index, event));
+    let message_id = quarantined
+        .message_id
+        .clone()
+        .or_else(|| events.first().map(|event| event.message_id.clone()));
+    let mut intake = Intake::new(source, quarantined.received_at, events.len());
+    intake.events = events
+        .into_iter()
+        .map(|event| (quarantined.index, event))
+        .collect();
     match store_one(state, intake).await? {
-        StoreOutcome::Stored => report.replayed += 1,
+        StoreOutcome::Stored(events) => {
+            report.replayed += 1;
+            report.events_stored += events;
+        }
         StoreOutcome::Duplicate => report.duplicates += 1,
         StoreOutcome::Refused(code) => {
             *report.still_failing.entry(code).or_default() += 1;
@@ -171,7 +217,7 @@ async fn replay_one(
     let resolution = Resolution {
         partition,
         offset,
-        message_id: Some(message_id),
+        message_id,
         resolved_at: jiff::Timestamp::now(),
     };
     let payload = serde_json::to_vec(&resolution).map_err(|error| ApiError::internal(&error))?;
@@ -188,20 +234,62 @@ async fn replay_one(
 }
 
 enum StoreOutcome {
-    Stored,
+    /// This many events were stored (the others were duplicates).
+    Stored(usize),
+    /// Every event was in the log already.
     Duplicate,
     Refused(String),
 }
 
-/// Stores one event through the gate. One that fails again is quarantined again under the same
-/// deduplication id as its first refusal, so the quarantine does not grow.
+/// Stores the events of one quarantined message through the gate. The gate is tried first on
+/// copies: when an event fails again nothing is stored, nor quarantined a second time (the
+/// message's quarantine record stays, unresolved).
 async fn store_one(state: &AppState, intake: Intake) -> Result<StoreOutcome, ApiError> {
+    if let Some(gate) = state.gates.get(&intake.source) {
+        for (_, event) in &intake.events {
+            if let Err(refusal) = gate.admit(&mut event.clone()) {
+                return Ok(StoreOutcome::Refused(refusal.code));
+            }
+        }
+    }
     let response = store(state, intake, "replay").await?;
     Ok(match response.errors.first() {
         Some(error) => StoreOutcome::Refused(error.code.clone()),
-        None if response.accepted == 1 => StoreOutcome::Stored,
+        None if response.accepted > 0 => StoreOutcome::Stored(response.accepted),
         None => StoreOutcome::Duplicate,
     })
+}
+
+/// The bodies kept by the first refused element of recent webhook deliveries, by delivery.
+#[derive(Default)]
+struct Bodies {
+    recent: std::collections::VecDeque<(String, Box<RawValue>)>,
+}
+
+impl Bodies {
+    fn remember(&mut self, quarantined: &QuarantinedMessage) {
+        let Some(context) = ReplayContext::of(quarantined) else {
+            return;
+        };
+        if !context.keeps_body_for_others() {
+            return;
+        }
+        if let Some(body) = context.body(quarantined) {
+            if self.recent.len() == BODIES_REMEMBERED {
+                self.recent.pop_front();
+            }
+            self.recent
+                .push_back((context.delivery_key(quarantined), body.to_owned()));
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<&RawValue> {
+        self.recent
+            .iter()
+            .rev()
+            .find(|(known, _)| known == key)
+            .map(|(_, body)| body.as_ref())
+    }
 }
 
 /// Parses a quarantined Segment message again, as a batch item, at its original receive time.

@@ -225,6 +225,7 @@ impl Rejection {
             schema: None,
             origin: Some("api".to_owned()),
             message: self.raw,
+            replay_context: None,
         }
     }
 }

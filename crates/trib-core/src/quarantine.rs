@@ -31,4 +31,10 @@ pub struct QuarantinedMessage {
     pub origin: Option<String>,
     /// The message exactly as it was received.
     pub message: Box<serde_json::value::RawValue>,
+    /// What a replay needs besides `message` to build the event again, when the path it came
+    /// by keeps something (a webhook element keeps its delivery's context: delivery id, the
+    /// headers its mapping conditions read, and the body). Its shape belongs to that path.
+    /// Never holds secrets or signatures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_context: Option<Box<serde_json::value::RawValue>>,
 }

@@ -120,6 +120,12 @@ mod import {
         records
     }
 
+    /// The messageId in a stored event or quarantined message.
+    fn message_id(record: &StoredRecord) -> String {
+        let value: Value = serde_json::from_slice(&record.payload).unwrap();
+        value["messageId"].as_str().unwrap().to_owned()
+    }
+
     /// The row number at the end of an import messageId.
     fn row_of(message_id: &str) -> u64 {
         message_id.rsplit('-').next().unwrap().parse().unwrap()
@@ -502,18 +508,19 @@ type = "integer"
         assert_counts(&second, 100, 86, 14, 0);
         assert_eq!(reasons(&second), vec![("invalid_value", 14)]);
 
-        // Every row is stored exactly once.
+        // Every row is stored exactly once, without a log deduplication id (the log's
+        // in-memory deduplication index must not grow with imported files).
         let stored = read_all(events.as_ref()).await;
         assert_eq!(stored.len(), 86);
-        let mut ids: Vec<String> = stored
-            .iter()
-            .map(|record| record.dedup_id.clone().unwrap())
-            .collect();
+        assert!(stored.iter().all(|record| record.dedup_id.is_none()));
+        let mut ids: Vec<String> = stored.iter().map(message_id).collect();
         ids.sort();
         ids.dedup();
         assert_eq!(ids.len(), 86);
-        assert!(ids[0].starts_with("crm\u{0}imp-"), "{:?}", ids[0]);
-        assert_eq!(read_all(quarantine.as_ref()).await.len(), 14);
+        assert!(ids[0].starts_with("imp-"), "{:?}", ids[0]);
+        let quarantined = read_all(quarantine.as_ref()).await;
+        assert_eq!(quarantined.len(), 14);
+        assert!(quarantined.iter().all(|record| record.dedup_id.is_none()));
     }
 
     #[tokio::test]
@@ -642,6 +649,109 @@ type = "integer"
         assert_eq!(read_all(setup.events.as_ref()).await.len(), 10);
     }
 
+    /// The checkpoint file of `sha256` in the test's state directory.
+    fn checkpoint_path(setup: &Setup, sha256: &str) -> PathBuf {
+        setup
+            .state_dir()
+            .join("crm")
+            .join(format!("{sha256}.checkpoint.json"))
+    }
+
+    #[tokio::test]
+    async fn a_resume_from_an_older_checkpoint_still_stores_every_row_once() {
+        let mut setup = Setup::memory();
+        setup.events = Box::new(FailAfterStoring {
+            inner: MemoryLog::new(4),
+            appends: AtomicUsize::new(0),
+            fail_on: 3,
+        });
+        let text: String = (1..=10).fold(String::from("id\n"), |text, row| {
+            text + &format!("u{row}\n")
+        });
+        let path = setup.file("ids.csv", text.as_bytes());
+        let mapping = mapping("[[columns]]\ncolumn = \"id\"\ntarget = \"user_id\"\n");
+        let state_dir = setup.state_dir();
+        let mut options = setup.options(&mapping, &state_dir);
+        options.batch_rows = 3;
+        options.workers = 1;
+
+        // A run stopped before its first row leaves the checkpoint every run writes (durably)
+        // before appending anything.
+        options.stop_after_rows = Some(0);
+        let first = import_file(&options, &path).await.unwrap();
+        assert_counts(&first, 0, 0, 0, 0);
+        let checkpoint = checkpoint_path(&setup, &first.sha256);
+        let initial = std::fs::read(&checkpoint).unwrap();
+
+        // The next run stores rows 2 to 10 (three batches) and fails; then its newer
+        // checkpoints are lost, as a power failure could lose a rename that was not synced.
+        options.stop_after_rows = None;
+        import_file(&options, &path).await.unwrap_err();
+        assert_eq!(read_all(setup.events.as_ref()).await.len(), 9);
+        std::fs::write(&checkpoint, &initial).unwrap();
+
+        // Another source's event with this file's messageId for row 11 is not this file's row.
+        let sha16 = &first.sha256[..16];
+        let foreign = json!({"messageId": format!("imp-{sha16}-11"), "source": "web",
+            "type": "identify", "userId": "someone"});
+        setup
+            .events
+            .append(vec![Record {
+                key: "someone".to_owned(),
+                dedup_id: None,
+                timestamp_ms: 0,
+                payload: serde_json::to_vec(&foreign).unwrap().into(),
+            }])
+            .await
+            .unwrap();
+
+        // The resumed run finds the nine rows in the log and stores only the tenth.
+        let report = import_file(&options, &path).await.unwrap();
+        assert!(report.completed);
+        assert_eq!(report.resumed_from_row, Some(2));
+        assert_counts(&report, 10, 1, 0, 9);
+        let mut ids: Vec<String> = read_all(setup.events.as_ref())
+            .await
+            .iter()
+            .filter(|record| record.key != "someone")
+            .map(message_id)
+            .collect();
+        ids.sort_by_key(|id| row_of(id));
+        let expected: Vec<String> = (2..=11).map(|row| format!("imp-{sha16}-{row}")).collect();
+        assert_eq!(ids, expected, "every row exactly once");
+        assert!(
+            !checkpoint.exists(),
+            "a completed import removes its checkpoint"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_damaged_checkpoint_stops_the_import_instead_of_starting_over() {
+        let setup = Setup::memory();
+        let path = setup.file("scores.csv", big_csv(10).as_bytes());
+        let mapping = mapping(SCORES);
+        let state_dir = setup.state_dir();
+        let mut options = setup.options(&mapping, &state_dir);
+        options.stop_after_rows = Some(4);
+        let first = import_file(&options, &path).await.unwrap();
+        assert!(!first.completed);
+        std::fs::write(checkpoint_path(&setup, &first.sha256), b"{\"version\": 2").unwrap();
+
+        options.stop_after_rows = None;
+        let error = import_file(&options, &path).await.unwrap_err();
+        assert!(
+            matches!(error, ImportError::DamagedCheckpoint { .. }),
+            "{error:?}"
+        );
+        assert!(error.to_string().contains("remove it"), "{error}");
+        assert_eq!(
+            read_all(setup.events.as_ref()).await.len()
+                + read_all(setup.quarantine.as_ref()).await.len(),
+            4,
+            "nothing more was appended"
+        );
+    }
+
     #[tokio::test]
     async fn importing_the_same_file_again_creates_nothing_new() {
         let setup = Setup::memory();
@@ -660,7 +770,8 @@ type = "integer"
         );
         assert_eq!(again.sha256, first.sha256);
 
-        // Forced through the log anyway: every row is a duplicate (same source and messageId).
+        // Forced through the log anyway: both logs are read first and every row is found there
+        // (same source and messageId), so nothing is stored again.
         let state_dir = setup.state_dir();
         let mut options = setup.options(&mapping, &state_dir);
         options.reimport = true;

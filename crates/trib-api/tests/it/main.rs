@@ -45,6 +45,18 @@ impl TestServer {
         quarantine: Arc<dyn EventLog>,
         web_toml: &str,
     ) -> TestServer {
+        Self::start_with_resolutions(events, quarantine, Arc::new(MemoryLog::new(1)), web_toml)
+            .await
+    }
+
+    /// As [`TestServer::start_with`], with the quarantine resolutions log given too, so that a
+    /// second server (a restart with another configuration) can share all three logs.
+    pub(crate) async fn start_with_resolutions(
+        events: Arc<dyn EventLog>,
+        quarantine: Arc<dyn EventLog>,
+        resolutions: Arc<dyn EventLog>,
+        web_toml: &str,
+    ) -> TestServer {
         let config = Config::from_toml_str(
             &format!(
                 "version = 1\n[server]\nadmin_key = \"{ADMIN_KEY}\"\n[[sources]]\nname = \"ios\"\nwrite_key = \"wk_ios\"\n[[sources]]\nname = \"web\"\nwrite_key = \"{WRITE_KEY}\"\n{web_toml}\n"
@@ -56,7 +68,7 @@ impl TestServer {
         let logs = trib_api::Logs {
             events: events.clone(),
             quarantine: quarantine.clone(),
-            resolutions: Arc::new(MemoryLog::new(1)),
+            resolutions,
         };
         let state = trib_api::AppState::new(&config, logs, registry, None).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -194,4 +194,32 @@ fn quarantined_rows_are_replayed_with_the_fixed_mapping() {
     assert_eq!(stored.len(), 4);
     let linus = stored.iter().find(|event| event["userId"] == "c4").unwrap();
     assert_eq!(linus["traits"]["spend"], "lots");
+
+    // Exactly once: the replayed row is resolved, and the row that still fails is neither
+    // stored nor quarantined a second time (import rows carry no log deduplication id).
+    let output = tributary()
+        .args([
+            "quarantine",
+            "replay",
+            "--source",
+            "crm",
+            "--url",
+            &server.url(""),
+            "--admin-key",
+            ADMIN_KEY,
+        ])
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        (
+            report["replayed"].as_u64(),
+            report["already_resolved"].as_u64()
+        ),
+        (Some(0), Some(1)),
+        "{report}"
+    );
+    assert_eq!(report["still_failing"]["wrong_column_count"], 1, "{report}");
+    assert_eq!(server.stored_events().len(), 4);
+    assert_eq!(server.quarantined().len(), 2);
 }

@@ -331,6 +331,11 @@ impl Plan {
         })
     }
 
+    /// `imp-<first 16 hex digits of the file's SHA-256>-`: every row's messageId starts so.
+    pub(crate) fn message_id_prefix(&self) -> &str {
+        &self.message_id_prefix
+    }
+
     /// Returns the messageId of row `number`.
     pub(crate) fn message_id(&self, number: u64) -> String {
         let mut id = String::with_capacity(self.message_id_prefix.len() + 20);

@@ -9,13 +9,16 @@
 //! ```
 //!
 //! Memory is bounded by the number of chunks in flight (two per converter plus the channel),
-//! each at most `batch_rows` rows and about [`MAX_CHUNK_BYTES`]. Batches are appended in file
-//! order, and the checkpoint written after a batch's appends have returned names the first row
-//! of the next batch, so a resumed run never skips a row; rows appended again after a crash are
-//! recognised by the log as duplicates.
+//! each at most `batch_rows` rows and about [`MAX_CHUNK_BYTES`], and records carry no log
+//! deduplication id, so the log's in-memory deduplication index does not grow with the file
+//! either. Batches are appended in file order, and the checkpoint written after a batch's
+//! appends have returned names the first row of the next batch, so a resumed run never skips a
+//! row. Before its first append a run writes a checkpoint durably; every checkpoint also names
+//! the log offsets from which later rows can have been appended (taken before the appends of
+//! the batch it follows), and a resumed run scans the logs from there (`resume`) and skips the
+//! rows it finds, so no row is appended twice.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::fmt::Write as _;
 use std::fs::File;
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -36,7 +39,8 @@ use super::convert::{Caches, CsvRow, Plan, Problem, RowInput, csv_row_json, line
 use super::error::ImportError;
 use super::read::{self, CsvReader, FileInfo, LineReader, ReadOutcome};
 use super::report::{ImportReport, Progress};
-use super::state::{Checkpoint, Counts, StatePaths};
+use super::resume::{self, Handled, ScanTarget};
+use super::state::{Checkpoint, Counts, LogPositions, StatePaths};
 
 /// A chunk is sent once its rows hold this many bytes, even with fewer than `batch_rows` rows.
 const MAX_CHUNK_BYTES: usize = 8 * 1024 * 1024;
@@ -78,8 +82,10 @@ pub struct ImportOptions<'a> {
     /// (`row_too_large`) without being kept in memory. Default 1 MiB.
     pub max_row_bytes: usize,
     /// Imports a file again even though the ledger says it was imported completely (after
-    /// changing the mapping, say). Rows keep their messageIds, so within the log's
-    /// deduplication window they are still recognised as duplicates. Default false.
+    /// the log was restored from an older backup, say). Rows keep their messageIds, and the
+    /// whole event log and quarantine are read first: rows of this file that either already
+    /// holds are skipped, so only missing rows are stored. Reading both logs whole makes this
+    /// slow on a large log. Default false.
     pub reimport: bool,
     /// Stops after this many rows of this run, exactly as an interruption would (a checkpoint
     /// is left and the report says `completed: false`). For tests and trial runs.
@@ -197,6 +203,8 @@ struct Ready {
     plan: Arc<Plan>,
     reader: RowReader,
     first_row: u64,
+    /// Where `first_row` starts in the decompressed stream.
+    first_offset: u64,
     raw_bytes: Arc<AtomicU64>,
 }
 
@@ -230,13 +238,13 @@ fn prepare(setup: Setup) -> Result<Prepared, ImportError> {
             previous: Box::new(previous),
         });
     }
-    let checkpoint = paths.read_checkpoint(&source, &info.sha256);
+    let checkpoint = paths.read_checkpoint(&source, &info.sha256)?;
     let raw_bytes = Arc::new(AtomicU64::new(0));
     let resume_offset = checkpoint
         .as_ref()
         .map_or(0, |checkpoint| checkpoint.offset);
 
-    let (plan, reader, first_row) = match info.format {
+    let (plan, reader, first_row, first_offset) = match info.format {
         FileFormat::Csv => {
             let delimiter = match &mapping.delimiter {
                 Some(delimiter) => {
@@ -250,6 +258,7 @@ fn prepare(setup: Setup) -> Result<Prepared, ImportError> {
             let mut reader = CsvReader::new(stream, 0, delimiter, max_row_bytes)
                 .map_err(|error| read_error(&path, 0, error))?;
             let header = read_header(&mut reader, &path)?;
+            let data_offset = reader.offset();
             let plan = Plan::compile(
                 &mapping,
                 &source,
@@ -273,7 +282,7 @@ fn prepare(setup: Setup) -> Result<Prepared, ImportError> {
                 None => reader,
             };
             // The header is row 1, as in a spreadsheet.
-            (plan, RowReader::Csv(Box::new(reader)), 2)
+            (plan, RowReader::Csv(Box::new(reader)), 2, data_offset)
         }
         FileFormat::Ndjson => {
             let plan = Plan::compile(
@@ -288,12 +297,14 @@ fn prepare(setup: Setup) -> Result<Prepared, ImportError> {
             let stream =
                 read::open_stream(&path, info.gzip, resume_offset, Arc::clone(&raw_bytes))?;
             let reader = LineReader::new(stream, resume_offset, max_row_bytes);
-            (plan, RowReader::Lines(reader), 1)
+            (plan, RowReader::Lines(reader), 1, 0)
         }
     };
-    let first_row = checkpoint
+    let (first_row, first_offset) = checkpoint
         .as_ref()
-        .map_or(first_row, |checkpoint| checkpoint.next_row);
+        .map_or((first_row, first_offset), |checkpoint| {
+            (checkpoint.next_row, checkpoint.offset)
+        });
     Ok(Prepared::Ready(Box::new(Ready {
         info,
         paths: Arc::new(paths),
@@ -302,6 +313,7 @@ fn prepare(setup: Setup) -> Result<Prepared, ImportError> {
         plan: Arc::new(plan),
         reader,
         first_row,
+        first_offset,
         raw_bytes,
     })))
 }
@@ -414,6 +426,8 @@ struct Batch {
     quarantine: EncodedRecords,
     /// For each quarantined record, its code.
     quarantine_codes: Vec<String>,
+    /// Rows left out because the logs already hold them (see `resume`).
+    skipped: u64,
     next_row: u64,
     offset: u64,
     raw_bytes: u64,
@@ -487,12 +501,10 @@ async fn run(
         plan,
         reader,
         first_row,
+        first_offset,
         raw_bytes,
     } = ready;
     let resumed_from_row = checkpoint.as_ref().map(|_| first_row);
-    let mut counts = checkpoint
-        .map(|checkpoint| checkpoint.counts)
-        .unwrap_or_default();
     tracing::info!(
         source = options.source,
         file = %path.display(),
@@ -500,8 +512,69 @@ async fn run(
         format = info.format.as_str(),
         gzip = info.gzip,
         resumed_from_row,
+        reimport = options.reimport,
         "importing file"
     );
+
+    // The rows of this file the logs already hold: those an interrupted run appended after its
+    // checkpoint, or for a re-import every one. `scan_base` is where they were looked for.
+    let scan_base: Option<LogPositions> = match &checkpoint {
+        Some(checkpoint) => Some(checkpoint.scan_from.clone().unwrap_or_default()),
+        None if options.reimport => Some(LogPositions::default()),
+        None => None,
+    };
+    let handled = match &scan_base {
+        Some(from) => {
+            let scan_started = Instant::now();
+            let target = ScanTarget {
+                source: options.source,
+                message_id_prefix: plan.message_id_prefix(),
+                first_row,
+            };
+            let (handled, records_read) =
+                resume::scan(options.events, options.quarantine, Some(from), &target).await?;
+            tracing::info!(
+                source = options.source,
+                file = %path.display(),
+                records_read,
+                rows_found = handled.len(),
+                elapsed_ms = scan_started.elapsed().as_millis() as u64,
+                "scanned the logs for rows this file already stored"
+            );
+            handled
+        }
+        None => Handled::new(first_row),
+    };
+    let handled = Arc::new(handled);
+    let scan_base = scan_base.unwrap_or_default();
+    // A checkpoint's scan positions: the batch's own, unless rows found by the scan lie ahead
+    // (they were appended before those positions), in which case the scan's base.
+    let scan_from_for = |next_row: u64, batch_positions: LogPositions| {
+        if handled.any_from(next_row) {
+            scan_base.clone()
+        } else {
+            batch_positions
+        }
+    };
+    let mut counts = match checkpoint {
+        Some(checkpoint) => checkpoint.counts,
+        None => {
+            // Before the first append, so that a crash at any later point leaves a checkpoint
+            // whose scan finds every row appended.
+            let positions = resume::end_positions(options.events, options.quarantine).await?;
+            let initial = Checkpoint::new(
+                options.source,
+                &info.sha256,
+                first_row,
+                first_offset,
+                Counts::default(),
+                scan_from_for(first_row, positions),
+            );
+            let initial_paths = Arc::clone(&paths);
+            run_blocking(move || initial_paths.write_checkpoint(&initial, true)).await?;
+            Counts::default()
+        }
+    };
 
     let workers = if options.workers == 0 {
         std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
@@ -519,8 +592,9 @@ async fn run(
     };
     let gate = Arc::clone(&options.gate);
     let reader_plan = Arc::clone(&plan);
+    let reader_handled = Arc::clone(&handled);
     let reader_task = tokio::task::spawn_blocking(move || {
-        read_and_convert(reader, settings, reader_plan, gate, sender)
+        read_and_convert(reader, settings, reader_plan, reader_handled, gate, sender)
     });
 
     let mut progress = ProgressTracker::new(options.progress, info.size);
@@ -538,9 +612,10 @@ async fn run(
             tokio::select! {
                 biased;
                 done = in_flight.next_done(), if !in_flight.is_empty() => {
-                    let appended = done?;
+                    let mut appended = done?;
                     let (next_row, offset, batch_raw_bytes) =
                         (appended.next_row, appended.offset, appended.raw_bytes);
+                    let positions = std::mem::take(&mut appended.scan_from);
                     appended.count(&mut counts)?;
                     counts.check()?;
                     checkpointer
@@ -550,6 +625,7 @@ async fn run(
                             next_row,
                             offset,
                             counts.clone(),
+                            scan_from_for(next_row, positions),
                         ))
                         .await?;
                     progress.update(counts.rows_read, batch_raw_bytes, false);
@@ -626,6 +702,9 @@ async fn run(
 
 /// Appends one batch to both logs.
 async fn append_batch(options: &ImportOptions<'_>, batch: Batch) -> Result<Appended, ImportError> {
+    // Taken before the appends: every record of this batch and of later ones lands at or after
+    // these offsets.
+    let scan_from = resume::end_positions(options.events, options.quarantine).await?;
     let n_events = batch.events.len();
     let n_quarantined = batch.quarantine.len();
     let (event_outcomes, quarantine_outcomes) = tokio::try_join!(
@@ -642,9 +721,11 @@ async fn append_batch(options: &ImportOptions<'_>, batch: Batch) -> Result<Appen
         event_drops: batch.event_drops,
         quarantine_outcomes,
         quarantine_codes: batch.quarantine_codes,
+        skipped: batch.skipped,
         next_row: batch.next_row,
         offset: batch.offset,
         raw_bytes: batch.raw_bytes,
+        scan_from,
     })
 }
 
@@ -654,15 +735,21 @@ struct Appended {
     event_drops: Vec<Vec<String>>,
     quarantine_outcomes: Vec<AppendOutcome>,
     quarantine_codes: Vec<String>,
+    /// Rows not appended because the logs already held them.
+    skipped: u64,
     next_row: u64,
     offset: u64,
     raw_bytes: u64,
+    /// The logs' end offsets before this batch was appended.
+    scan_from: LogPositions,
 }
 
 impl Appended {
     /// Adds the outcomes to the counts.
     fn count(self, counts: &mut Counts) -> Result<(), ImportError> {
-        let rows = (self.event_outcomes.len() + self.quarantine_outcomes.len()) as u64;
+        let rows =
+            (self.event_outcomes.len() + self.quarantine_outcomes.len()) as u64 + self.skipped;
+        counts.duplicates_skipped += self.skipped;
         for (outcome, drops) in self.event_outcomes.iter().zip(self.event_drops) {
             match outcome {
                 AppendOutcome::Stored { .. } => {
@@ -798,7 +885,7 @@ impl Checkpointer {
         if let Some(checkpoint) = self.latest.take() {
             let paths = Arc::clone(&self.paths);
             self.running = Some(tokio::task::spawn_blocking(move || {
-                paths.write_checkpoint(&checkpoint)
+                paths.write_checkpoint(&checkpoint, false)
             }));
         }
         Ok(())
@@ -811,7 +898,7 @@ impl Checkpointer {
         }
         if let Some(checkpoint) = self.latest.take() {
             let paths = Arc::clone(&self.paths);
-            run_blocking(move || paths.write_checkpoint(&checkpoint)).await?;
+            run_blocking(move || paths.write_checkpoint(&checkpoint, false)).await?;
         }
         Ok(())
     }
@@ -902,6 +989,7 @@ fn read_and_convert(
     reader: RowReader,
     settings: ReaderSettings,
     plan: Arc<Plan>,
+    handled: Arc<Handled>,
     gate: Arc<dyn EventGate>,
     sender: tokio::sync::mpsc::Sender<Message>,
 ) -> Result<bool, ImportError> {
@@ -911,11 +999,12 @@ fn read_and_convert(
             let (work_sender, work_receiver) = std::sync::mpsc::sync_channel::<RawChunk>(1);
             let sender = sender.clone();
             let plan = Arc::clone(&plan);
+            let handled = Arc::clone(&handled);
             let gate = Arc::clone(&gate);
             std::thread::Builder::new()
                 .name(format!("trib-import-{index}"))
                 .spawn_scoped(scope, move || {
-                    convert_chunks(work_receiver, sender, &plan, gate.as_ref())
+                    convert_chunks(work_receiver, sender, &plan, &handled, gate.as_ref())
                 })
                 .map_err(|error| ImportError::io("starting an import thread", error))?;
             work_senders.push(work_sender);
@@ -1024,13 +1113,14 @@ fn convert_chunks(
     receiver: std::sync::mpsc::Receiver<RawChunk>,
     sender: tokio::sync::mpsc::Sender<Message>,
     plan: &Plan,
+    handled: &Handled,
     gate: &dyn EventGate,
 ) {
     let mut caches = Caches::default();
     // The payload bytes of the previous batch, to size the next one's buffer.
     let mut payload_bytes_hint = 0;
     while let Ok(chunk) = receiver.recv() {
-        let batch = convert_chunk(&chunk, plan, gate, &mut caches, payload_bytes_hint);
+        let batch = convert_chunk(&chunk, plan, handled, gate, &mut caches, payload_bytes_hint);
         payload_bytes_hint = batch.events.payload_bytes();
         if sender.blocking_send(Message::Batch(batch)).is_err() {
             return;
@@ -1041,6 +1131,7 @@ fn convert_chunks(
 fn convert_chunk(
     chunk: &RawChunk,
     plan: &Plan,
+    handled: &Handled,
     gate: &dyn EventGate,
     caches: &mut Caches,
     payload_bytes_hint: usize,
@@ -1053,8 +1144,13 @@ fn convert_chunk(
     let mut event_drops = Vec::with_capacity(chunk.rows.len());
     let mut quarantine = RecordsBuilder::with_capacity(0, 0);
     let mut quarantine_codes = Vec::new();
+    let mut skipped = 0;
     let timestamp_ms = plan.received_at.as_millisecond();
     for row in &chunk.rows {
+        if handled.contains(row.number) {
+            skipped += 1;
+            continue;
+        }
         let csv_row = || CsvRow {
             bytes: &chunk.bytes,
             start: row.start,
@@ -1120,6 +1216,7 @@ fn convert_chunk(
         event_drops,
         quarantine: quarantine.finish(),
         quarantine_codes,
+        skipped,
         next_row: chunk.next_row,
         offset: chunk.offset,
         raw_bytes: chunk.raw_bytes,
@@ -1145,8 +1242,9 @@ fn convert_and_admit(
     Ok((converted.event, converted.dropped))
 }
 
-/// Builds the records of one batch for one log: payloads go into one buffer, keys and
-/// deduplication ids into another, instead of three allocations per record.
+/// Builds the records of one batch for one log: payloads go into one buffer, keys into
+/// another, instead of two allocations per record. Import records carry no log deduplication
+/// id (see `resume` for how rows are still stored once).
 struct RecordsBuilder {
     payloads: Vec<u8>,
     ids: String,
@@ -1155,7 +1253,7 @@ struct RecordsBuilder {
 
 /// The records of one batch for one log, as built by [`RecordsBuilder`]. Each append attempt
 /// makes its own `Record`s with [`EncodedRecords::to_records`]: the payloads are slices of the
-/// shared buffer, so only the short keys and ids are copied, and a retry needs no saved copy.
+/// shared buffer, so only the short keys are copied, and a retry needs no saved copy.
 struct EncodedRecords {
     payloads: Bytes,
     ids: String,
@@ -1166,9 +1264,7 @@ struct EncodedRecords {
 #[derive(Clone, Copy)]
 struct RecordEnds {
     payload: usize,
-    /// The key is followed by the deduplication id in `ids`.
     key: usize,
-    dedup_id: usize,
     timestamp_ms: i64,
 }
 
@@ -1181,7 +1277,7 @@ impl RecordsBuilder {
         }
     }
 
-    /// Adds the event log record of an event, with the API's deduplication id.
+    /// Adds the event log record of an event.
     fn push_event(
         &mut self,
         plan: &Plan,
@@ -1198,14 +1294,11 @@ impl RecordsBuilder {
             ));
         }
         self.ids.push_str(event.partition_key());
-        let key = self.ids.len();
-        push_dedup_id(&mut self.ids, &plan.source, &event.message_id);
-        self.push_ends(key, timestamp_ms);
+        self.push_ends(timestamp_ms);
         Ok(())
     }
 
-    /// Adds the quarantine record of a refused row; the deduplication id is the API's, with
-    /// the row.
+    /// Adds the quarantine record of a refused row.
     fn push_quarantined(
         &mut self,
         plan: &Plan,
@@ -1218,10 +1311,6 @@ impl RecordsBuilder {
         // csv_row_json and line_json only produce JSON; keep the record regardless (as null).
         let message = RawValue::from_string(raw).unwrap_or_default();
         self.ids.push_str(&plan.source);
-        let key = self.ids.len();
-        push_dedup_id(&mut self.ids, &plan.source, &message_id);
-        // Formatting into a String cannot fail.
-        let _ = write!(self.ids, "\u{0}{number}");
         let quarantined = QuarantinedMessage {
             source: plan.source.clone(),
             received_at: plan.received_at,
@@ -1233,6 +1322,7 @@ impl RecordsBuilder {
             schema: problem.schema,
             origin: Some(plan.origin.clone()),
             message,
+            replay_context: None,
         };
         // A QuarantinedMessage is plain strings and numbers: serializing it cannot fail (if it
         // did, the payload would be empty).
@@ -1240,14 +1330,13 @@ impl RecordsBuilder {
         if serde_json::to_writer(&mut self.payloads, &quarantined).is_err() {
             self.payloads.truncate(start);
         }
-        self.push_ends(key, timestamp_ms);
+        self.push_ends(timestamp_ms);
     }
 
-    fn push_ends(&mut self, key: usize, timestamp_ms: i64) {
+    fn push_ends(&mut self, timestamp_ms: i64) {
         self.ends.push(RecordEnds {
             payload: self.payloads.len(),
-            key,
-            dedup_id: self.ids.len(),
+            key: self.ids.len(),
             timestamp_ms,
         });
     }
@@ -1280,22 +1369,15 @@ impl EncodedRecords {
         for ends in &self.ends {
             records.push(Record {
                 key: self.ids[id_start..ends.key].to_owned(),
-                dedup_id: Some(self.ids[ends.key..ends.dedup_id].to_owned()),
+                dedup_id: None,
                 timestamp_ms: ends.timestamp_ms,
                 payload: self.payloads.slice(payload_start..ends.payload),
             });
             payload_start = ends.payload;
-            id_start = ends.dedup_id;
+            id_start = ends.key;
         }
         records
     }
-}
-
-/// Deduplication is per source: `<source>\0<messageId>`, as in the HTTP API.
-fn push_dedup_id(out: &mut String, source: &str, message_id: &str) {
-    out.push_str(source);
-    out.push('\u{0}');
-    out.push_str(message_id);
 }
 
 #[cfg(test)]
@@ -1345,7 +1427,7 @@ mod tests {
             .iter()
             .map(|event| Record {
                 key: event.partition_key().to_owned(),
-                dedup_id: Some(format!("crm\u{0}{}", event.message_id)),
+                dedup_id: None,
                 timestamp_ms,
                 payload: Bytes::from(serde_json::to_vec(event).unwrap()),
             })
@@ -1384,12 +1466,13 @@ mod tests {
             schema: None,
             origin: Some("import:people.ndjson".to_owned()),
             message: RawValue::from_string(r#"{"age":"x"}"#.to_owned()).unwrap(),
+            replay_context: None,
         };
         assert_eq!(
             records,
             [Record {
                 key: "crm".to_owned(),
-                dedup_id: Some("crm\u{0}imp-0123456789abcdef-7\u{0}7".to_owned()),
+                dedup_id: None,
                 timestamp_ms: 9,
                 payload: Bytes::from(serde_json::to_vec(&message).unwrap()),
             }]

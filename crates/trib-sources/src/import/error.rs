@@ -68,6 +68,17 @@ pub enum ImportError {
         source: std::io::Error,
     },
 
+    /// The checkpoint of an interrupted import cannot be used. Without it the rows the
+    /// interrupted run appended could not be told apart, so the import stops instead of
+    /// starting over; removing the file starts over (rows appended before are then stored
+    /// again).
+    #[error(
+        "the import checkpoint {} cannot be used ({reason}); remove it to start the import over, \
+         which stores again the rows the interrupted run had stored",
+        path.display()
+    )]
+    DamagedCheckpoint { path: PathBuf, reason: String },
+
     /// A file-system operation failed (opening the file, reading or writing import state).
     #[error("i/o error while {context}")]
     Io {

@@ -13,15 +13,20 @@
 //! * **Streaming, bounded memory.** The file is read one row at a time on blocking threads and
 //!   appended in batches; memory does not depend on the file size (see `engine`).
 //! * **Idempotent.** The file's SHA-256 is computed first; row `n` gets the messageId
-//!   `imp-<first 16 hex digits of the hash>-<n>` and the HTTP API's deduplication id
-//!   (`<source>\0<messageId>`), so the log stores each row once per source. A completed import
-//!   is recorded in a ledger (`<state_dir>/<source>/<sha256>.json`): importing the same file
-//!   again stores nothing and reports `already_imported`, even after the log's deduplication
-//!   window has passed.
-//! * **Resumable.** After each durable batch a checkpoint records the next row, its byte offset
-//!   and the counts so far; a later `import_file` of the same file continues there
-//!   (`resumed_from_row`). Rows appended between the last checkpoint and a crash are appended
-//!   again and recognised as duplicates (within the log's deduplication window).
+//!   `imp-<first 16 hex digits of the hash>-<n>`. A completed import is recorded in a ledger
+//!   (`<state_dir>/<source>/<sha256>.json`): importing the same file again stores nothing and
+//!   reports `already_imported`, however long after. Rows are appended *without* a log
+//!   deduplication id, so that the log's in-memory deduplication index (which keeps every id
+//!   of its 24 h window) does not grow with the file; exactly-once storage of each row rests on
+//!   the ledger and on the resume scan below instead.
+//! * **Resumable, exactly.** Before its first append a run writes a checkpoint durably; after
+//!   each durable batch the checkpoint records the next row, its byte offset, the counts so far
+//!   and the log offsets (per partition, in both logs) from which the rows after it can have
+//!   been appended. A later `import_file` of the same file continues there
+//!   (`resumed_from_row`): it first reads both logs from those offsets, finds the rows of this
+//!   file that the interrupted run appended after its last checkpoint (by messageId), and skips
+//!   them (counted as `duplicates_skipped`), so no row is stored twice, whatever the time
+//!   between the runs.
 //!
 //! # Row numbers
 //!
@@ -43,6 +48,7 @@ mod error;
 mod read;
 mod replay;
 mod report;
+mod resume;
 mod state;
 
 pub use config::{

@@ -9,10 +9,15 @@
 //! <state_dir>/<source>/<sha256>.lock             held (flock) while an import runs
 //! ```
 //!
-//! Both JSON files are replaced atomically (write a temporary file, rename it over). The ledger
-//! is fsynced; a checkpoint is not, since it is rewritten after every batch and losing the
-//! latest one only costs re-reading rows that the event log then recognises as duplicates. A
-//! checkpoint or ledger that cannot be read is ignored with a warning, for the same reason.
+//! Both JSON files are replaced atomically (write a temporary file, fsync it, rename it over),
+//! so a crash leaves either the old or the new content, never a torn file. The ledger's rename
+//! is made durable too (the directory is fsynced), and so is the first checkpoint of a run,
+//! written before anything is appended: from then on some checkpoint always survives a crash.
+//! A later checkpoint's rename is not synced: losing it only means resuming from the one before,
+//! which is just as exact (see [`Checkpoint::scan_from`]). A ledger that cannot be read is
+//! ignored with a warning (the file is imported again, and rows the log already holds are found
+//! by the scan); an unreadable checkpoint fails the import with a clear error instead, since
+//! without it the rows of the interrupted run could not be found.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions, TryLockError};
@@ -24,7 +29,9 @@ use serde::{Deserialize, Serialize};
 use super::error::ImportError;
 use super::report::ImportReport;
 
-const CHECKPOINT_VERSION: u32 = 1;
+/// Version 2 added `scan_from`; a version 1 checkpoint (written while import rows still carried
+/// log deduplication ids) is read as scanning from offset 0.
+const CHECKPOINT_VERSION: u32 = 2;
 
 /// The state files of one (source, file) pair.
 #[derive(Debug, Clone)]
@@ -46,6 +53,20 @@ pub(crate) struct Checkpoint {
     /// Where that row starts in the decompressed stream.
     pub(crate) offset: u64,
     pub(crate) counts: Counts,
+    /// Where, in each partition of the event log and of the quarantine, the records of rows
+    /// from `next_row` on can start: every row at or after `next_row` that any run appended was
+    /// appended at or after these offsets. A resumed run reads both logs from here to their end
+    /// and skips the rows of this file it finds (import rows carry no log deduplication id, so
+    /// the log itself does not recognise them). `None` (a version 1 checkpoint) means from 0.
+    #[serde(default)]
+    pub(crate) scan_from: Option<LogPositions>,
+}
+
+/// Offsets, one per partition, in the event log and in the quarantine.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct LogPositions {
+    pub(crate) events: Vec<u64>,
+    pub(crate) quarantine: Vec<u64>,
 }
 
 /// The running totals of an import.
@@ -82,6 +103,7 @@ impl Checkpoint {
         next_row: u64,
         offset: u64,
         counts: Counts,
+        scan_from: LogPositions,
     ) -> Self {
         Self {
             version: CHECKPOINT_VERSION,
@@ -90,6 +112,7 @@ impl Checkpoint {
             next_row,
             offset,
             counts,
+            scan_from: Some(scan_from),
         }
     }
 }
@@ -130,26 +153,57 @@ impl StatePaths {
         read_json(&self.ledger)
     }
 
-    /// Reads the checkpoint, if there is a usable one for this file and source.
-    pub(crate) fn read_checkpoint(&self, source: &str, sha256: &str) -> Option<Checkpoint> {
-        let checkpoint: Checkpoint = read_json(&self.checkpoint)?;
-        let matches = checkpoint.version == CHECKPOINT_VERSION
-            && checkpoint.source == source
-            && checkpoint.sha256 == sha256
-            && checkpoint.counts.check().is_ok();
-        if !matches {
-            tracing::warn!(
-                path = %self.checkpoint.display(),
-                "ignoring an import checkpoint that does not match the file"
-            );
-            return None;
+    /// Reads the checkpoint, if there is one.
+    ///
+    /// A checkpoint that cannot be read, or that belongs to another file or source, is an
+    /// error: starting over without it would append the rows of the interrupted run again.
+    pub(crate) fn read_checkpoint(
+        &self,
+        source: &str,
+        sha256: &str,
+    ) -> Result<Option<Checkpoint>, ImportError> {
+        let bytes = match fs::read(&self.checkpoint) {
+            Ok(bytes) => bytes,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(error) => {
+                return Err(ImportError::io(
+                    format!("reading {}", self.checkpoint.display()),
+                    error,
+                ));
+            }
+        };
+        let damaged = |reason: String| ImportError::DamagedCheckpoint {
+            path: self.checkpoint.clone(),
+            reason,
+        };
+        let checkpoint: Checkpoint =
+            serde_json::from_slice(&bytes).map_err(|error| damaged(error.to_string()))?;
+        if !(1..=CHECKPOINT_VERSION).contains(&checkpoint.version) {
+            return Err(damaged(format!(
+                "unknown checkpoint version {}",
+                checkpoint.version
+            )));
         }
-        Some(checkpoint)
+        if checkpoint.source != source || checkpoint.sha256 != sha256 {
+            return Err(damaged(
+                "it names another source or file than its path".to_owned(),
+            ));
+        }
+        checkpoint
+            .counts
+            .check()
+            .map_err(|_| damaged("its counts do not add up".to_owned()))?;
+        Ok(Some(checkpoint))
     }
 
-    /// Replaces the checkpoint (atomically, without fsync: see the module docs).
-    pub(crate) fn write_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), ImportError> {
-        write_json_atomically(&self.checkpoint, checkpoint, false)
+    /// Replaces the checkpoint atomically; `durable` also syncs the rename (see the module
+    /// docs).
+    pub(crate) fn write_checkpoint(
+        &self,
+        checkpoint: &Checkpoint,
+        durable: bool,
+    ) -> Result<(), ImportError> {
+        write_json_atomically(&self.checkpoint, checkpoint, durable)
     }
 
     /// Records a completed import durably and removes its checkpoint.
@@ -204,10 +258,12 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
     }
 }
 
+/// Writes a temporary file, fsyncs it and renames it over `path`; `sync_rename` also fsyncs the
+/// directory, so that the rename itself survives a power failure.
 fn write_json_atomically<T: Serialize>(
     path: &Path,
     value: &T,
-    sync: bool,
+    sync_rename: bool,
 ) -> Result<(), ImportError> {
     let json = serde_json::to_vec_pretty(value).map_err(|error| {
         ImportError::Internal(format!("import state does not serialize: {error}"))
@@ -216,9 +272,8 @@ fn write_json_atomically<T: Serialize>(
     let writing = |error| ImportError::io(format!("writing {}", temporary.display()), error);
     let mut file = File::create(&temporary).map_err(writing)?;
     file.write_all(&json).map_err(writing)?;
-    if sync {
-        file.sync_all().map_err(writing)?;
-    }
+    // Always: a renamed file whose data never reached the disk could be empty after a crash.
+    file.sync_all().map_err(writing)?;
     drop(file);
     fs::rename(&temporary, path).map_err(|error| {
         ImportError::io(
@@ -226,7 +281,7 @@ fn write_json_atomically<T: Serialize>(
             error,
         )
     })?;
-    if sync && let Some(dir) = path.parent() {
+    if sync_rename && let Some(dir) = path.parent() {
         // Makes the rename itself durable.
         File::open(dir)
             .and_then(|dir| dir.sync_all())

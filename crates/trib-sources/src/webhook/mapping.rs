@@ -2,6 +2,7 @@
 
 use http::HeaderName;
 use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use trib_core::{Event, EventType, JsonMap, QuarantinedMessage};
@@ -64,6 +65,52 @@ pub(crate) struct Input<'a> {
     /// The delivery's `messageId` (suffixed `-<n>` for each element of an `each`).
     pub(crate) message_id: &'a str,
     pub(crate) received_at: Timestamp,
+    /// The sender's delivery id, when the source configures one (kept for replays).
+    pub(crate) delivery_id: Option<&'a str>,
+    /// The signature header, never kept in a quarantine record even if a condition reads it.
+    pub(crate) signature_header: Option<&'a HeaderName>,
+}
+
+/// What a webhook quarantine record keeps besides its `message`, so that a replay can map it
+/// again with the source's current mappings exactly as at receipt: same `receivedAt` (the
+/// record's), same `messageId`s, same header values. The signature was verified at receipt and
+/// is not kept (nor the secret).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct DeliveryContext {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) delivery_id: Option<String>,
+    /// The delivery's `messageId`, before any `-<n>` suffix.
+    pub(crate) message_id: String,
+    /// The values (at receipt) of the headers the mappings' conditions read, the signature
+    /// header excepted.
+    #[serde(default)]
+    pub(crate) headers: Vec<(String, Option<String>)>,
+    /// The element's position in `each`; absent for a record that stands for the whole body
+    /// (its `message` is then the body).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) element: Option<usize>,
+    /// The body as received, kept by the first refused element of a delivery only: the
+    /// delivery's other refused elements are appended right after it and leave it out, so a
+    /// delivery whose elements all fail is not stored once per element.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) body: Option<Box<RawValue>>,
+}
+
+impl DeliveryContext {
+    fn new(input: &Input<'_>, element: Option<usize>, body: Option<Box<RawValue>>) -> Self {
+        Self {
+            delivery_id: input.delivery_id.map(str::to_owned),
+            message_id: input.message_id.to_owned(),
+            headers: input
+                .headers
+                .iter()
+                .filter(|(name, _)| Some(name) != input.signature_header)
+                .map(|(name, value)| (name.as_str().to_owned(), value.clone()))
+                .collect(),
+            element,
+            body,
+        }
+    }
 }
 
 /// Maps a body with the first mapping whose `when` holds; see the module docs of `webhook`.
@@ -85,12 +132,19 @@ pub(crate) fn map_body(mappings: &[Mapping], input: &Input<'_>) -> Vec<MappedEve
             0,
             input.message_id.to_owned(),
             input.raw.to_owned(),
+            DeliveryContext::new(input, None, None),
         ))];
     };
     let Some(each) = &mapping.each else {
         let outcome = mapping.build(input, input.document, input.message_id.to_owned());
         return vec![outcome.map_err(|problem| {
-            problem.into_quarantined(input, 0, input.message_id.to_owned(), input.raw.to_owned())
+            problem.into_quarantined(
+                input,
+                0,
+                input.message_id.to_owned(),
+                input.raw.to_owned(),
+                DeliveryContext::new(input, None, None),
+            )
         })];
     };
     let elements = each.select_all(input.document, input.document);
@@ -106,9 +160,11 @@ pub(crate) fn map_body(mappings: &[Mapping], input: &Input<'_>) -> Vec<MappedEve
             0,
             input.message_id.to_owned(),
             input.raw.to_owned(),
+            DeliveryContext::new(input, None, None),
         ))];
     }
     let mut outcomes = Vec::with_capacity(elements.len());
+    let mut body_kept = false;
     for (index, element) in elements.into_iter().enumerate() {
         let message_id = format!("{}-{index}", input.message_id);
         match mapping.build(input, element, message_id.clone()) {
@@ -117,7 +173,12 @@ pub(crate) fn map_body(mappings: &[Mapping], input: &Input<'_>) -> Vec<MappedEve
                 // The element alone, re-serialized: its exact bytes are not kept by the parse.
                 let raw = serde_json::value::to_raw_value(element)
                     .unwrap_or_else(|_| RawValue::NULL.to_owned());
-                outcomes.push(Err(problem.into_quarantined(input, index, message_id, raw)));
+                let body = (!body_kept).then(|| input.raw.to_owned());
+                body_kept = true;
+                let context = DeliveryContext::new(input, Some(index), body);
+                outcomes.push(Err(
+                    problem.into_quarantined(input, index, message_id, raw, context)
+                ));
             }
         }
     }
@@ -375,7 +436,10 @@ impl Problem {
         index: usize,
         message_id: String,
         raw: Box<RawValue>,
+        context: DeliveryContext,
     ) -> QuarantinedMessage {
+        // A context is strings and numbers: it always serializes.
+        let replay_context = serde_json::value::to_raw_value(&context).ok();
         QuarantinedMessage {
             source: input.source.to_owned(),
             received_at: input.received_at,
@@ -387,6 +451,7 @@ impl Problem {
             schema: None,
             origin: Some(ORIGIN.to_owned()),
             message: raw,
+            replay_context,
         }
     }
 }

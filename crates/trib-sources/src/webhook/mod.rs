@@ -64,7 +64,14 @@
 //! * **Quarantine records** keep the whole body for whole-body mappings (as received), and the
 //!   element (re-serialized, keys sorted) for `each` mappings; `origin` is `webhook`, `index` the
 //!   element's position, `messageId` the would-be event's, so a retried delivery is not
-//!   quarantined twice.
+//!   quarantined twice. Their `replayContext` keeps what mapping them again needs: the
+//!   delivery id, the delivery's `messageId`, the values of the headers that conditions read
+//!   (never the signature header's: at replay it only counts as present), the element's position, and, in the first refused element
+//!   of a delivery, the body (the delivery's other refused elements follow it in the
+//!   quarantine and leave it out). [`WebhookSource::remap`] maps such a record again with the
+//!   source's *current* mappings, without checking the signature again (it was checked at
+//!   receipt), giving the same `messageId`s as at receipt, so a replay and a later retry of
+//!   the delivery by its sender do not both store an event.
 //! * **No `422`.** An authentic, well-formed delivery is always accepted (`2xx`) even when all
 //!   its events are quarantined: refusing it would only make the sender retry it.
 //!
@@ -93,7 +100,7 @@ use jiff::Timestamp;
 use serde_json::Value;
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
-use trib_core::{Event, QuarantinedMessage};
+use trib_core::{Event, QuarantinedMessage, Refusal};
 
 pub use config::{
     Algorithm, ConditionConfig, DEFAULT_REPLAY_WINDOW, DEFAULT_TOLERANCE, DeliveryIdConfig,
@@ -103,7 +110,7 @@ pub use error::WebhookError;
 pub use verify::MAX_REMEMBERED_DELIVERIES;
 
 use config::{Compiled, DeliveryId};
-use mapping::{Input, Mapping};
+use mapping::{DeliveryContext, Input, Mapping};
 use verify::{ReplayGuard, ReplayKey, Verifier};
 
 /// The outcome for one event of a delivery: an event for the event log (still to pass the
@@ -195,8 +202,98 @@ impl WebhookSource {
             headers: &delivery.headers,
             message_id: &delivery.message_id,
             received_at,
+            delivery_id: delivery.delivery_id.as_deref(),
+            signature_header: Some(&self.verifier.signature_header),
         };
         mapping::map_body(&self.mappings, &input)
+    }
+
+    /// Maps a quarantined webhook record again with this source's current mappings, for a
+    /// replay after a mapping fix: as at receipt (the record's `receivedAt`, the delivery's
+    /// `messageId`s, the header values kept), but without checking the signature, which was
+    /// checked when the delivery arrived.
+    ///
+    /// `body` is the delivery's body: [`ReplayContext::body`], or for a refused element whose
+    /// record does not keep it, the body kept by the delivery's first refused element. Returns
+    /// the events the record stands for, still to pass the source's gate: the element's one
+    /// event, or every event of the body for a record of the whole body (unmapped, nothing
+    /// selected, a whole-body mapping refused). Fails with the first refusal when the current
+    /// mappings still refuse any of them, so a record is replayed whole or not at all.
+    pub fn remap(
+        &self,
+        quarantined: &QuarantinedMessage,
+        context: &ReplayContext,
+        body: &RawValue,
+    ) -> Result<Vec<Event>, Refusal> {
+        let refuse = |code: &str, reason: String| Refusal {
+            code: code.to_owned(),
+            field: None,
+            reason,
+            schema: None,
+        };
+        let document: Value = serde_json::from_str(body.get()).map_err(|error| {
+            refuse(
+                "unreadable_body",
+                format!("the kept webhook body is not JSON: {error}"),
+            )
+        })?;
+        let mut headers: Vec<(HeaderName, Option<String>)> = context
+            .inner
+            .headers
+            .iter()
+            .filter_map(|(name, value)| {
+                HeaderName::from_bytes(name.as_bytes())
+                    .ok()
+                    .map(|name| (name, value.clone()))
+            })
+            .collect();
+        // The signature header was present (it was verified); its value is not kept, so a
+        // condition can only learn that it exists.
+        headers.push((self.verifier.signature_header.clone(), Some(String::new())));
+        let input = Input {
+            source: &self.name,
+            document: &document,
+            raw: body,
+            headers: &headers,
+            message_id: &context.inner.message_id,
+            received_at: quarantined.received_at,
+            delivery_id: context.inner.delivery_id.as_deref(),
+            signature_header: Some(&self.verifier.signature_header),
+        };
+        let outcomes = mapping::map_body(&self.mappings, &input);
+        let refusal = |refused: QuarantinedMessage| Refusal {
+            code: refused.code,
+            field: refused.field,
+            reason: refused.reason,
+            schema: refused.schema,
+        };
+        match context.inner.element {
+            Some(index) => {
+                let wanted = quarantined.message_id.as_deref();
+                let outcome = outcomes.into_iter().find(|outcome| {
+                    let id = match outcome {
+                        Ok(event) => Some(event.message_id.as_str()),
+                        Err(refused) => refused.message_id.as_deref(),
+                    };
+                    id == wanted
+                });
+                match outcome {
+                    Some(Ok(event)) => Ok(vec![event]),
+                    Some(Err(refused)) => Err(refusal(refused)),
+                    None => Err(refuse(
+                        "element_not_mapped",
+                        format!(
+                            "the current mapping does not produce element {index} of this \
+                             delivery any more"
+                        ),
+                    )),
+                }
+            }
+            None => outcomes
+                .into_iter()
+                .map(|outcome| outcome.map_err(refusal))
+                .collect(),
+        }
     }
 
     /// Records that `delivery` was durably stored, so that it is refused as a replay for the
@@ -266,6 +363,53 @@ impl WebhookSource {
             raw,
             headers,
         })
+    }
+}
+
+/// The delivery context of a quarantined webhook record, read back for a replay.
+#[derive(Debug, Clone)]
+pub struct ReplayContext {
+    inner: DeliveryContext,
+}
+
+impl ReplayContext {
+    /// Reads the context of a quarantined webhook record; `None` when it has none (a record
+    /// from before contexts were kept, or from another origin) or it cannot be read.
+    pub fn of(quarantined: &QuarantinedMessage) -> Option<ReplayContext> {
+        if quarantined.origin.as_deref() != Some(mapping::ORIGIN) {
+            return None;
+        }
+        let raw = quarantined.replay_context.as_deref()?;
+        serde_json::from_str(raw.get())
+            .ok()
+            .map(|inner| ReplayContext { inner })
+    }
+
+    /// The delivery's body, when this record has it: the `message` of a record of the whole
+    /// body, or the body kept by the first refused element of a delivery.
+    pub fn body<'a>(&'a self, quarantined: &'a QuarantinedMessage) -> Option<&'a RawValue> {
+        match (&self.inner.element, &self.inner.body) {
+            (None, _) => Some(&quarantined.message),
+            (Some(_), Some(body)) => Some(body),
+            (Some(_), None) => None,
+        }
+    }
+
+    /// Whether this record keeps its delivery's body for the other refused elements of the
+    /// delivery (which do not).
+    pub fn keeps_body_for_others(&self) -> bool {
+        self.inner.element.is_some() && self.inner.body.is_some()
+    }
+
+    /// A key shared by the quarantine records of one delivery: source, delivery `messageId`
+    /// and receive time.
+    pub fn delivery_key(&self, quarantined: &QuarantinedMessage) -> String {
+        format!(
+            "{}\u{0}{}\u{0}{}",
+            quarantined.source,
+            self.inner.message_id,
+            quarantined.received_at.as_millisecond()
+        )
     }
 }
 
