@@ -453,3 +453,101 @@ pub(crate) async fn unmerge(
         Err(error) => Err(ApiError::internal(&error)),
     }
 }
+
+fn consumer_of(profiles: &ProfilesState) -> Result<&Arc<IdentityConsumer>, ApiError> {
+    profiles.consumer.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "identity_not_running",
+            "the identity consumer is not running on this server",
+        )
+    })
+}
+
+fn engine_error(error: trib_identity::EngineError) -> ApiError {
+    match error {
+        trib_identity::EngineError::Invalid(message) => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "identity_refused",
+            message,
+        ),
+        other => ApiError::internal(&other),
+    }
+}
+
+/// `POST /v1/identity/match`: probabilistic matching over the stored profiles; merges above
+/// the upper threshold, queues pairs between the thresholds for review.
+pub(crate) async fn run_match(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    auth::require_admin(&headers, state.admin_key.as_ref())?;
+    let profiles = profiles(&state)?;
+    let report = consumer_of(profiles)?
+        .match_profiles()
+        .await
+        .map_err(engine_error)?;
+    Ok(Json(json!(report)))
+}
+
+/// `GET /v1/identity/review`: pairs waiting for a decision, strongest first.
+pub(crate) async fn review_queue(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    auth::require_admin(&headers, state.admin_key.as_ref())?;
+    let profiles = profiles(&state)?;
+    let store = profiles.store.clone();
+    let queue =
+        match tokio::task::spawn_blocking(move || trib_identity::engine::review_queue(&*store))
+            .await
+        {
+            Ok(Ok(queue)) => queue,
+            Ok(Err(error)) => return Err(engine_error(error)),
+            Err(error) => return Err(ApiError::internal(&error)),
+        };
+    Ok(Json(json!({"items": queue})))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DecisionBody {
+    /// `merge` or `distinct`.
+    decision: String,
+}
+
+/// `POST /v1/identity/review/{item}` with `{"decision": "merge" | "distinct"}`.
+pub(crate) async fn decide(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(item): Path<u64>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    auth::require_admin(&headers, state.admin_key.as_ref())?;
+    let profiles = profiles(&state)?;
+    let body: DecisionBody = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            format!("decision body: {e}"),
+        )
+    })?;
+    let merge = match body.decision.as_str() {
+        "merge" => true,
+        "distinct" => false,
+        other => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_body",
+                format!("decision: {other:?} is neither \"merge\" nor \"distinct\""),
+            ));
+        }
+    };
+    let merged = consumer_of(profiles)?
+        .decide_review(item, merge)
+        .await
+        .map_err(engine_error)?;
+    Ok(Json(
+        json!({"item": item, "decision": body.decision, "merged": merged}),
+    ))
+}

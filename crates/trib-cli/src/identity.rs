@@ -41,12 +41,119 @@ pub(crate) enum IdentityCommand {
         /// The `record_id,cluster_id` file written by `dedupe`.
         clusters: PathBuf,
     },
-    /// Lists the pairs of a review queue written by `dedupe --review`, strongest first.
+    /// Lists the review queue, strongest first: a running server's (pairs of stored profiles
+    /// between the thresholds), or the CSV written by `dedupe --review FILE`.
     Review {
-        file: PathBuf,
+        /// A review CSV written by `dedupe --review`; without it, the server's queue.
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        server: Server,
         #[arg(long, default_value_t = 50)]
         limit: usize,
     },
+    /// Runs probabilistic matching over a running server's profiles: merges pairs above the
+    /// upper threshold (recorded as merges with the weight and field agreements), queues the
+    /// pairs between the thresholds for review.
+    Match {
+        #[command(flatten)]
+        server: Server,
+    },
+    /// Decides a review item of a running server: `merge` or `distinct`.
+    Decide {
+        item: u64,
+        #[arg(value_parser = ["merge", "distinct"])]
+        decision: String,
+        #[command(flatten)]
+        server: Server,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Server {
+    /// The server's base URL.
+    #[arg(long, env = "TRIBUTARY_URL", default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// The admin key of the server.
+    #[arg(long, env = "TRIBUTARY_ADMIN_KEY", hide_env_values = true)]
+    admin_key: Option<String>,
+}
+
+impl Server {
+    fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+    ) -> anyhow::Result<(reqwest::RequestBuilder, String)> {
+        let Some(key) = &self.admin_key else {
+            bail!("give the server's admin key with --admin-key or TRIBUTARY_ADMIN_KEY");
+        };
+        let url = format!("{}{path}", self.url.trim_end_matches('/'));
+        Ok((
+            reqwest::Client::new()
+                .request(method, &url)
+                .bearer_auth(key),
+            url,
+        ))
+    }
+}
+
+pub(crate) async fn run_server(command: IdentityCommand) -> anyhow::Result<()> {
+    match command {
+        IdentityCommand::Match { server } => {
+            let (request, url) = server.request(reqwest::Method::POST, "/v1/identity/match")?;
+            let report: serde_json::Value = crate::events::send_json(request, &url).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        IdentityCommand::Review { server, limit, .. } => {
+            let (request, url) = server.request(reqwest::Method::GET, "/v1/identity/review")?;
+            let queue: serde_json::Value = crate::events::send_json(request, &url).await?;
+            let items = queue["items"].as_array().cloned().unwrap_or_default();
+            for item in items.iter().take(limit) {
+                println!(
+                    "#{:<6} {:>7.2}  {}  {}  {}",
+                    item["seq"],
+                    item["weight"].as_f64().unwrap_or(0.0),
+                    item["left"].as_str().unwrap_or(""),
+                    item["right"].as_str().unwrap_or(""),
+                    item["levels"]
+                );
+            }
+            eprintln!(
+                "{} pairs waiting for review (decide with: tributary identity decide ITEM merge|distinct)",
+                items.len()
+            );
+        }
+        IdentityCommand::Decide {
+            item,
+            decision,
+            server,
+        } => {
+            let (request, url) = server.request(
+                reqwest::Method::POST,
+                &format!("/v1/identity/review/{item}"),
+            )?;
+            let answer: serde_json::Value = crate::events::send_json(
+                request.json(&serde_json::json!({"decision": decision})),
+                &url,
+            )
+            .await?;
+            println!("{answer}");
+        }
+        _ => unreachable!("file commands run synchronously"),
+    }
+    Ok(())
+}
+
+impl IdentityCommand {
+    /// Whether the command talks to a running server.
+    pub(crate) fn needs_server(&self) -> bool {
+        matches!(
+            self,
+            IdentityCommand::Match { .. }
+                | IdentityCommand::Decide { .. }
+                | IdentityCommand::Review { file: None, .. }
+        )
+    }
 }
 
 fn matching_config(config: Option<&PathBuf>) -> anyhow::Result<trib_match::MatchConfig> {
@@ -128,7 +235,11 @@ pub(crate) fn run(command: IdentityCommand) -> anyhow::Result<()> {
                 scores.false_neg
             );
         }
-        IdentityCommand::Review { file, limit } => {
+        IdentityCommand::Review {
+            file: Some(file),
+            limit,
+            ..
+        } => {
             let mut reader = csv::Reader::from_reader(open(&file)?);
             let headers = reader.headers()?.clone();
             let mut rows: Vec<csv::StringRecord> = reader.records().collect::<Result<_, _>>()?;
@@ -143,6 +254,11 @@ pub(crate) fn run(command: IdentityCommand) -> anyhow::Result<()> {
                 println!("{}", row.iter().collect::<Vec<_>>().join("\t"));
             }
             eprintln!("{} pairs waiting for review", rows.len());
+        }
+        IdentityCommand::Review { file: None, .. }
+        | IdentityCommand::Match { .. }
+        | IdentityCommand::Decide { .. } => {
+            unreachable!("server commands run on the async runtime")
         }
     }
     Ok(())

@@ -87,7 +87,7 @@ fn main() -> ExitCode {
             command: ConfigCommand::Check { file },
         } => check_config(&file),
         Command::Schemas { command } => schemas::run(command),
-        Command::Identity { command } => identity::run(command),
+        Command::Identity { command } if !command.needs_server() => identity::run(command),
         command => runtime().and_then(|runtime| {
             runtime.block_on(async move {
                 match command {
@@ -97,7 +97,8 @@ fn main() -> ExitCode {
                     Command::Quarantine { command } => events::run_quarantine(command).await,
                     Command::Import(args) => import::run(args).await,
                     Command::Profiles { command } => profiles::run(command).await,
-                    Command::Config { .. } | Command::Schemas { .. } | Command::Identity { .. } => {
+                    Command::Identity { command } => identity::run_server(command).await,
+                    Command::Config { .. } | Command::Schemas { .. } => {
                         unreachable!("synchronous commands are handled above")
                     }
                 }

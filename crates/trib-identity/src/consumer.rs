@@ -23,7 +23,7 @@ use tokio::sync::{oneshot, watch};
 use trib_log::EventLog;
 use trib_store::{ConsumerOffsets, EventRef, ProfileId, ProfileStore};
 
-use crate::engine::{Engine, EngineError, Exclusion, LogEvent, UnmergeReport};
+use crate::engine::{Engine, EngineError, Exclusion, LogEvent, MatchReport, UnmergeReport};
 
 /// The consumer name under which offsets are committed in the profile store.
 pub const CONSUMER_NAME: &str = "identity";
@@ -58,6 +58,14 @@ enum Command {
         profile: ProfileId,
         exclusion: Exclusion,
         reply: oneshot::Sender<Result<UnmergeReport, EngineError>>,
+    },
+    Match {
+        reply: oneshot::Sender<Result<MatchReport, EngineError>>,
+    },
+    Decide {
+        item: u64,
+        merge: bool,
+        reply: oneshot::Sender<Result<bool, EngineError>>,
     },
     Stop,
 }
@@ -155,6 +163,28 @@ impl IdentityConsumer {
             .map_err(|_| EngineError::Invalid("the identity consumer stopped".into()))?
     }
 
+    /// Runs probabilistic matching over the stored profiles on the consumer's thread.
+    pub async fn match_profiles(&self) -> Result<MatchReport, EngineError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Match { reply })
+            .map_err(|_| EngineError::Invalid("the identity consumer stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| EngineError::Invalid("the identity consumer stopped".into()))?
+    }
+
+    /// Decides a review item on the consumer's thread; returns whether the profiles merged.
+    pub async fn decide_review(&self, item: u64, merge: bool) -> Result<bool, EngineError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Decide { item, merge, reply })
+            .map_err(|_| EngineError::Invalid("the identity consumer stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| EngineError::Invalid("the identity consumer stopped".into()))?
+    }
+
     /// Stops after the current round and waits for the thread.
     pub fn stop(mut self) {
         self.stop_inner();
@@ -242,6 +272,14 @@ fn run<S: ProfileStore>(
             }) => {
                 let result = engine.unmerge(profile, exclusion, |at| read_one(&*log, &runtime, at));
                 let _ = reply.send(result);
+                continue;
+            }
+            Some(Command::Match { reply }) => {
+                let _ = reply.send(engine.match_profiles());
+                continue;
+            }
+            Some(Command::Decide { item, merge, reply }) => {
+                let _ = reply.send(engine.decide_review(item, merge));
                 continue;
             }
             None => {}

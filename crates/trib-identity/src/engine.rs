@@ -23,7 +23,7 @@
 //! identifiers and profiles are cached between batches (up to a limit, then the cache is
 //! dropped), and a batch first fetches what its events need in two round trips.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -51,6 +51,10 @@ pub mod journal {
     pub const EXCLUSION: &str = "exclusion";
     /// The profile was rebuilt after an exclusion.
     pub const UNMERGE: &str = "unmerge";
+    /// A probabilistic pair between the thresholds, waiting for a person's decision.
+    pub const REVIEW_PENDING: &str = "review_pending";
+    /// A decision on a review item.
+    pub const REVIEW_DECIDED: &str = "review_decided";
 }
 
 /// Why the engine stopped.
@@ -460,6 +464,17 @@ impl<S: ProfileStore> Engine<S> {
             if self.profiles.contains_key(&id) {
                 return Ok(Some(id));
             }
+            // A merge or rename in the pending batch: the store does not know it yet.
+            if let Some((_, into)) = self
+                .pending
+                .merged
+                .iter()
+                .rev()
+                .find(|(from, _)| *from == id)
+            {
+                id = *into;
+                continue;
+            }
             if self.pending.deleted.contains(&id) {
                 return Ok(None);
             }
@@ -742,6 +757,21 @@ impl<S: ProfileStore> Engine<S> {
             );
             return;
         }
+        self.absorb_profile(
+            target,
+            other,
+            json!({"linked_by": links, "event": event.to_json()}),
+        );
+    }
+
+    /// Merges `other` into `target` (guard-rails already checked) and journals it with
+    /// `provenance` (what caused it) plus the absorbed profile and identifiers.
+    fn absorb_profile(
+        &mut self,
+        target: ProfileId,
+        other: ProfileId,
+        mut provenance: serde_json::Value,
+    ) {
         let Some(absorbed) = self.profiles.remove(&other) else {
             return;
         };
@@ -767,16 +797,11 @@ impl<S: ProfileStore> Engine<S> {
         profile.recompute(&self.rules, None);
         self.stats.merges += 1;
         metrics::counter!("tributary_identity_merges_total").increment(1);
-        self.journal(
-            target,
-            journal::MERGE,
-            json!({
-                "absorbed_profile": other.to_string(),
-                "linked_by": links,
-                "absorbed_identifiers": absorbed_identifiers,
-                "event": event.to_json(),
-            }),
-        );
+        if let Some(object) = provenance.as_object_mut() {
+            object.insert("absorbed_profile".into(), json!(other.to_string()));
+            object.insert("absorbed_identifiers".into(), json!(absorbed_identifiers));
+        }
+        self.journal(target, journal::MERGE, provenance);
     }
 
     fn refuse(&mut self, profile: ProfileId, refusal: &Refusal, mut detail: serde_json::Value) {
@@ -1033,6 +1058,347 @@ impl<S: ProfileStore> Engine<S> {
         self.flush(None)?;
         Ok(report)
     }
+}
+
+/// What a probabilistic matching run did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct MatchReport {
+    /// Active profiles read.
+    pub profiles: usize,
+    /// Profiles with at least one matching field, i.e. the records matched.
+    pub records: usize,
+    /// Merges made because a pair scored at or above the upper threshold.
+    pub merges: u64,
+    /// Merges the guard-rails refused (recorded as `merge_refused`).
+    pub merges_refused: u64,
+    /// New pairs put in the review queue.
+    pub review_pairs: u64,
+}
+
+/// A pair of profiles waiting for a person's decision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReviewItem {
+    /// The journal sequence number of the entry: the item's id.
+    #[serde(default)]
+    pub seq: u64,
+    pub left: String,
+    pub right: String,
+    pub weight: f64,
+    /// Agreement level per field (`exact`, `jw>=0.92`, ..., `else`, or `missing`).
+    pub levels: BTreeMap<String, String>,
+}
+
+impl<S: ProfileStore> Engine<S> {
+    /// Runs probabilistic matching (`[identity.matching]`) over the active profiles' traits:
+    /// pairs at or above the upper threshold are merged (journaled with the weight and the
+    /// field agreements, subject to the guard-rails), pairs between the thresholds go to the
+    /// review queue.
+    pub fn match_profiles(&mut self) -> Result<MatchReport, EngineError> {
+        let result = self.match_inner();
+        if result.is_err() {
+            self.reset();
+        }
+        result
+    }
+
+    fn match_inner(&mut self) -> Result<MatchReport, EngineError> {
+        let Some(config) = self.rules.matching.clone() else {
+            return Err(EngineError::Invalid(
+                "probabilistic matching is not configured: add [identity.matching]".into(),
+            ));
+        };
+        let mut report = MatchReport::default();
+        let mut records = Vec::new();
+        let mut after = 0;
+        loop {
+            let changes = self.store.changes(None, after, 10_000)?;
+            let Some(last) = changes.last() else { break };
+            after = last.seq;
+            let ids: Vec<ProfileId> = changes
+                .iter()
+                .filter(|c| c.kind == trib_store::ChangeKind::Upserted)
+                .map(|c| c.id)
+                .collect();
+            for (id, state) in ids.iter().zip(self.store.get_many(&ids)?) {
+                let Some(ProfileState::Active(record)) = state else {
+                    continue;
+                };
+                report.profiles += 1;
+                let profile = decode(&record)?;
+                let fields: Vec<Option<String>> = config
+                    .fields
+                    .iter()
+                    .map(|field| {
+                        profile
+                            .traits
+                            .get(&field.name)
+                            .and_then(|golden| match &golden.value {
+                                serde_json::Value::String(text) if !text.trim().is_empty() => {
+                                    Some(text.clone())
+                                }
+                                serde_json::Value::Number(number) => Some(number.to_string()),
+                                _ => None,
+                            })
+                    })
+                    .collect();
+                if fields.iter().any(Option::is_some) {
+                    records.push(trib_match::MatchRecord {
+                        id: id.to_string(),
+                        fields,
+                    });
+                }
+            }
+        }
+        report.records = records.len();
+        if records.len() < 2 {
+            return Ok(report);
+        }
+        let mut matcher = trib_match::Matcher::new(config.clone())
+            .map_err(|e| EngineError::Invalid(format!("matching: {e}")))?;
+        matcher
+            .fit(&records)
+            .map_err(|e| EngineError::Invalid(format!("matching: {e}")))?;
+        let resolution = matcher
+            .resolve(&records)
+            .map_err(|e| EngineError::Invalid(format!("matching: {e}")))?;
+        let labels: Vec<(String, Vec<String>)> = config
+            .fields
+            .iter()
+            .map(|f| (f.name.clone(), f.level_labels()))
+            .collect();
+        let describe = |levels: trib_match::Levels| -> BTreeMap<String, String> {
+            labels
+                .iter()
+                .enumerate()
+                .map(|(index, (name, names))| {
+                    let level = levels
+                        .get(index)
+                        .and_then(|l| names.get(usize::from(l)).cloned())
+                        .unwrap_or_else(|| "missing".into());
+                    (name.clone(), level)
+                })
+                .collect()
+        };
+
+        // Merges: every member of a cluster into its first record's profile.
+        let mut clusters: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for (index, cluster) in resolution.cluster_ids.iter().enumerate() {
+            clusters.entry(cluster.as_str()).or_default().push(index);
+        }
+        let ids: Vec<ProfileId> = records
+            .iter()
+            .map(|r| {
+                r.id.parse()
+                    .map_err(|_| EngineError::Invalid(format!("bad id {}", r.id)))
+            })
+            .collect::<Result<_, _>>()?;
+        self.load_profiles(&ids)?;
+        for members in clusters.values().filter(|m| m.len() > 1) {
+            let first = members[0];
+            for &other in &members[1..] {
+                let pair = matcher
+                    .compare(&records[first], &records[other])
+                    .map_err(|e| EngineError::Invalid(format!("matching: {e}")))?;
+                let evidence = json!({
+                    "probabilistic": {
+                        "weight": pair.weight,
+                        "upper_threshold": config.upper_threshold,
+                        "fields": describe(pair.levels),
+                    }
+                });
+                match self.link(ids[first], ids[other], evidence)? {
+                    Linked::Merged => report.merges += 1,
+                    Linked::Refused => report.merges_refused += 1,
+                    Linked::AlreadyOne => {}
+                }
+            }
+        }
+
+        // Review: pairs between the thresholds not already queued or decided.
+        let known: HashSet<(String, String)> = self
+            .review_entries()?
+            .into_iter()
+            .map(|(item, _)| (item.left, item.right))
+            .collect();
+        for pair in &resolution.review {
+            let (left, right) = if pair.left_id <= pair.right_id {
+                (pair.left_id.clone(), pair.right_id.clone())
+            } else {
+                (pair.right_id.clone(), pair.left_id.clone())
+            };
+            if known.contains(&(left.clone(), right.clone())) {
+                continue;
+            }
+            let Ok(left_id) = left.parse::<ProfileId>() else {
+                continue;
+            };
+            let item = ReviewItem {
+                seq: 0,
+                left,
+                right,
+                weight: pair.weight,
+                levels: describe(pair.levels),
+            };
+            self.journal(
+                left_id,
+                journal::REVIEW_PENDING,
+                serde_json::to_value(&item).unwrap_or_default(),
+            );
+            report.review_pairs += 1;
+        }
+        metrics::counter!("tributary_identity_review_pairs_total").increment(report.review_pairs);
+        self.flush(None)?;
+        Ok(report)
+    }
+
+    fn load_profiles(&mut self, ids: &[ProfileId]) -> Result<(), EngineError> {
+        for id in ids {
+            self.resolve_active(*id)?;
+        }
+        Ok(())
+    }
+
+    /// Merges two profiles on outside evidence (a probabilistic match, a review decision),
+    /// under the same guard-rails as merges caused by events.
+    fn link(
+        &mut self,
+        a: ProfileId,
+        b: ProfileId,
+        evidence: serde_json::Value,
+    ) -> Result<Linked, EngineError> {
+        let (Some(a), Some(b)) = (self.resolve_active(a)?, self.resolve_active(b)?) else {
+            return Ok(Linked::AlreadyOne);
+        };
+        if a == b {
+            return Ok(Linked::AlreadyOne);
+        }
+        let (Some(left), Some(right)) = (self.profiles.get(&a), self.profiles.get(&b)) else {
+            return Ok(Linked::AlreadyOne);
+        };
+        if let Some(refusal) = self.check_merge(left, right) {
+            self.stats.merges_refused += 1;
+            let mut detail = evidence;
+            if let Some(object) = detail.as_object_mut() {
+                object.insert("what".into(), json!("merge"));
+                object.insert("other_profile".into(), json!(b.to_string()));
+            }
+            self.refuse(a, &refusal, detail);
+            return Ok(Linked::Refused);
+        }
+        self.absorb_profile(a, b, evidence);
+        self.rename_if_needed(a);
+        Ok(Linked::Merged)
+    }
+
+    /// Queued review items and decided ones: `(item, decided)`.
+    fn review_entries(&self) -> Result<Vec<(ReviewItem, bool)>, EngineError> {
+        review_entries(&self.store)
+    }
+
+    /// The review queue: pairs waiting for a decision, strongest first.
+    pub fn review_queue(&self) -> Result<Vec<ReviewItem>, EngineError> {
+        review_queue(&self.store)
+    }
+
+    /// Decides a review item: merge the two profiles (guard-rails still apply) or keep them
+    /// apart. Returns whether they were merged.
+    pub fn decide_review(&mut self, seq: u64, merge: bool) -> Result<bool, EngineError> {
+        let result = self.decide_inner(seq, merge);
+        if result.is_err() {
+            self.reset();
+        }
+        result
+    }
+
+    fn decide_inner(&mut self, seq: u64, merge: bool) -> Result<bool, EngineError> {
+        let Some((item, decided)) = self
+            .review_entries()?
+            .into_iter()
+            .find(|(item, _)| item.seq == seq)
+        else {
+            return Err(EngineError::Invalid(format!("no review item {seq}")));
+        };
+        if decided {
+            return Err(EngineError::Invalid(format!(
+                "review item {seq} was already decided"
+            )));
+        }
+        let parse = |text: &str| {
+            text.parse::<ProfileId>()
+                .map_err(|_| EngineError::Invalid(format!("bad profile id {text}")))
+        };
+        let (left, right) = (parse(&item.left)?, parse(&item.right)?);
+        let merged = if merge {
+            let evidence =
+                json!({"review": {"item": seq, "weight": item.weight, "fields": item.levels}});
+            self.link(left, right, evidence)? == Linked::Merged
+        } else {
+            false
+        };
+        self.journal(
+            left,
+            journal::REVIEW_DECIDED,
+            json!({"item": seq, "decision": if merge { "merge" } else { "distinct" }, "merged": merged}),
+        );
+        self.flush(None)?;
+        Ok(merged)
+    }
+}
+
+/// Queued review items and whether each was decided.
+fn review_entries(store: &dyn ProfileStore) -> Result<Vec<(ReviewItem, bool)>, EngineError> {
+    let mut items: Vec<ReviewItem> = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store.journal_by_kind(journal::REVIEW_PENDING, after, 10_000)?;
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        for entry in page {
+            if let Ok(mut item) = serde_json::from_slice::<ReviewItem>(&entry.doc) {
+                item.seq = entry.seq;
+                items.push(item);
+            }
+        }
+    }
+    let mut decided = HashSet::new();
+    let mut after = 0;
+    loop {
+        let page = store.journal_by_kind(journal::REVIEW_DECIDED, after, 10_000)?;
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        for entry in page {
+            if let Ok(value) = serde_json::from_slice::<serde_json::Value>(&entry.doc)
+                && let Some(seq) = value["item"].as_u64()
+            {
+                decided.insert(seq);
+            }
+        }
+    }
+    Ok(items
+        .into_iter()
+        .map(|item| {
+            let done = decided.contains(&item.seq);
+            (item, done)
+        })
+        .collect())
+}
+
+/// The review queue of a store: pairs waiting for a decision, strongest first.
+pub fn review_queue(store: &dyn ProfileStore) -> Result<Vec<ReviewItem>, EngineError> {
+    let mut open: Vec<ReviewItem> = review_entries(store)?
+        .into_iter()
+        .filter(|(_, decided)| !decided)
+        .map(|(item, _)| item)
+        .collect();
+    open.sort_by(|a, b| b.weight.total_cmp(&a.weight).then(a.seq.cmp(&b.seq)));
+    Ok(open)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Linked {
+    Merged,
+    Refused,
+    AlreadyOne,
 }
 
 /// Where an event came from, for provenance.

@@ -17,6 +17,8 @@ pub mod profile;
 pub mod view;
 
 pub use config::{IdentityConfig, IdentityRules, Survivorship};
-pub use engine::{Engine, EngineError, EngineStats, Exclusion, LogEvent, UnmergeReport};
+pub use engine::{
+    Engine, EngineError, EngineStats, Exclusion, LogEvent, MatchReport, ReviewItem, UnmergeReport,
+};
 pub use keys::Keyer;
 pub use profile::Profile;

@@ -20,12 +20,30 @@ struct ProfileServer {
 }
 
 async fn start() -> ProfileServer {
+    start_with("").await
+}
+
+/// The example [identity.matching] table of trib-match, nested for tributary.toml.
+fn matching_toml() -> String {
+    let mut out = String::from("[identity.matching]\n");
+    for line in trib_match::EXAMPLE_CONFIG_TOML.lines() {
+        out.push_str(match line.trim() {
+            "[em]" => "[identity.matching.em]",
+            "[[fields]]" => "[[identity.matching.fields]]",
+            _ => line,
+        });
+        out.push('\n');
+    }
+    out
+}
+
+async fn start_with(extra_toml: &str) -> ProfileServer {
     let dir = tempfile::tempdir().unwrap();
     let config = Config::from_toml_str(
         &format!(
             "version = 1\n[server]\nadmin_key = \"{ADMIN_KEY}\"\n[[sources]]\nname = \"web\"\nwrite_key = \"{WRITE_KEY}\"\n[[sources]]\nname = \"crm\"\nwrite_key = \"wk_crm\"\n\
              [identity]\ntypes = [{{ name = \"user_id\", unique = true }}, {{ name = \"email\", traits = [\"email\"] }}, {{ name = \"anonymous_id\" }}]\n\
-             [identity.traits]\nsource_priority = [\"crm\", \"web\"]\nrules = {{ first_name = \"source_priority\" }}\n"
+             [identity.traits]\nsource_priority = [\"crm\", \"web\"]\nrules = {{ first_name = \"source_priority\" }}\n{extra_toml}"
         ),
         &|_| None,
     )
@@ -306,4 +324,59 @@ async fn the_user_id_veto_holds_under_concurrent_events() {
         ids.insert(profile["id"].as_str().unwrap().to_owned());
     }
     assert_eq!(ids.len(), 8);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn matching_over_http_merges_crm_duplicates_and_serves_the_review_queue() {
+    let server = start_with(&matching_toml()).await;
+    let mut csv = Vec::new();
+    trib_match::generate(300, 11, &mut csv, &trib_match::GenerateOptions::default()).unwrap();
+    let text = String::from_utf8(csv).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let rows: Vec<Value> = lines
+        .map(|line| {
+            let cells: Vec<&str> = line.split(',').collect();
+            let mut traits = serde_json::Map::new();
+            for field in ["first_name", "last_name", "dob", "address", "city", "postcode"] {
+                let index = header.iter().position(|h| *h == field).unwrap();
+                if !cells[index].is_empty() {
+                    traits.insert(field.into(), json!(cells[index]));
+                }
+            }
+            json!({"type": "identify", "anonymousId": format!("row-{}", cells[0]), "traits": traits})
+        })
+        .collect();
+    for chunk in rows.chunks(100) {
+        server.send("wk_crm", json!(chunk)).await;
+    }
+    server.consumer.caught_up().await.unwrap();
+
+    let (status, report) = server.post("/v1/identity/match", json!({})).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["records"], 300);
+    let merges = report["merges"].as_u64().unwrap();
+    assert!(merges > 20, "{report}");
+    let (_, queue) = server.get("/v1/identity/review").await;
+    let items = queue["items"].as_array().unwrap().clone();
+    if let Some(item) = items.first() {
+        let seq = item["seq"].as_u64().unwrap();
+        let (status, answer) = server
+            .post(
+                &format!("/v1/identity/review/{seq}"),
+                json!({"decision": "distinct"}),
+            )
+            .await;
+        assert_eq!(status, 200, "{answer}");
+        let (_, after) = server.get("/v1/identity/review").await;
+        assert_eq!(after["items"].as_array().unwrap().len(), items.len() - 1);
+    }
+    let (status, bad) = server
+        .post("/v1/identity/review/1", json!({"decision": "maybe"}))
+        .await;
+    assert_eq!(status, 400, "{bad}");
+    let (status, unknown) = server
+        .post("/v1/identity/review/999999", json!({"decision": "merge"}))
+        .await;
+    assert_eq!(status, 422, "{unknown}");
 }
