@@ -74,14 +74,28 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
-fn found_response(found: Found, asked: &str) -> Result<Json<Value>, ApiError> {
+/// Finds a profile and the summary of its timeline (for the JSON view).
+type Summarized = (Found, trib_store::TimelineSummary);
+
+fn summarize(store: &dyn ProfileStore, found: Found) -> Result<Summarized, trib_store::StoreError> {
+    let summary = match &found {
+        Found::Active { profile, .. } => match profile.id.parse::<ProfileId>() {
+            Ok(id) => store.timeline_summary(&id)?,
+            Err(_) => trib_store::TimelineSummary::default(),
+        },
+        _ => trib_store::TimelineSummary::default(),
+    };
+    Ok((found, summary))
+}
+
+fn found_response((found, summary): Summarized, asked: &str) -> Result<Json<Value>, ApiError> {
     match found {
         Found::Active {
             profile,
             updated_at_ms,
             redirected_from,
         } => {
-            let mut body = view::profile_json(&profile, updated_at_ms);
+            let mut body = view::profile_json(&profile, updated_at_ms, &summary);
             if let (Some(from), Some(object)) = (redirected_from, body.as_object_mut()) {
                 object.insert("redirected_from".into(), json!(from.to_string()));
             }
@@ -111,7 +125,7 @@ pub(crate) async fn show(
     let profiles = profiles(&state)?;
     let pid = parse_id(&id)?;
     let store = profiles.store.clone();
-    let found = blocking(move || view::find(&*store, pid)).await?;
+    let found = blocking(move || summarize(&*store, view::find(&*store, pid)?)).await?;
     found_response(found, &id)
 }
 
@@ -154,7 +168,13 @@ pub(crate) async fn lookup(
     }
     let store = profiles.store.clone();
     let keyer = profiles.keyer.clone();
-    let found = blocking(move || view::find_by_identifier(&*store, &keyer, &kind, &value)).await?;
+    let found = blocking(move || {
+        summarize(
+            &*store,
+            view::find_by_identifier(&*store, &keyer, &kind, &value)?,
+        )
+    })
+    .await?;
     // The identifier's value is personal data: it is not echoed in the error.
     found_response(found, "with that identifier")
 }
@@ -211,8 +231,9 @@ pub(crate) async fn list(
                         ..
                     } = view::find(&*store, change.id)?
                     {
+                        let summary = store.timeline_summary(&change.id)?;
                         item["change"] = json!("upserted");
-                        item["profile"] = view::profile_json(&profile, updated_at_ms);
+                        item["profile"] = view::profile_json(&profile, updated_at_ms, &summary);
                     } else {
                         item["change"] = json!("deleted");
                     }

@@ -378,24 +378,25 @@ fn print_profiles(server: &Server) -> anyhow::Result<()> {
                 trib_identity::view::find(&*store, change.id)?
                 && profile.id == change.id.to_string()
             {
-                profiles.push(profile);
+                let events = store.timeline_summary(&change.id)?.events;
+                profiles.push((profile, events));
             }
         }
     }
     let total = profiles.len();
-    profiles.sort_by(|a, b| {
+    profiles.sort_by(|(a, a_events), (b, b_events)| {
         b.sources
             .len()
             .cmp(&a.sources.len())
-            .then(b.event_count.cmp(&a.event_count))
+            .then(b_events.cmp(a_events))
             .then(a.id.cmp(&b.id))
     });
-    let merged: u32 = profiles.iter().map(|p| p.merge_count).sum();
+    let merged: u32 = profiles.iter().map(|(p, _)| p.merge_count).sum();
     println!();
     println!(
         "Identity resolution: {total} golden profiles ({merged} merges); the three built from the most sources:"
     );
-    for profile in profiles.iter().take(3) {
+    for (profile, events) in profiles.iter().take(3) {
         let text = |name: &str| {
             profile
                 .traits
@@ -409,7 +410,7 @@ fn print_profiles(server: &Server) -> anyhow::Result<()> {
             text("firstName"),
             text("lastName"),
             text("email"),
-            profile.event_count,
+            events,
             profile.sources.join(", ")
         );
         let identifiers: Vec<String> = profile

@@ -589,8 +589,9 @@ impl<S: ProfileStore> Engine<S> {
         let Some(profile) = self.profiles.get_mut(&target) else {
             return;
         };
-        profile.saw_event(timestamp_ms, &event.source);
+        let mut changed = profile.saw_source(&event.source);
         if !traits.is_empty() {
+            changed = true;
             let names: Vec<String> = traits.keys().cloned().collect();
             for (name, value) in traits {
                 let rule = self.rules.rule_for(&name);
@@ -614,7 +615,9 @@ impl<S: ProfileStore> Engine<S> {
                 event: at,
             },
         ));
-        self.pending.dirty.insert(target);
+        if changed {
+            self.pending.dirty.insert(target);
+        }
         self.rename_if_needed(target);
     }
 
@@ -724,6 +727,7 @@ impl<S: ProfileStore> Engine<S> {
             entry.source.clone_from(&event.source);
             entry.message_id.clone_from(&event.message_id);
             profile.sort_identifiers(&self.rules);
+            self.pending.dirty.insert(target);
         }
     }
 
@@ -899,7 +903,7 @@ impl<S: ProfileStore> Engine<S> {
             .collect();
         for id in pending.dirty {
             if let Some(profile) = self.profiles.get(&id) {
-                let doc = serde_json::to_vec(profile)
+                let doc = encode(profile)
                     .map_err(|e| EngineError::Invalid(format!("cannot encode a profile: {e}")))?;
                 batch.upserts.push(ProfileRecord {
                     id,
@@ -1421,8 +1425,14 @@ impl EventInfo {
     }
 }
 
+/// Encodes a profile document: MessagePack with field names (compact, fast, and tolerant of
+/// added fields), so a later version reads what an earlier one wrote.
+pub fn encode(profile: &Profile) -> Result<Vec<u8>, rmp_serde::encode::Error> {
+    rmp_serde::to_vec_named(profile)
+}
+
 /// Decodes a stored profile document.
 pub fn decode(record: &ProfileRecord) -> Result<Profile, StoreError> {
-    serde_json::from_slice(&record.doc)
+    rmp_serde::from_slice(&record.doc)
         .map_err(|e| StoreError::Corrupt(format!("profile {}: {e}", record.id)))
 }

@@ -74,10 +74,6 @@ pub struct GoldenTrait {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Profile {
     pub id: String,
-    /// Event-time range of the events on the profile.
-    pub first_seen_ms: i64,
-    pub last_seen_ms: i64,
-    pub event_count: u64,
     /// Identifiers, in type priority order, then as first seen.
     pub identifiers: Vec<IdentifierEntry>,
     /// The golden record.
@@ -174,9 +170,6 @@ impl Profile {
     pub(crate) fn new(id: String) -> Self {
         Self {
             id,
-            first_seen_ms: i64::MAX,
-            last_seen_ms: i64::MIN,
-            event_count: 0,
             identifiers: Vec::new(),
             traits: BTreeMap::new(),
             observations: BTreeMap::new(),
@@ -196,13 +189,16 @@ impl Profile {
         self.identifiers.iter().filter(|i| i.kind == kind).count()
     }
 
-    /// Records that an event was seen at `at_ms` from `source`.
-    pub(crate) fn saw_event(&mut self, at_ms: i64, source: &str) {
-        self.event_count += 1;
-        self.first_seen_ms = self.first_seen_ms.min(at_ms);
-        self.last_seen_ms = self.last_seen_ms.max(at_ms);
-        if let Err(index) = self.sources.binary_search_by(|s| s.as_str().cmp(source)) {
-            self.sources.insert(index, source.to_owned());
+    /// Records that an event came from `source`; returns whether that is news. (How many
+    /// events, and when, is the timeline's business: an event that changes no identifier, trait
+    /// or source does not change the document, so it costs no rewrite.)
+    pub(crate) fn saw_source(&mut self, source: &str) -> bool {
+        match self.sources.binary_search_by(|s| s.as_str().cmp(source)) {
+            Ok(_) => false,
+            Err(index) => {
+                self.sources.insert(index, source.to_owned());
+                true
+            }
         }
     }
 
@@ -223,9 +219,6 @@ impl Profile {
     /// Folds another profile into this one (a merge). Identifier order is restored by the
     /// caller with [`Profile::sort_identifiers`].
     pub(crate) fn absorb(&mut self, other: Profile) {
-        self.first_seen_ms = self.first_seen_ms.min(other.first_seen_ms);
-        self.last_seen_ms = self.last_seen_ms.max(other.last_seen_ms);
-        self.event_count += other.event_count;
         for entry in other.identifiers {
             if !self.has_identifier(&entry.kind, &entry.value) {
                 self.identifiers.push(entry);

@@ -68,8 +68,12 @@ pub fn time_text(ms: i64) -> String {
         .unwrap_or_else(|_| ms.to_string())
 }
 
-/// The JSON view of a golden profile.
-pub fn profile_json(profile: &Profile, updated_at_ms: i64) -> Value {
+/// The JSON view of a golden profile, with its timeline's size and span.
+pub fn profile_json(
+    profile: &Profile,
+    updated_at_ms: i64,
+    timeline: &trib_store::TimelineSummary,
+) -> Value {
     let traits: serde_json::Map<String, Value> = profile
         .traits
         .iter()
@@ -97,9 +101,9 @@ pub fn profile_json(profile: &Profile, updated_at_ms: i64) -> Value {
         "traits": traits,
         "trait_provenance": provenance,
         "identifiers": identifiers,
-        "first_seen": time_text(profile.first_seen_ms),
-        "last_seen": time_text(profile.last_seen_ms),
-        "event_count": profile.event_count,
+        "first_seen": timeline.first_ms.map(time_text),
+        "last_seen": timeline.last_ms.map(time_text),
+        "event_count": timeline.events,
         "sources": profile.sources,
         "merged_ids": profile.merged_ids,
         "updated_at": time_text(updated_at_ms),

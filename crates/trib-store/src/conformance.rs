@@ -26,6 +26,7 @@ macro_rules! conformance_tests {
             merges_redirect_and_move_the_timeline,
             deletion_empties_the_timeline_and_upsert_revives,
             timelines_are_newest_first_and_paginate,
+            timeline_summaries_count_and_span,
             change_feed_has_each_id_once_at_its_latest_change,
             change_feed_filters_by_time_and_pages_by_seq,
             journal_keeps_order_per_profile_and_by_kind,
@@ -312,6 +313,34 @@ pub(crate) fn timelines_are_newest_first_and_paginate(harness: &impl Harness) {
     assert_eq!(
         store.timeline(&id(2), None, 100).unwrap(),
         vec![entry(1, 0, 0)]
+    );
+}
+
+pub(crate) fn timeline_summaries_count_and_span(harness: &impl Harness) {
+    let store = harness.open();
+    assert_eq!(
+        store.timeline_summary(&id(1)).unwrap(),
+        crate::TimelineSummary::default()
+    );
+    store
+        .apply(&ChangeBatch {
+            timeline: vec![
+                (id(1), entry(300, 0, 5)),
+                (id(1), entry(-20, 1, 1)),
+                (id(1), entry(300, 0, 5)),
+                (id(1), entry(40, 2, 9)),
+                (id(2), entry(1_000, 0, 0)),
+            ],
+            ..ChangeBatch::default()
+        })
+        .unwrap();
+    assert_eq!(
+        store.timeline_summary(&id(1)).unwrap(),
+        crate::TimelineSummary {
+            events: 3,
+            first_ms: Some(-20),
+            last_ms: Some(300)
+        }
     );
 }
 

@@ -39,6 +39,7 @@ pub use sqlite::{SqliteOptions, SqliteStore};
 pub use types::{
     Change, ChangeBatch, ChangeKind, ConsumerOffsets, EventRef, IdentKey, JournalEntry,
     NewJournalEntry, ProfileId, ProfileIdError, ProfileRecord, ProfileState, TimelineEntry,
+    TimelineSummary,
 };
 
 /// Why a store operation failed.
@@ -95,6 +96,16 @@ pub trait ProfileStore: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<TimelineEntry>, StoreError>;
 
+    /// How many events a profile's timeline holds, and the oldest and newest event times.
+    fn timeline_summary(&self, id: &ProfileId) -> Result<TimelineSummary, StoreError> {
+        let entries = self.timeline(id, None, usize::MAX)?;
+        Ok(TimelineSummary {
+            events: entries.len() as u64,
+            first_ms: entries.last().map(|e| e.timestamp_ms),
+            last_ms: entries.first().map(|e| e.timestamp_ms),
+        })
+    }
+
     /// A profile's journal (merges, refusals, unmerges), oldest first.
     fn journal(&self, id: &ProfileId, limit: usize) -> Result<Vec<JournalEntry>, StoreError>;
 
@@ -144,6 +155,9 @@ impl<S: ProfileStore + ?Sized> ProfileStore for std::sync::Arc<S> {
         limit: usize,
     ) -> Result<Vec<TimelineEntry>, StoreError> {
         (**self).timeline(id, before, limit)
+    }
+    fn timeline_summary(&self, id: &ProfileId) -> Result<TimelineSummary, StoreError> {
+        (**self).timeline_summary(id)
     }
     fn journal(&self, id: &ProfileId, limit: usize) -> Result<Vec<JournalEntry>, StoreError> {
         (**self).journal(id, limit)

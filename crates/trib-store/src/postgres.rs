@@ -53,7 +53,7 @@ use sha2::{Digest, Sha256};
 
 use crate::{
     Change, ChangeBatch, ChangeKind, EventRef, IdentKey, JournalEntry, ProfileId, ProfileRecord,
-    ProfileState, ProfileStore, StoreError, TimelineEntry,
+    ProfileState, ProfileStore, StoreError, TimelineEntry, TimelineSummary,
 };
 
 type Manager = PostgresConnectionManager<NoTls>;
@@ -931,6 +931,26 @@ impl ProfileStore for PostgresStore {
                 })
             })
             .collect()
+    }
+
+    fn timeline_summary(&self, id: &ProfileId) -> Result<TimelineSummary, StoreError> {
+        let op = "timeline summary";
+        let id_bytes = id.as_bytes().as_slice();
+        let mut conn = self.conn(op)?;
+        let row = conn
+            .query_typed_one(
+                "SELECT count(*), min(timestamp_ms), max(timestamp_ms) FROM timeline
+                 WHERE profile_id = $1",
+                &[(&id_bytes, Type::BYTEA)],
+            )
+            .map_err(|err| backend(op, &err))?;
+        drop(conn);
+        let events: i64 = get_col(op, &row, 0)?;
+        Ok(TimelineSummary {
+            events: u64::try_from(events).unwrap_or(0),
+            first_ms: get_col(op, &row, 1)?,
+            last_ms: get_col(op, &row, 2)?,
+        })
     }
 
     fn timeline(

@@ -70,7 +70,7 @@ use sha2::{Digest, Sha256};
 
 use crate::{
     Change, ChangeBatch, ChangeKind, EventRef, IdentKey, JournalEntry, ProfileId, ProfileRecord,
-    ProfileState, ProfileStore, StoreError, TimelineEntry,
+    ProfileState, ProfileStore, StoreError, TimelineEntry, TimelineSummary,
 };
 
 /// Tuning of a [`SqliteStore`]. The defaults suit one identity engine on a small server.
@@ -861,6 +861,23 @@ impl ProfileStore for SqliteStore {
             });
         }
         Ok(out)
+    }
+
+    fn timeline_summary(&self, id: &ProfileId) -> Result<TimelineSummary, StoreError> {
+        let op = backend("summarizing a timeline");
+        let conn = self.reader();
+        let mut stmt = conn
+            .prepare_cached("SELECT count(*), min(ts), max(ts) FROM timeline WHERE profile_id = ?1")
+            .map_err(&op)?;
+        stmt.query_row(params![id.as_bytes()], |row| {
+            let events: i64 = row.get(0)?;
+            Ok(TimelineSummary {
+                events: u64::try_from(events).unwrap_or(0),
+                first_ms: row.get(1)?,
+                last_ms: row.get(2)?,
+            })
+        })
+        .map_err(&op)
     }
 
     fn timeline(

@@ -113,6 +113,15 @@ impl TimelineEntry {
     }
 }
 
+/// The size and time range of a profile's timeline.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TimelineSummary {
+    pub events: u64,
+    /// The oldest and newest event times, in ms since the Unix epoch.
+    pub first_ms: Option<i64>,
+    pub last_ms: Option<i64>,
+}
+
 /// An active profile: its id, when it last changed and its document (opaque bytes).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProfileRecord {
