@@ -5,7 +5,7 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::{Map, Value};
 
-use crate::config::{ANONYMOUS_ID, EMAIL, IdentityRules, USER_ID};
+use crate::config::{ANONYMOUS_ID, EMAIL, IdentityRules, PHONE, USER_ID};
 
 /// An identifier as read from an event: a type index into the rules' types and a value.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -73,13 +73,18 @@ struct ExternalId {
     kind: String,
 }
 
-/// Canonical form of an identifier value for its type: trimmed; emails lowercased.
+/// Canonical form of an identifier value for its type: trimmed; emails lowercased; phone
+/// numbers with a country code in E.164 (`+1 (512) 555-0100` → `+15125550100`), so that any
+/// spelling links and looks up the same person. A national number without a country code is
+/// kept as given: normalize it at the source, with the source's `default_region`.
 pub fn canonical_value(kind: &str, value: &str) -> String {
     let value = value.trim();
-    if kind == EMAIL {
-        value.to_lowercase()
-    } else {
-        value.to_owned()
+    match kind {
+        EMAIL => value.to_lowercase(),
+        PHONE if value.starts_with('+') => {
+            trib_normalize::phone(value, None).unwrap_or_else(|_| value.to_owned())
+        }
+        _ => value.to_owned(),
     }
 }
 
@@ -258,6 +263,26 @@ mod tests {
         });
         let observed = extract(alias.to_string().as_bytes(), &rules).unwrap();
         assert_eq!(observed.previous_id.as_deref(), Some("old-anon"));
+    }
+
+    #[test]
+    fn emails_and_international_phones_have_one_canonical_spelling() {
+        assert_eq!(
+            canonical_value("email", " Ada@Example.COM "),
+            "ada@example.com"
+        );
+        assert_eq!(
+            canonical_value("phone", "+1 (512) 555-0100"),
+            "+15125550100"
+        );
+        assert_eq!(canonical_value("phone", "+15125550100"), "+15125550100");
+        assert_eq!(
+            canonical_value("phone", "+44 20 7946 0958"),
+            "+442079460958"
+        );
+        // Without a country code there is no way to know the country: kept as given.
+        assert_eq!(canonical_value("phone", "(512) 555-0100"), "(512) 555-0100");
+        assert_eq!(canonical_value("user_id", " U-1 "), "U-1");
     }
 
     #[test]
