@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use serde_json::json;
+use trib_identity::consumer::{ConsumerOptions, IdentityConsumer};
 use trib_identity::{Engine, IdentityRules, Keyer, LogEvent};
 use trib_store::{
     ConsumerOffsets, EventRef, MemoryStore, ProfileStore, SqliteOptions, SqliteStore,
@@ -109,4 +110,56 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let sqlite = SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap();
     run("embedded SQLite store", Arc::new(sqlite), &events, 100_000);
+    consume(&events);
+}
+
+/// The real consumer (reading an in-memory log, SQLite written on its own thread) until it
+/// has caught up.
+fn consume(events: &[LogEvent]) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let log: Arc<dyn trib_log::EventLog> = Arc::new(trib_log::MemoryLog::with_options({
+        let mut options = trib_log::MemoryLogOptions::new(8);
+        options.max_queued_records = events.len() + 1;
+        options
+    }));
+    runtime.block_on(async {
+        for chunk in events.chunks(10_000) {
+            let records = chunk
+                .iter()
+                .map(|e| trib_log::Record {
+                    key: format!("{}-{}", e.at.partition, e.at.offset % 1000),
+                    dedup_id: None,
+                    timestamp_ms: 0,
+                    payload: e.payload.clone(),
+                })
+                .collect();
+            log.append(records).await.unwrap();
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn ProfileStore> =
+        Arc::new(SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap());
+    let engine = Engine::new(store.clone(), Arc::new(IdentityRules::default()), Keyer::new(&[3; 32]))
+        .unwrap();
+    let started = Instant::now();
+    let consumer = IdentityConsumer::spawn(
+        log,
+        engine,
+        ConsumerOptions::default(),
+        runtime.handle().clone(),
+    )
+    .unwrap();
+    runtime.block_on(consumer.caught_up()).unwrap();
+    let elapsed = started.elapsed().as_secs_f64();
+    consumer.stop();
+    println!(
+        "consumer, SQLite written on its own thread: {} events in {elapsed:.2} s = {:.0} events/s; profiles {}",
+        events.len(),
+        events.len() as f64 / elapsed,
+        store.count_active().unwrap(),
+    );
 }

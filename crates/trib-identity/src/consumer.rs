@@ -21,7 +21,7 @@ use bytes::Bytes;
 use tokio::runtime::Handle;
 use tokio::sync::{oneshot, watch};
 use trib_log::EventLog;
-use trib_store::{ConsumerOffsets, EventRef, ProfileId, ProfileStore};
+use trib_store::{ChangeBatch, ConsumerOffsets, EventRef, ProfileId, ProfileStore, StoreError};
 
 use crate::engine::{Engine, EngineError, Exclusion, LogEvent, MatchReport, UnmergeReport};
 
@@ -80,7 +80,7 @@ pub struct IdentityConsumer {
 
 impl IdentityConsumer {
     /// Starts the consumer thread. `runtime` is used to read the (async) log.
-    pub fn spawn<S: ProfileStore>(
+    pub fn spawn<S: ProfileStore + Clone>(
         log: Arc<dyn EventLog>,
         engine: Engine<S>,
         options: ConsumerOptions,
@@ -222,46 +222,228 @@ fn read_one(log: &dyn EventLog, runtime: &Handle, at: EventRef) -> Result<Bytes,
     }
 }
 
-fn run<S: ProfileStore>(
+/// The store writer: applies batches on a thread of its own, in order, so that SQLite's or
+/// PostgreSQL's commit work overlaps the engine's next rounds. After a failed batch it refuses
+/// every later one until reset, so the store never holds a batch whose predecessor is missing.
+struct Writer {
+    batches: Option<mpsc::SyncSender<WriterMessage>>,
+    results: mpsc::Receiver<Result<Vec<u64>, StoreError>>,
+    in_flight: usize,
+    thread: Option<JoinHandle<()>>,
+}
+
+enum WriterMessage {
+    Batch(Box<ChangeBatch>, Vec<u64>),
+    Reset,
+}
+
+impl Writer {
+    fn spawn<S: ProfileStore>(store: S) -> Result<Self, EngineError> {
+        // One batch queued behind the one being written: at most two in memory.
+        let (batches, inbox) = mpsc::sync_channel::<WriterMessage>(1);
+        let (outbox, results) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("identity-writer".into())
+            .spawn(move || {
+                let mut failed = false;
+                for message in inbox {
+                    match message {
+                        WriterMessage::Reset => failed = false,
+                        WriterMessage::Batch(batch, next) => {
+                            let result = if failed {
+                                Err(StoreError::Backend("an earlier batch failed".into()))
+                            } else if batch.is_empty() {
+                                Ok(next)
+                            } else {
+                                store.apply(&batch).map(|()| next)
+                            };
+                            failed = result.is_err();
+                            if outbox.send(result).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            })
+            .map_err(|e| EngineError::Invalid(format!("cannot start the identity writer: {e}")))?;
+        Ok(Self {
+            batches: Some(batches),
+            results,
+            in_flight: 0,
+            thread: Some(thread),
+        })
+    }
+
+    fn submit(&mut self, batch: ChangeBatch, next: Vec<u64>) -> Result<(), EngineError> {
+        let sender = self
+            .batches
+            .as_ref()
+            .ok_or_else(|| EngineError::Invalid("the identity writer stopped".into()))?;
+        sender
+            .send(WriterMessage::Batch(Box::new(batch), next))
+            .map_err(|_| EngineError::Invalid("the identity writer stopped".into()))?;
+        self.in_flight += 1;
+        Ok(())
+    }
+
+    fn reset(&mut self) {
+        if let Some(sender) = &self.batches {
+            let _ = sender.send(WriterMessage::Reset);
+        }
+    }
+
+    /// Collects finished batches (waiting for all of them when `wait`): the offsets of the
+    /// last one written, and the first failure.
+    fn collect(&mut self, wait: bool) -> (Option<Vec<u64>>, Option<StoreError>) {
+        let mut written = None;
+        let mut failure = None;
+        while self.in_flight > 0 {
+            let result = if wait {
+                match self.results.recv() {
+                    Ok(result) => result,
+                    Err(_) => Err(StoreError::Backend("the identity writer stopped".into())),
+                }
+            } else {
+                match self.results.try_recv() {
+                    Ok(result) => result,
+                    Err(mpsc::TryRecvError::Empty) => break,
+                    Err(mpsc::TryRecvError::Disconnected) => {
+                        Err(StoreError::Backend("the identity writer stopped".into()))
+                    }
+                }
+            };
+            self.in_flight -= 1;
+            match result {
+                Ok(next) => written = Some(next),
+                Err(error) => {
+                    failure.get_or_insert(error);
+                }
+            }
+        }
+        (written, failure)
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.batches = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The consumer loop's state besides the engine.
+struct Loop<'a> {
+    writer: Writer,
+    progress: &'a watch::Sender<Vec<u64>>,
+    /// The next offsets the store holds (written batches only).
+    committed: Vec<u64>,
+    /// The next offsets to read (applied in memory, maybe not written yet).
+    next: Vec<u64>,
+    uncommitted: usize,
+    since: Option<Instant>,
+    backoff: Duration,
+}
+
+impl Loop<'_> {
+    /// Hands what was applied to the writer, with the offsets it brings the store to.
+    fn commit<S: ProfileStore>(&mut self, engine: &mut Engine<S>) -> Result<(), EngineError> {
+        let offsets = ConsumerOffsets {
+            consumer: CONSUMER_NAME.to_owned(),
+            offsets: self
+                .next
+                .iter()
+                .enumerate()
+                .map(|(p, n)| (p as u32, *n))
+                .collect(),
+        };
+        let batch = engine.take_batch(Some(offsets))?;
+        self.writer.submit(batch, self.next.clone())?;
+        self.uncommitted = 0;
+        self.since = None;
+        Ok(())
+    }
+
+    /// Takes in the writer's results; after a failure, rewinds to what the store holds.
+    fn settle<S: ProfileStore>(&mut self, engine: &mut Engine<S>, wait: bool) {
+        let (written, failure) = self.writer.collect(wait);
+        if let Some(next) = written {
+            self.committed = next;
+            self.progress.send_replace(self.committed.clone());
+        }
+        if let Some(error) = failure {
+            metrics::counter!("tributary_identity_errors_total").increment(1);
+            tracing::warn!(%error, "identity: a commit failed; retrying from the committed offsets");
+            // Batches taken after the failed one are refused by the writer; wait for them.
+            let _ = self.writer.collect(true);
+            self.writer.reset();
+            self.rewind(engine);
+        } else if self.writer.in_flight == 0 {
+            engine.evict_if_over_limit();
+        }
+    }
+
+    /// Forgets everything not written and goes back to the offsets the store holds.
+    fn rewind<S: ProfileStore>(&mut self, engine: &mut Engine<S>) {
+        engine.reset();
+        self.uncommitted = 0;
+        self.since = None;
+        recover(engine, &self.committed, &mut self.next, &mut self.backoff);
+        self.committed.clone_from(&self.next);
+    }
+}
+
+fn run<S: ProfileStore + Clone>(
     mut engine: Engine<S>,
     log: Arc<dyn EventLog>,
-    mut next: Vec<u64>,
+    next: Vec<u64>,
     options: ConsumerOptions,
     runtime: Handle,
     commands: mpsc::Receiver<Command>,
     progress: watch::Sender<Vec<u64>>,
 ) {
-    let mut backoff = Duration::from_millis(50);
+    let writer = match Writer::spawn(engine.store().clone()) {
+        Ok(writer) => writer,
+        Err(error) => {
+            tracing::error!(%error, "identity: cannot start");
+            return;
+        }
+    };
+    let mut state = Loop {
+        writer,
+        progress: &progress,
+        committed: next.clone(),
+        next,
+        uncommitted: 0,
+        since: None,
+        backoff: Duration::from_millis(50),
+    };
     let mut idle = false;
-    // Applied but not yet committed: how many events, since when.
-    let mut uncommitted = 0usize;
-    let mut since: Option<Instant> = None;
-    // The offsets the store holds: where to restart after a failure.
-    let mut committed = next.clone();
     loop {
         let command = if idle {
             match commands.recv_timeout(options.idle_wait) {
                 Ok(command) => Some(command),
                 Err(mpsc::RecvTimeoutError::Timeout) => None,
-                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                Err(mpsc::RecvTimeoutError::Disconnected) => Some(Command::Stop),
             }
         } else {
             match commands.try_recv() {
                 Ok(command) => Some(command),
                 Err(mpsc::TryRecvError::Empty) => None,
-                Err(mpsc::TryRecvError::Disconnected) => return,
+                Err(mpsc::TryRecvError::Disconnected) => Some(Command::Stop),
             }
         };
-        if command.is_some() && uncommitted > 0 {
-            // Commands see (and an unmerge rebuilds from) committed state only.
-            if commit(&mut engine, &next, &progress).is_ok() {
-                committed.clone_from(&next);
-            } else {
-                // The command still runs, on the committed state.
-                recover(&mut engine, &committed, &mut next, &mut backoff);
+        if command.is_some() {
+            // Commands see (and an unmerge rebuilds from) written state, and write
+            // synchronously: first everything applied is handed over and written.
+            if state.uncommitted > 0
+                && let Err(error) = state.commit(&mut engine)
+            {
+                tracing::warn!(%error, "identity: cannot hand a batch to the writer");
+                state.rewind(&mut engine);
             }
-            uncommitted = 0;
-            since = None;
+            state.settle(&mut engine, true);
         }
         match command {
             Some(Command::Stop) => return,
@@ -286,9 +468,9 @@ fn run<S: ProfileStore>(
         }
 
         let mut events = Vec::new();
-        let mut new_next = next.clone();
+        let mut new_next = state.next.clone();
         let mut read_failed = false;
-        for (partition, from) in next.iter().enumerate() {
+        for (partition, from) in state.next.iter().enumerate() {
             let partition = partition as u32;
             match runtime.block_on(log.read(partition, *from, options.max_records_per_partition)) {
                 Ok(records) => {
@@ -311,8 +493,8 @@ fn run<S: ProfileStore>(
             }
         }
         if read_failed {
-            std::thread::sleep(backoff);
-            backoff = (backoff * 2).min(Duration::from_secs(5));
+            std::thread::sleep(state.backoff);
+            state.backoff = (state.backoff * 2).min(Duration::from_secs(5));
             continue;
         }
         let count = events.len();
@@ -320,55 +502,33 @@ fn run<S: ProfileStore>(
             if let Err(error) = engine.apply(&events) {
                 metrics::counter!("tributary_identity_errors_total").increment(1);
                 tracing::warn!(%error, "identity: a round failed; retrying from the committed offsets");
-                recover(&mut engine, &committed, &mut next, &mut backoff);
-                uncommitted = 0;
-                since = None;
+                state.settle(&mut engine, true);
+                state.rewind(&mut engine);
                 continue;
             }
-            next = new_next;
-            uncommitted += count;
-            since.get_or_insert_with(Instant::now);
+            state.next = new_next;
+            state.uncommitted += count;
+            state.since.get_or_insert_with(Instant::now);
             metrics::counter!("tributary_identity_events_total").increment(count as u64);
         }
-        let due = uncommitted >= options.commit_events
-            || since.is_some_and(|t| t.elapsed() >= options.commit_interval)
-            || (count == 0 && uncommitted > 0);
-        if due {
-            match commit(&mut engine, &next, &progress) {
-                Ok(()) => {
-                    backoff = Duration::from_millis(50);
-                    committed.clone_from(&next);
-                }
-                Err(error) => {
-                    metrics::counter!("tributary_identity_errors_total").increment(1);
-                    tracing::warn!(%error, "identity: a commit failed; retrying from the committed offsets");
-                    recover(&mut engine, &committed, &mut next, &mut backoff);
-                }
-            }
-            uncommitted = 0;
-            since = None;
+        let due = state.uncommitted >= options.commit_events
+            || state
+                .since
+                .is_some_and(|t| t.elapsed() >= options.commit_interval)
+            || (count == 0 && state.uncommitted > 0);
+        if due && let Err(error) = state.commit(&mut engine) {
+            tracing::warn!(%error, "identity: cannot hand a batch to the writer");
+            state.settle(&mut engine, true);
+            state.rewind(&mut engine);
+            continue;
+        }
+        // Wait for the writer only when idle; otherwise take in what it has finished.
+        state.settle(&mut engine, count == 0);
+        if state.writer.in_flight == 0 {
+            state.backoff = Duration::from_millis(50);
         }
         idle = count == 0;
     }
-}
-
-/// Commits what was applied, with every partition's next offset, and publishes the progress.
-fn commit<S: ProfileStore>(
-    engine: &mut Engine<S>,
-    next: &[u64],
-    progress: &watch::Sender<Vec<u64>>,
-) -> Result<(), EngineError> {
-    let offsets = ConsumerOffsets {
-        consumer: CONSUMER_NAME.to_owned(),
-        offsets: next
-            .iter()
-            .enumerate()
-            .map(|(p, n)| (p as u32, *n))
-            .collect(),
-    };
-    engine.commit(Some(offsets))?;
-    progress.send_replace(next.to_vec());
-    Ok(())
 }
 
 /// After a failure (the engine dropped its caches and pending work): waits, then rereads the

@@ -345,13 +345,6 @@ impl<S: ProfileStore> Engine<S> {
         Ok(())
     }
 
-    /// Drops caches and anything pending (after a failed write).
-    fn reset(&mut self) {
-        self.index.clear();
-        self.profiles.clear();
-        self.pending = Pending::default();
-    }
-
     fn prefetch<'a>(
         &mut self,
         observed: impl Iterator<Item = &'a Observed>,
@@ -865,6 +858,41 @@ impl<S: ProfileStore> Engine<S> {
     }
 
     fn flush(&mut self, offsets: Option<ConsumerOffsets>) -> Result<(), EngineError> {
+        let batch = self.build_batch(offsets)?;
+        if !batch.is_empty() {
+            self.store.apply(&batch)?;
+        }
+        self.evict_if_over_limit();
+        Ok(())
+    }
+
+    /// Takes what was applied since the last commit as a store batch, without writing it, so
+    /// the caller can write it on another thread while the engine goes on. The engine's caches
+    /// already reflect it: if the write fails, the caller must [`Engine::reset`] the engine and
+    /// rewind to the offsets the store holds.
+    pub fn take_batch(
+        &mut self,
+        offsets: Option<ConsumerOffsets>,
+    ) -> Result<ChangeBatch, EngineError> {
+        let result = self.build_batch(offsets);
+        if result.is_err() {
+            self.reset();
+        }
+        result
+    }
+
+    /// Drops caches and anything pending, after a failed write, so the next step reads the
+    /// store's state again.
+    pub fn reset(&mut self) {
+        self.index.clear();
+        self.profiles.clear();
+        self.pending = Pending::default();
+    }
+
+    fn build_batch(
+        &mut self,
+        offsets: Option<ConsumerOffsets>,
+    ) -> Result<ChangeBatch, EngineError> {
         let pending = std::mem::take(&mut self.pending);
         let at_ms = (self.now_ms)();
         let mut batch = ChangeBatch {
@@ -923,14 +951,16 @@ impl<S: ProfileStore> Engine<S> {
                 )
             })
             .collect();
-        if !batch.is_empty() {
-            self.store.apply(&batch)?;
-        }
+        Ok(batch)
+    }
+
+    /// Drops the caches when they outgrew the limit. Only call it when every batch taken
+    /// has been written (the caches may hold what the store does not have yet).
+    pub fn evict_if_over_limit(&mut self) {
         if self.index.len() > self.cache_limit {
             self.index.clear();
             self.profiles.clear();
         }
-        Ok(())
     }
 
     /// Removes an identifier or an event's links from a profile and rebuilds the profiles its
