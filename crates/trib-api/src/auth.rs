@@ -1,4 +1,5 @@
-//! Authentication: sources by write key, admin calls by the admin key.
+//! Authentication: sources by write key, every other endpoint (but health checks) by an API key
+//! with the endpoint's scope ([`crate::keys`]).
 //!
 //! Segment's libraries send the write key as the HTTP Basic user name with an empty password
 //! (`base64("KEY:")`); some omit the colon; the browser library puts `writeKey` in the JSON body
@@ -10,9 +11,9 @@ use std::sync::Arc;
 use axum::http::{HeaderMap, StatusCode, header};
 use base64::Engine;
 use trib_config::SourceConfig;
-use trib_core::Secret;
 
 use crate::ApiError;
+use crate::keys::{ApiKeys, Scope};
 
 /// The configured sources, looked up by write key.
 pub(crate) struct SourceKeys {
@@ -92,18 +93,13 @@ pub(crate) fn basic_user(headers: &HeaderMap) -> Result<Option<String>, ApiError
     Ok(Some(user))
 }
 
-/// Checks the admin key, sent as `Authorization: Bearer KEY` or as the Basic user name.
-pub(crate) fn require_admin(
-    headers: &HeaderMap,
-    admin_key: Option<&Secret<String>>,
-) -> Result<(), ApiError> {
-    let Some(admin_key) = admin_key else {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "admin_disabled",
-            "admin endpoints are disabled: set server.admin_key in the configuration",
-        ));
-    };
+/// Checks that a request carries an API key granting `scope`: a key from the key file
+/// (`tk_<id>_<secret>`) or the configured admin key (which has the `admin` scope), sent as
+/// `Authorization: Bearer KEY` or as the HTTP Basic user name.
+///
+/// Answers 401 `missing_api_key` without a key, 401 `invalid_api_key` for an unknown, wrong or
+/// revoked key, and 403 `insufficient_scope` (naming the scope) for a key without `scope`.
+pub(crate) fn require(keys: &ApiKeys, headers: &HeaderMap, scope: Scope) -> Result<(), ApiError> {
     let presented = match headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
@@ -114,34 +110,37 @@ pub(crate) fn require_admin(
         Some(_) => basic_user(headers)?,
         None => None,
     };
-    match presented {
-        Some(key) if constant_time_eq(key.as_bytes(), admin_key.expose().as_bytes()) => Ok(()),
-        Some(_) => Err(ApiError::new(
+    let Some(presented) = presented.filter(|key| !key.is_empty()) else {
+        return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
-            "invalid_admin_key",
-            "the admin key is not valid",
-        )),
-        None => Err(ApiError::new(
+            "missing_api_key",
+            format!(
+                "this endpoint needs an API key with the `{scope}` scope as `Authorization: Bearer KEY`"
+            ),
+        ));
+    };
+    let scopes = keys.scopes_of(&presented).map_err(|_| {
+        ApiError::new(
             StatusCode::UNAUTHORIZED,
-            "missing_admin_key",
-            "admin endpoints need the admin key as `Authorization: Bearer KEY`",
-        )),
+            "invalid_api_key",
+            "the API key is not valid (unknown, wrong or revoked)",
+        )
+    })?;
+    if scope.granted_by(&scopes) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "insufficient_scope",
+            format!("the API key lacks the `{scope}` scope this endpoint needs"),
+        ))
     }
-}
-
-fn constant_time_eq(left: &[u8], right: &[u8]) -> bool {
-    if left.len() != right.len() {
-        return false;
-    }
-    left.iter()
-        .zip(right)
-        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-        == 0
 }
 
 #[cfg(test)]
 mod tests {
     use axum::http::HeaderValue;
+    use trib_core::Secret;
 
     use super::*;
 
@@ -184,27 +183,21 @@ mod tests {
     }
 
     #[test]
-    fn admin_key_is_checked() {
-        let key = Secret::new("ak_1".to_owned());
-        assert!(require_admin(&headers_with("Bearer ak_1"), Some(&key)).is_ok());
-        assert!(require_admin(&basic("ak_1:"), Some(&key)).is_ok());
+    fn api_keys_are_checked_with_their_scope() {
+        let keys = ApiKeys::load(Some(Secret::new("ak_1".to_owned())), None).unwrap();
+        assert!(require(&keys, &headers_with("Bearer ak_1"), Scope::ProfilesRead).is_ok());
+        assert!(require(&keys, &basic("ak_1:"), Scope::MetricsRead).is_ok());
         assert_eq!(
-            require_admin(&headers_with("Bearer nope"), Some(&key))
+            require(&keys, &headers_with("Bearer nope"), Scope::EventsRead)
                 .unwrap_err()
                 .code(),
-            "invalid_admin_key"
+            "invalid_api_key"
         );
         assert_eq!(
-            require_admin(&HeaderMap::new(), Some(&key))
+            require(&keys, &HeaderMap::new(), Scope::EventsRead)
                 .unwrap_err()
                 .code(),
-            "missing_admin_key"
-        );
-        assert_eq!(
-            require_admin(&headers_with("Bearer ak_1"), None)
-                .unwrap_err()
-                .code(),
-            "admin_disabled"
+            "missing_api_key"
         );
     }
 }

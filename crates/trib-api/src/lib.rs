@@ -7,9 +7,34 @@
 //!   answer only after accepted events are durable in the event log and rejected ones in the
 //!   quarantine;
 //! - `POST /v1/webhooks/{source}`: signed webhooks, verified and mapped per source;
-//! - admin endpoints (`GET /v1/events`, `GET /v1/quarantine`, `GET|POST /v1/schemas`), which
-//!   take the admin key;
-//! - operations: `GET /healthz`, `GET /readyz`, `GET /metrics`.
+//! - admin endpoints (events, quarantine, imports, schemas, profiles, identity), each of which
+//!   needs an API key with its [`Scope`] ([`keys`]);
+//! - operations: `GET /healthz`, `GET /readyz` (open) and `GET /metrics` (`metrics:read`).
+//!
+//! Every route is declared once, with its [`Access`], in the route table that [`app`] builds the
+//! router from and [`routes`] lists (the table-driven auth test walks it), so a route cannot be
+//! added without saying who may call it.
+//!
+//! | Method | Path | Access |
+//! |---|---|---|
+//! | POST | `/v1/{batch,b,import,identify,i,track,t,page,p,screen,s,group,g,alias,a}` | source write key |
+//! | POST | `/v1/webhooks/{source}` | the source's webhook signature (HMAC) |
+//! | POST | `/v1/imports` | `imports:write` |
+//! | GET | `/v1/imports/{id}` | `imports:write` |
+//! | GET | `/v1/schemas`, `/v1/schemas/traits`, `/v1/schemas/events/{name}` | `schemas:read` |
+//! | POST | `/v1/schemas` | `schemas:write` |
+//! | GET | `/v1/profiles`, `/v1/profiles/lookup`, `/v1/profiles/{id}`, `/v1/profiles/{id}/events`, `/v1/profiles/{id}/explain` | `profiles:read` |
+//! | POST | `/v1/profiles/{id}/unmerge` | `profiles:write` |
+//! | POST | `/v1/identity/match` | `profiles:write` |
+//! | GET | `/v1/identity/review` | `profiles:read` |
+//! | POST | `/v1/identity/review/{item}` | `profiles:write` |
+//! | GET | `/v1/events`, `/v1/events/partitions` | `events:read` |
+//! | GET | `/v1/quarantine`, `/v1/quarantine/partitions` | `quarantine:read` |
+//! | POST | `/v1/quarantine/replay` | `quarantine:write` |
+//! | GET | `/metrics` | `metrics:read` |
+//! | GET | `/healthz`, `/readyz` | open |
+//!
+//! `privacy:erase` is reserved for the erasure endpoint; `admin` grants every scope.
 //!
 //! This crate is the only one that knows the HTTP and JSON wire shapes. It owns no storage: the
 //! logs come in through [`AppState`].
@@ -20,6 +45,7 @@ mod body;
 mod error;
 mod imports;
 mod ingest;
+pub mod keys;
 mod profiles;
 mod quarantine;
 mod schemas;
@@ -31,13 +57,18 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::{get, post};
+use axum::extract::Request;
+use axum::handler::Handler;
+use axum::http::Method;
+use axum::middleware::{self, Next};
+use axum::routing::{MethodRouter, get, post};
 use trib_config::Config;
 use trib_log::EventLog;
 use trib_pipeline::{Gates, SharedRegistry};
 use trib_sources::webhook::WebhookSource;
 
 pub use error::ApiError;
+pub use keys::Scope;
 pub use profiles::ProfilesState;
 pub use telemetry::install_metrics_recorder;
 
@@ -51,10 +82,21 @@ pub struct Logs {
     pub resolutions: Arc<dyn EventLog>,
 }
 
+/// Why [`AppState::new`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// A source's webhook configuration cannot be built.
+    #[error(transparent)]
+    Webhook(#[from] trib_sources::webhook::WebhookError),
+    /// The API key file cannot be read.
+    #[error(transparent)]
+    Keys(#[from] keys::KeyStoreError),
+}
+
 /// What the handlers share: configuration, the logs and the metrics handle.
 pub struct AppState {
     sources: auth::SourceKeys,
-    admin_key: Option<trib_core::Secret<String>>,
+    api_keys: keys::ApiKeys,
     limits: ingest::Limits,
     events: Arc<dyn EventLog>,
     quarantine: Arc<dyn EventLog>,
@@ -71,13 +113,17 @@ impl AppState {
     ///
     /// `metrics` renders `/metrics`; without it the route answers 404.
     ///
-    /// Fails when a source's webhook configuration cannot be built.
+    /// API keys come from `server.admin_key` (scope `admin`) and the key file
+    /// `<data_dir>/api-keys.json`, re-read when it changes.
+    ///
+    /// Fails when a source's webhook configuration cannot be built or the key file exists and
+    /// cannot be read.
     pub fn new(
         config: &Config,
         logs: Logs,
         registry: SharedRegistry,
         metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
-    ) -> Result<Self, trib_sources::webhook::WebhookError> {
+    ) -> Result<Self, StateError> {
         let mut mappings = HashMap::new();
         for source in &config.sources {
             if let Some(mapping) = &source.import {
@@ -99,7 +145,10 @@ impl AppState {
         }
         Ok(Self {
             sources: auth::SourceKeys::new(&config.sources),
-            admin_key: config.server.admin_key.clone(),
+            api_keys: keys::ApiKeys::load(
+                config.server.admin_key.clone(),
+                Some(keys::KeyStore::in_data_dir(&config.server.data_dir)),
+            )?,
             limits: ingest::Limits {
                 max_message_bytes: config.ingest.max_message_bytes,
                 max_request_bytes: config.ingest.max_request_bytes,
@@ -122,55 +171,198 @@ impl AppState {
     }
 }
 
-/// Builds the router with every route of the API.
-pub fn app(state: Arc<AppState>) -> Router {
-    let ingestion = Router::new()
-        .route("/v1/batch", post(ingest::batch))
-        .route("/v1/b", post(ingest::batch))
-        .route("/v1/import", post(ingest::batch))
-        .route("/v1/identify", post(ingest::identify))
-        .route("/v1/i", post(ingest::identify))
-        .route("/v1/track", post(ingest::track))
-        .route("/v1/t", post(ingest::track))
-        .route("/v1/page", post(ingest::page))
-        .route("/v1/p", post(ingest::page))
-        .route("/v1/screen", post(ingest::screen))
-        .route("/v1/s", post(ingest::screen))
-        .route("/v1/group", post(ingest::group))
-        .route("/v1/g", post(ingest::group))
-        .route("/v1/alias", post(ingest::alias))
-        .route("/v1/a", post(ingest::alias))
-        // Browsers send events cross-origin; write keys are public in web pages anyway.
-        .layer(tower_http::cors::CorsLayer::very_permissive());
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone: the health checks only.
+    Open,
+    /// A source's write key (Basic user name or body `writeKey`); grants ingestion into that
+    /// source only. Checked by the ingestion handlers, which need the body.
+    WriteKey,
+    /// The source's webhook signature (HMAC over the body), checked by the webhook handler.
+    WebhookSignature,
+    /// An API key holding this scope (or `admin`), checked by a layer before the handler runs.
+    Scope(Scope),
+}
 
-    Router::new()
-        .merge(ingestion)
-        .route("/v1/webhooks/{source}", post(webhook::receive))
-        .route("/v1/imports", post(imports::start))
-        .route("/v1/imports/{id}", get(imports::status))
-        .route("/v1/schemas", get(schemas::list).post(schemas::publish))
-        .route("/v1/schemas/traits", get(schemas::show_traits))
-        .route("/v1/schemas/events/{name}", get(schemas::show_event))
-        .route("/v1/profiles", get(profiles::list))
-        .route("/v1/profiles/lookup", get(profiles::lookup))
-        .route("/v1/profiles/{id}", get(profiles::show))
-        .route("/v1/profiles/{id}/events", get(profiles::events))
-        .route("/v1/profiles/{id}/explain", get(profiles::explain))
-        .route("/v1/profiles/{id}/unmerge", post(profiles::unmerge))
-        .route("/v1/identity/match", post(profiles::run_match))
-        .route("/v1/identity/review", get(profiles::review_queue))
-        .route("/v1/identity/review/{item}", post(profiles::decide))
-        .route("/v1/events", get(admin::list_events))
-        .route("/v1/events/partitions", get(admin::event_partitions))
-        .route("/v1/quarantine", get(admin::list_quarantine))
-        .route("/v1/quarantine/replay", post(quarantine::replay))
-        .route(
+/// One route of the API: its method, its path template and who may call it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteInfo {
+    /// The HTTP method.
+    pub method: Method,
+    /// The path template (`/v1/profiles/{id}`).
+    pub path: &'static str,
+    /// Who may call it.
+    pub access: Access,
+}
+
+/// Every route of [`app`], from the same table the router is built from.
+pub fn routes() -> Vec<RouteInfo> {
+    table().into_iter().map(|route| route.info).collect()
+}
+
+struct Route {
+    info: RouteInfo,
+    handler: MethodRouter<Arc<AppState>>,
+}
+
+fn on_get<H, T>(path: &'static str, access: Access, handler: H) -> Route
+where
+    H: Handler<T, Arc<AppState>>,
+    T: 'static,
+{
+    Route {
+        info: RouteInfo {
+            method: Method::GET,
+            path,
+            access,
+        },
+        handler: get(handler),
+    }
+}
+
+fn on_post<H, T>(path: &'static str, access: Access, handler: H) -> Route
+where
+    H: Handler<T, Arc<AppState>>,
+    T: 'static,
+{
+    Route {
+        info: RouteInfo {
+            method: Method::POST,
+            path,
+            access,
+        },
+        handler: post(handler),
+    }
+}
+
+/// The route table: every route, its handler and its [`Access`]. Add routes here only.
+fn table() -> Vec<Route> {
+    use Access::{Open, WebhookSignature, WriteKey};
+    use Scope::{
+        EventsRead, ImportsWrite, MetricsRead, ProfilesRead, ProfilesWrite, QuarantineRead,
+        QuarantineWrite, SchemasRead, SchemasWrite,
+    };
+    let scope = Access::Scope;
+    vec![
+        on_post("/v1/batch", WriteKey, ingest::batch),
+        on_post("/v1/b", WriteKey, ingest::batch),
+        on_post("/v1/import", WriteKey, ingest::batch),
+        on_post("/v1/identify", WriteKey, ingest::identify),
+        on_post("/v1/i", WriteKey, ingest::identify),
+        on_post("/v1/track", WriteKey, ingest::track),
+        on_post("/v1/t", WriteKey, ingest::track),
+        on_post("/v1/page", WriteKey, ingest::page),
+        on_post("/v1/p", WriteKey, ingest::page),
+        on_post("/v1/screen", WriteKey, ingest::screen),
+        on_post("/v1/s", WriteKey, ingest::screen),
+        on_post("/v1/group", WriteKey, ingest::group),
+        on_post("/v1/g", WriteKey, ingest::group),
+        on_post("/v1/alias", WriteKey, ingest::alias),
+        on_post("/v1/a", WriteKey, ingest::alias),
+        on_post("/v1/webhooks/{source}", WebhookSignature, webhook::receive),
+        on_post("/v1/imports", scope(ImportsWrite), imports::start),
+        on_get("/v1/imports/{id}", scope(ImportsWrite), imports::status),
+        on_get("/v1/schemas", scope(SchemasRead), schemas::list),
+        on_post("/v1/schemas", scope(SchemasWrite), schemas::publish),
+        on_get(
+            "/v1/schemas/traits",
+            scope(SchemasRead),
+            schemas::show_traits,
+        ),
+        on_get(
+            "/v1/schemas/events/{name}",
+            scope(SchemasRead),
+            schemas::show_event,
+        ),
+        on_get("/v1/profiles", scope(ProfilesRead), profiles::list),
+        on_get("/v1/profiles/lookup", scope(ProfilesRead), profiles::lookup),
+        on_get("/v1/profiles/{id}", scope(ProfilesRead), profiles::show),
+        on_get(
+            "/v1/profiles/{id}/events",
+            scope(ProfilesRead),
+            profiles::events,
+        ),
+        on_get(
+            "/v1/profiles/{id}/explain",
+            scope(ProfilesRead),
+            profiles::explain,
+        ),
+        on_post(
+            "/v1/profiles/{id}/unmerge",
+            scope(ProfilesWrite),
+            profiles::unmerge,
+        ),
+        on_post(
+            "/v1/identity/match",
+            scope(ProfilesWrite),
+            profiles::run_match,
+        ),
+        on_get(
+            "/v1/identity/review",
+            scope(ProfilesRead),
+            profiles::review_queue,
+        ),
+        on_post(
+            "/v1/identity/review/{item}",
+            scope(ProfilesWrite),
+            profiles::decide,
+        ),
+        on_get("/v1/events", scope(EventsRead), admin::list_events),
+        on_get(
+            "/v1/events/partitions",
+            scope(EventsRead),
+            admin::event_partitions,
+        ),
+        on_get(
+            "/v1/quarantine",
+            scope(QuarantineRead),
+            admin::list_quarantine,
+        ),
+        on_post(
+            "/v1/quarantine/replay",
+            scope(QuarantineWrite),
+            quarantine::replay,
+        ),
+        on_get(
             "/v1/quarantine/partitions",
-            get(admin::quarantine_partitions),
-        )
-        .route("/healthz", get(admin::healthz))
-        .route("/readyz", get(admin::readyz))
-        .route("/metrics", get(admin::metrics))
+            scope(QuarantineRead),
+            admin::quarantine_partitions,
+        ),
+        on_get("/healthz", Open, admin::healthz),
+        on_get("/readyz", Open, admin::readyz),
+        on_get("/metrics", scope(MetricsRead), admin::metrics),
+    ]
+}
+
+/// Builds the router with every route of the API, from the route table.
+pub fn app(state: Arc<AppState>) -> Router {
+    let mut ingestion = Router::new();
+    let mut router = Router::new();
+    for Route { info, handler } in table() {
+        let handler = match info.access {
+            Access::Scope(scope) => {
+                let state = state.clone();
+                handler.route_layer(middleware::from_fn(move |request: Request, next: Next| {
+                    let state = state.clone();
+                    async move {
+                        auth::require(&state.api_keys, request.headers(), scope)?;
+                        Ok::<_, ApiError>(next.run(request).await)
+                    }
+                }))
+            }
+            Access::Open | Access::WriteKey | Access::WebhookSignature => handler,
+        };
+        if info.access == Access::WriteKey {
+            ingestion = ingestion.route(info.path, handler);
+        } else {
+            router = router.route(info.path, handler);
+        }
+    }
+    // Browsers send events cross-origin; write keys are public in web pages anyway.
+    let ingestion = ingestion.layer(tower_http::cors::CorsLayer::very_permissive());
+    router
+        .merge(ingestion)
         .fallback(error::not_found)
         .with_state(state)
 }

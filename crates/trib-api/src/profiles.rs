@@ -1,12 +1,12 @@
 //! The profile API: golden profiles by id and by identifier, the change feed, a person's
-//! timeline, provenance, and unmerge. All routes take the admin key.
+//! timeline, provenance, and unmerge. Reads need `profiles:read`, changes `profiles:write`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use trib_identity::consumer::IdentityConsumer;
@@ -15,7 +15,7 @@ use trib_identity::{Exclusion, IdentityRules, Keyer};
 use trib_log::EventLog;
 use trib_store::{ChangeKind, EventRef, ProfileId, ProfileStore, TimelineEntry};
 
-use crate::{ApiError, AppState, auth};
+use crate::{ApiError, AppState};
 
 /// What the profile routes need; absent when the server runs without a profile store.
 pub struct ProfilesState {
@@ -118,10 +118,8 @@ fn found_response((found, summary): Summarized, asked: &str) -> Result<Json<Valu
 /// merged into and `redirected_from`.
 pub(crate) async fn show(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    auth::require_admin(&headers, state.admin_key.as_ref())?;
     let profiles = profiles(&state)?;
     let pid = parse_id(&id)?;
     let store = profiles.store.clone();
@@ -133,10 +131,8 @@ pub(crate) async fn show(
 /// type; or `type=...&value=...`).
 pub(crate) async fn lookup(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
     Query(query): Query<BTreeMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    auth::require_admin(&headers, state.admin_key.as_ref())?;
     let profiles = profiles(&state)?;
     let (kind, value) = match (query.get("type"), query.get("value")) {
         (Some(kind), Some(value)) if query.len() == 2 => (kind.clone(), value.clone()),
@@ -193,10 +189,8 @@ pub(crate) struct ChangesQuery {
 /// once, at its latest change; poll with the returned `next_cursor`.
 pub(crate) async fn list(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
     query: Result<Query<ChangesQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    auth::require_admin(&headers, state.admin_key.as_ref())?;
     let profiles = profiles(&state)?;
     let Query(query) = query.map_err(|r| bad_query(r.body_text()))?;
     let limit = limit_of(query.limit)?;
@@ -275,11 +269,9 @@ fn parse_timeline_cursor(text: &str) -> Option<TimelineEntry> {
 /// `GET /v1/profiles/{id}/events?before=...&limit=...`: the person's events, newest first.
 pub(crate) async fn events(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
     Path(id): Path<String>,
     query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    auth::require_admin(&headers, state.admin_key.as_ref())?;
     let profiles = profiles(&state)?;
     let Query(query) = query.map_err(|r| bad_query(r.body_text()))?;
     let limit = limit_of(query.limit)?;
@@ -352,10 +344,8 @@ async fn read_event(log: &dyn EventLog, at: EventRef) -> Result<Value, ApiError>
 /// and events that caused them, refused merges with their reason, renames and unmerges.
 pub(crate) async fn explain(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    auth::require_admin(&headers, state.admin_key.as_ref())?;
     let profiles = profiles(&state)?;
     let pid = parse_id(&id)?;
     let store = profiles.store.clone();
@@ -404,11 +394,9 @@ struct EventBody {
 /// `{"event": {"source", "message_id"}}`: removes it and rebuilds the profile from the log.
 pub(crate) async fn unmerge(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    auth::require_admin(&headers, state.admin_key.as_ref())?;
     let profiles = profiles(&state)?;
     let pid = parse_id(&id)?;
     let body: UnmergeBody = serde_json::from_slice(&body).map_err(|e| {
@@ -498,11 +486,7 @@ fn engine_error(error: trib_identity::EngineError) -> ApiError {
 
 /// `POST /v1/identity/match`: probabilistic matching over the stored profiles; merges above
 /// the upper threshold, queues pairs between the thresholds for review.
-pub(crate) async fn run_match(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
-    auth::require_admin(&headers, state.admin_key.as_ref())?;
+pub(crate) async fn run_match(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
     let profiles = profiles(&state)?;
     let report = consumer_of(profiles)?
         .match_profiles()
@@ -514,9 +498,7 @@ pub(crate) async fn run_match(
 /// `GET /v1/identity/review`: pairs waiting for a decision, strongest first.
 pub(crate) async fn review_queue(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    auth::require_admin(&headers, state.admin_key.as_ref())?;
     let profiles = profiles(&state)?;
     let store = profiles.store.clone();
     let queue =
@@ -540,11 +522,9 @@ pub(crate) struct DecisionBody {
 /// `POST /v1/identity/review/{item}` with `{"decision": "merge" | "distinct"}`.
 pub(crate) async fn decide(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
     Path(item): Path<u64>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    auth::require_admin(&headers, state.admin_key.as_ref())?;
     let profiles = profiles(&state)?;
     let body: DecisionBody = serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(

@@ -1,7 +1,7 @@
 //! The schema registry over HTTP: `GET /v1/schemas` lists every version, `GET
 //! /v1/schemas/events/{name}` and `GET /v1/schemas/traits` show one (the newest unless
 //! `?version=`), and `POST /v1/schemas` publishes a document after the compatibility check
-//! (`?dry_run=true` only checks). All take the admin key.
+//! (`?dry_run=true` only checks). Reads need `schemas:read`, publishing `schemas:write`.
 //!
 //! A published schema applies to the next event: the gates read the same shared registry.
 
@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use trib_schema::{PublishError, SchemaVer, Subject};
 
-use crate::{ApiError, AppState, auth, body};
+use crate::{ApiError, AppState, body};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -29,11 +29,7 @@ pub(crate) struct PublishQuery {
     dry_run: bool,
 }
 
-pub(crate) async fn list(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
-    auth::require_admin(&headers, state.admin_key.as_ref())?;
+pub(crate) async fn list(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
     let registry = read(&state)?;
     let schemas: Vec<Value> = registry
         .list()
@@ -44,20 +40,16 @@ pub(crate) async fn list(
 
 pub(crate) async fn show_event(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
     Path(name): Path<String>,
     Query(query): Query<VersionQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    auth::require_admin(&headers, state.admin_key.as_ref())?;
     show(&state, &Subject::Event(name), query.version.as_deref())
 }
 
 pub(crate) async fn show_traits(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
     Query(query): Query<VersionQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    auth::require_admin(&headers, state.admin_key.as_ref())?;
     show(&state, &Subject::Traits, query.version.as_deref())
 }
 
@@ -94,7 +86,6 @@ pub(crate) async fn publish(
     Query(query): Query<PublishQuery>,
     body: axum::body::Body,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    auth::require_admin(&headers, state.admin_key.as_ref())?;
     let bytes = body::read_body(
         &headers,
         body,

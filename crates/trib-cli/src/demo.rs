@@ -139,7 +139,10 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
             "  curl -s -H 'Authorization: Bearer {}' 'http://{addr}/v1/events?limit=5'",
             demo.admin_key
         );
-        println!("  curl -s http://{addr}/metrics | grep tributary_");
+        println!(
+            "  curl -s -H 'Authorization: Bearer {}' http://{addr}/metrics | grep tributary_",
+            demo.admin_key
+        );
         tokio::signal::ctrl_c().await?;
     }
     server.shutdown().await?;

@@ -33,7 +33,7 @@ pub(crate) struct ImportArgs {
     /// Upload to this running server instead of writing the data directory.
     #[arg(long)]
     url: Option<String>,
-    /// The server's admin key, with --url.
+    /// With --url: the server's admin key, or an API key with `imports:write`.
     #[arg(long, env = "TRIBUTARY_ADMIN_KEY", hide_env_values = true)]
     admin_key: Option<String>,
     /// Import a file again although an earlier import of it completed.

@@ -2,12 +2,14 @@
 //!
 //! `serve` runs the HTTP API on the configured logs, `demo` runs it on a temporary directory and
 //! sends bundled sample data through it, `config check` validates a configuration file, and
-//! `events` reads the event log (or the quarantine) of a running server.
+//! `events` reads the event log (or the quarantine) of a running server, and `keys` manages the
+//! API keys in the data directory.
 
 mod demo;
 mod events;
 mod identity;
 mod import;
+mod keys;
 mod profiles;
 mod schemas;
 mod serve;
@@ -58,6 +60,11 @@ enum Command {
         #[command(subcommand)]
         command: profiles::ProfilesCommand,
     },
+    /// API keys with scopes for the admin endpoints: create, list, revoke.
+    Keys {
+        #[command(subcommand)]
+        command: keys::KeysCommand,
+    },
     /// Probabilistic matching on CSV files: dedupe, generate labelled data, evaluate, review.
     Identity {
         #[command(subcommand)]
@@ -87,6 +94,7 @@ fn main() -> ExitCode {
             command: ConfigCommand::Check { file },
         } => check_config(&file),
         Command::Schemas { command } => schemas::run(command),
+        Command::Keys { command } => keys::run(command),
         Command::Identity { command } if !command.needs_server() => identity::run(command),
         command => runtime().and_then(|runtime| {
             runtime.block_on(async move {
@@ -98,7 +106,7 @@ fn main() -> ExitCode {
                     Command::Import(args) => import::run(args).await,
                     Command::Profiles { command } => profiles::run(command).await,
                     Command::Identity { command } => identity::run_server(command).await,
-                    Command::Config { .. } | Command::Schemas { .. } => {
+                    Command::Config { .. } | Command::Schemas { .. } | Command::Keys { .. } => {
                         unreachable!("synchronous commands are handled above")
                     }
                 }

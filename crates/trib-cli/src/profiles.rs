@@ -10,7 +10,7 @@ pub(crate) struct Connect {
     /// The server's base URL.
     #[arg(long, env = "TRIBUTARY_URL", default_value = "http://127.0.0.1:8080")]
     url: String,
-    /// The admin key of the server.
+    /// The server's admin key, or an API key with the scope the command needs (`tributary keys`).
     #[arg(long, env = "TRIBUTARY_ADMIN_KEY", hide_env_values = true)]
     admin_key: String,
 }

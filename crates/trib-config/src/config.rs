@@ -66,9 +66,11 @@ pub struct ServerConfig {
     /// relative to the current directory of the process, not to the config file.
     /// Default `"tributary-data"`. The `--data-dir` command-line flag overrides it.
     pub data_dir: PathBuf,
-    /// `admin_key`: the key that grants access to the admin endpoints, sent as a bearer token.
-    /// Non-empty, without whitespace, different from every write key. When a config file is
-    /// used and this key is absent, the admin endpoints are disabled; no key is generated.
+    /// `admin_key`: the key that grants access to the admin endpoints, sent as a bearer token; it
+    /// has the `admin` scope (every endpoint). Narrower keys with scopes live in
+    /// `<data_dir>/api-keys.json` (`tributary keys`). Non-empty, without whitespace, different
+    /// from every write key. When a config file is used and this key is absent, only keys
+    /// created with `tributary keys` are accepted; no key is generated.
     /// Without a config file, it comes from `TRIBUTARY_ADMIN_KEY` or is generated (see
     /// [`Config::default_for`]).
     pub admin_key: Option<Secret<String>>,

@@ -1,4 +1,4 @@
-//! The CLI commands other than `serve`: `demo`, `config check`, `events`.
+//! The CLI commands other than `serve`: `demo`, `config check`, `events`, `keys`.
 
 use std::process::Command;
 
@@ -137,7 +137,7 @@ fn events_list_prints_what_the_server_stored() {
         .output()
         .unwrap();
     assert!(!output.status.success());
-    assert!(String::from_utf8_lossy(&output.stderr).contains("invalid_admin_key"));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("invalid_api_key"));
 }
 
 #[test]
@@ -167,6 +167,7 @@ fn metrics_count_each_outcome_per_source_and_the_ack_latency() {
 
     let metrics = client
         .get(server.url("/metrics"))
+        .bearer_auth(ADMIN_KEY)
         .send()
         .unwrap()
         .text()
@@ -344,6 +345,7 @@ fn undeclared_fields_are_removed_before_storage_and_counted() {
     assert_eq!(stored[0]["context"]["library"]["name"], "x");
     let metrics = client
         .get(server.url("/metrics"))
+        .bearer_auth(ADMIN_KEY)
         .send()
         .unwrap()
         .text()
@@ -352,4 +354,89 @@ fn undeclared_fields_are_removed_before_storage_and_counted() {
         let line = format!("tributary_fields_removed_total{{source=\"lean\",field=\"{field}\"}} 1");
         assert!(metrics.contains(&line), "no `{line}` in\n{metrics}");
     }
+}
+
+#[test]
+fn keys_create_list_revoke_against_a_running_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let server = ServerProcess::start(&data_dir);
+    let client = reqwest::blocking::Client::new();
+    let keys = |args: &[&str]| {
+        let output = tributary()
+            .arg("keys")
+            .args(args)
+            .arg("--config")
+            .arg(server.config_path())
+            .output()
+            .unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+
+    let (ok, key, stderr) = keys(&["create", "--name", "grafana", "--scope", "metrics:read"]);
+    assert!(ok, "{stderr}");
+    let key = key.trim().to_owned();
+    assert!(key.starts_with("tk_"), "{key}");
+    let id = key.split('_').nth(1).unwrap().to_owned();
+    let secret = key.rsplit('_').next().unwrap();
+
+    let (ok, listed, stderr) = keys(&["list"]);
+    assert!(ok, "{stderr}");
+    assert!(listed.contains(&id) && listed.contains("grafana") && listed.contains("metrics:read"));
+    assert!(listed.contains("active"), "{listed}");
+    assert!(!listed.contains(secret), "list printed the secret");
+    let file = std::fs::read_to_string(data_dir.join("api-keys.json")).unwrap();
+    assert!(file.contains(&id) && !file.contains(secret), "{file}");
+
+    let get = |path: &str| {
+        client
+            .get(server.url(path))
+            .bearer_auth(&key)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(1500);
+    while get("/metrics") != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new key is not accepted"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    assert_eq!(get("/v1/events"), 403);
+
+    let (ok, _, stderr) = keys(&["revoke", &id]);
+    assert!(ok, "{stderr}");
+    let revoked_at = std::time::Instant::now();
+    while get("/metrics") != 401 {
+        assert!(
+            revoked_at.elapsed() < std::time::Duration::from_millis(1100),
+            "the revoked key is still accepted"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    let (_, listed, _) = keys(&["list"]);
+    assert!(listed.contains("revoked"), "{listed}");
+
+    let (ok, _, stderr) = keys(&["revoke", "nope"]);
+    assert!(
+        !ok && stderr.contains("no API key with id `nope`"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = keys(&["create", "--name", "x", "--scope", "profiles:delete"]);
+    assert!(!ok && stderr.contains("unknown scope"), "{stderr}");
+
+    std::fs::write(data_dir.join("api-keys.json"), "[").unwrap();
+    let (ok, _, stderr) = keys(&["list"]);
+    assert!(!ok, "a malformed file was listed");
+    assert!(
+        stderr.contains("api-keys.json") && stderr.contains("malformed"),
+        "{stderr}"
+    );
 }
