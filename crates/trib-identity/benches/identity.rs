@@ -143,8 +143,12 @@ fn consume(events: &[LogEvent]) {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn ProfileStore> =
         Arc::new(SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap());
-    let engine = Engine::new(store.clone(), Arc::new(IdentityRules::default()), Keyer::new(&[3; 32]))
-        .unwrap();
+    let engine = Engine::new(
+        store.clone(),
+        Arc::new(IdentityRules::default()),
+        Keyer::new(&[3; 32]),
+    )
+    .unwrap();
     let started = Instant::now();
     let consumer = IdentityConsumer::spawn(
         log,
