@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -126,7 +127,8 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     );
 
     server.identity_caught_up().await?;
-    print_profiles(&server)?;
+    let store = server.profiles().clone();
+    tokio::task::spawn_blocking(move || print_profiles(&store)).await??;
 
     if let Some(addr) = args.serve {
         println!();
@@ -367,9 +369,8 @@ fn print_summary(
     }
 }
 
-/// Prints the golden profiles assembled from the most sources.
-fn print_profiles(server: &Server) -> anyhow::Result<()> {
-    let store = server.profiles().clone();
+/// Prints the golden profiles assembled from the most sources (blocking: the store's calls).
+fn print_profiles(store: &Arc<dyn trib_store::ProfileStore>) -> anyhow::Result<()> {
     let mut profiles = Vec::new();
     let mut cursor = 0;
     loop {

@@ -131,14 +131,30 @@ impl Server {
         let profiles = open_store(config)?;
         let keyer = Keyer::load_or_create(&config.server.data_dir)?;
         let rules = Arc::new(config.identity.clone());
-        let engine = Engine::new(profiles.clone(), rules.clone(), keyer.clone())
-            .context("failed to start identity resolution")?;
-        let identity = Arc::new(IdentityConsumer::spawn(
-            events.clone(),
-            engine,
-            ConsumerOptions::default(),
-            tokio::runtime::Handle::current(),
-        )?);
+        // The store is blocking (PostgreSQL's client runs a runtime of its own, which cannot
+        // be entered from an async task): set identity resolution up on a blocking thread.
+        let identity = {
+            let (store, rules, keyer, events) = (
+                profiles.clone(),
+                rules.clone(),
+                keyer.clone(),
+                events.clone(),
+            );
+            let runtime = tokio::runtime::Handle::current();
+            tokio::task::spawn_blocking(move || -> anyhow::Result<IdentityConsumer> {
+                let engine = Engine::new(store, rules, keyer)
+                    .context("failed to start identity resolution")?;
+                Ok(IdentityConsumer::spawn(
+                    events,
+                    engine,
+                    ConsumerOptions::default(),
+                    runtime,
+                )?)
+            })
+            .await
+            .context("the identity setup task failed")??
+        };
+        let identity = Arc::new(identity);
         let state = trib_api::AppState::new(config, logs, registry, metrics)?.with_profiles(
             trib_api::ProfilesState {
                 store: profiles.clone(),

@@ -6,5 +6,6 @@
 mod cli;
 mod durability;
 mod import;
+mod postgres;
 mod sdk;
 mod support;
