@@ -379,7 +379,7 @@ fn print_profiles(store: &Arc<dyn trib_store::ProfileStore>) -> anyhow::Result<(
         cursor = last.seq;
         for change in &changes {
             if let trib_identity::view::Found::Active { profile, .. } =
-                trib_identity::view::find(&*store, change.id)?
+                trib_identity::view::find(store.as_ref(), change.id)?
                 && profile.id == change.id.to_string()
             {
                 let events = store.timeline_summary(&change.id)?.events;
