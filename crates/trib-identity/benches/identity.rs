@@ -108,9 +108,44 @@ fn main() {
         20_000,
     );
     let dir = tempfile::tempdir().unwrap();
-    let sqlite = SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap();
-    run("embedded SQLite store", Arc::new(sqlite), &events, 100_000);
+    let sqlite: Arc<dyn ProfileStore> =
+        Arc::new(SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap());
+    run("embedded SQLite store", sqlite.clone(), &events, 100_000);
+    lookups(&*sqlite, users);
     consume(&events);
+}
+
+/// Lookup by email as `GET /v1/profiles/lookup?email=` does it (blind-index key, identifier
+/// lookup, profile read and decode, timeline summary), for 20,000 random users' emails.
+fn lookups(store: &dyn ProfileStore, users: usize) {
+    let keyer = Keyer::new(&[3; 32]);
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut latencies = Vec::with_capacity(20_000);
+    let mut found = 0;
+    for _ in 0..20_000 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let email = format!("u{}@example.com", state % users as u64);
+        let started = Instant::now();
+        let result =
+            trib_identity::view::find_by_identifier(store, &keyer, "email", &email).unwrap();
+        if let trib_identity::view::Found::Active { profile, .. } = result {
+            let id: trib_store::ProfileId = profile.id.parse().unwrap();
+            store.timeline_summary(&id).unwrap();
+            found += 1;
+        }
+        latencies.push(started.elapsed());
+    }
+    latencies.sort();
+    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+    println!(
+        "lookup by email, SQLite, {} profiles: {found} of 20000 found; p50 {:?}, p99 {:?}, max {:?}",
+        store.count_active().unwrap(),
+        at(0.50),
+        at(0.99),
+        latencies[latencies.len() - 1],
+    );
 }
 
 /// The real consumer (reading an in-memory log, SQLite written on its own thread) until it
