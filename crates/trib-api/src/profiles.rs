@@ -435,14 +435,7 @@ pub(crate) async fn unmerge(
             ));
         }
     };
-    let Some(consumer) = &profiles.consumer else {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "identity_not_running",
-            "the identity consumer is not running on this server",
-        ));
-    };
-    match consumer.unmerge(pid, exclusion).await {
+    match consumer_of(profiles)?.unmerge(pid, exclusion).await {
         Ok(report) => Ok(Json(json!(report))),
         Err(trib_identity::EngineError::UnknownProfile(_)) => Err(ApiError::new(
             StatusCode::NOT_FOUND,

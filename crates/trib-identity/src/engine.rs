@@ -225,19 +225,11 @@ impl<S: ProfileStore> Engine<S> {
             stats: EngineStats::default(),
             now_ms: wall_clock_ms,
         };
-        let mut after = 0;
-        loop {
-            let page = engine
-                .store
-                .journal_by_kind(journal::EXCLUSION, after, 1_000)?;
-            let Some(last) = page.last() else { break };
-            after = last.seq;
-            for entry in &page {
-                let exclusion: Exclusion = serde_json::from_slice(&entry.doc).map_err(|e| {
-                    StoreError::Corrupt(format!("exclusion journal entry {}: {e}", entry.seq))
-                })?;
-                engine.remember(exclusion);
-            }
+        for entry in journal_of_kind(&engine.store, journal::EXCLUSION)? {
+            let exclusion: Exclusion = serde_json::from_slice(&entry.doc).map_err(|e| {
+                StoreError::Corrupt(format!("exclusion journal entry {}: {e}", entry.seq))
+            })?;
+            engine.remember(exclusion);
         }
         Ok(engine)
     }
@@ -906,19 +898,7 @@ impl<S: ProfileStore> Engine<S> {
         // renames since are followed here to the profile's id at the end of the batch. A
         // `from` that is active again at the end (a rename back) is not a redirect.
         let redirects: HashMap<ProfileId, ProfileId> = pending.merged.iter().copied().collect();
-        let profiles = &self.profiles;
-        let resolve = |mut id: ProfileId| {
-            for _ in 0..=redirects.len() {
-                if profiles.contains_key(&id) {
-                    break;
-                }
-                match redirects.get(&id) {
-                    Some(next) => id = *next,
-                    None => break,
-                }
-            }
-            id
-        };
+        let resolve = |id| resolve_pending(&redirects, &self.profiles, id);
         for (from, into) in pending.merged {
             if !self.profiles.contains_key(&from) {
                 batch.merged.push((from, resolve(into)));
@@ -1067,17 +1047,7 @@ impl<S: ProfileStore> Engine<S> {
         let redirects: HashMap<ProfileId, ProfileId> =
             self.pending.merged.iter().copied().collect();
         for (profile, _) in &self.pending.timeline {
-            let mut p = *profile;
-            for _ in 0..=redirects.len() {
-                if self.profiles.contains_key(&p) {
-                    break;
-                }
-                match redirects.get(&p) {
-                    Some(next) => p = *next,
-                    None => break,
-                }
-            }
-            profiles.insert(p.to_string());
+            profiles.insert(resolve_pending(&redirects, &self.profiles, *profile).to_string());
         }
         let report = UnmergeReport {
             profile: id.to_string(),
@@ -1379,33 +1349,56 @@ impl<S: ProfileStore> Engine<S> {
     }
 }
 
+/// Every journal entry of one kind, oldest first, read page by page.
+fn journal_of_kind(
+    store: &dyn ProfileStore,
+    kind: &str,
+) -> Result<Vec<trib_store::JournalEntry>, StoreError> {
+    let mut entries = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store.journal_by_kind(kind, after, 10_000)?;
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        entries.extend(page);
+    }
+    Ok(entries)
+}
+
+/// Follows the merges and renames of the pending batch from `id` to the profile's id at the end
+/// of it (a `from` that is active again, after a rename back, is not a redirect).
+fn resolve_pending(
+    redirects: &HashMap<ProfileId, ProfileId>,
+    active: &FastMap<ProfileId, Profile>,
+    mut id: ProfileId,
+) -> ProfileId {
+    for _ in 0..=redirects.len() {
+        if active.contains_key(&id) {
+            break;
+        }
+        match redirects.get(&id) {
+            Some(next) => id = *next,
+            None => break,
+        }
+    }
+    id
+}
+
 /// Queued review items and whether each was decided.
 fn review_entries(store: &dyn ProfileStore) -> Result<Vec<(ReviewItem, bool)>, EngineError> {
     let mut items: Vec<ReviewItem> = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = store.journal_by_kind(journal::REVIEW_PENDING, after, 10_000)?;
-        let Some(last) = page.last() else { break };
-        after = last.seq;
-        for entry in page {
-            if let Ok(mut item) = serde_json::from_slice::<ReviewItem>(&entry.doc) {
-                item.seq = entry.seq;
-                items.push(item);
-            }
+    for entry in journal_of_kind(store, journal::REVIEW_PENDING)? {
+        if let Ok(mut item) = serde_json::from_slice::<ReviewItem>(&entry.doc) {
+            item.seq = entry.seq;
+            items.push(item);
         }
     }
     let mut decided = HashSet::new();
-    let mut after = 0;
-    loop {
-        let page = store.journal_by_kind(journal::REVIEW_DECIDED, after, 10_000)?;
-        let Some(last) = page.last() else { break };
-        after = last.seq;
-        for entry in page {
-            if let Ok(value) = serde_json::from_slice::<serde_json::Value>(&entry.doc)
-                && let Some(seq) = value["item"].as_u64()
-            {
-                decided.insert(seq);
-            }
+    for entry in journal_of_kind(store, journal::REVIEW_DECIDED)? {
+        if let Ok(value) = serde_json::from_slice::<serde_json::Value>(&entry.doc)
+            && let Some(seq) = value["item"].as_u64()
+        {
+            decided.insert(seq);
         }
     }
     Ok(items
