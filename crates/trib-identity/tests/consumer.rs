@@ -3,9 +3,13 @@
 //! uninterrupted run.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::FaultyStore;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,10 +17,7 @@ use serde_json::json;
 use trib_identity::consumer::{ConsumerOptions, IdentityConsumer};
 use trib_identity::{Engine, IdentityConfig, Keyer, Profile};
 use trib_log::{EmbeddedLog, EmbeddedLogOptions, EventLog, Record};
-use trib_store::{
-    ChangeBatch, ProfileId, ProfileState, ProfileStore, SqliteOptions, SqliteStore, StoreError,
-    TimelineEntry,
-};
+use trib_store::{ProfileState, ProfileStore, SqliteOptions, SqliteStore, TimelineEntry};
 
 fn rules() -> Arc<trib_identity::IdentityRules> {
     let config: IdentityConfig = serde_json::from_value(json!({
@@ -101,65 +102,6 @@ fn options() -> ConsumerOptions {
     }
 }
 
-/// Fails every apply after the first `ok` ones, like a process whose disk went away.
-struct CrashingStore {
-    inner: Arc<SqliteStore>,
-    ok: usize,
-    applies: AtomicUsize,
-}
-
-impl ProfileStore for CrashingStore {
-    fn apply(&self, batch: &ChangeBatch) -> Result<(), StoreError> {
-        if self.applies.fetch_add(1, Ordering::SeqCst) >= self.ok {
-            return Err(StoreError::Backend("injected crash".into()));
-        }
-        self.inner.apply(batch)
-    }
-    fn get(&self, id: &ProfileId) -> Result<Option<ProfileState>, StoreError> {
-        self.inner.get(id)
-    }
-    fn lookup(&self, key: &trib_store::IdentKey) -> Result<Option<ProfileId>, StoreError> {
-        self.inner.lookup(key)
-    }
-    fn changes(
-        &self,
-        since: Option<i64>,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<trib_store::Change>, StoreError> {
-        self.inner.changes(since, after, limit)
-    }
-    fn timeline(
-        &self,
-        id: &ProfileId,
-        before: Option<&TimelineEntry>,
-        limit: usize,
-    ) -> Result<Vec<TimelineEntry>, StoreError> {
-        self.inner.timeline(id, before, limit)
-    }
-    fn journal(
-        &self,
-        id: &ProfileId,
-        limit: usize,
-    ) -> Result<Vec<trib_store::JournalEntry>, StoreError> {
-        self.inner.journal(id, limit)
-    }
-    fn journal_by_kind(
-        &self,
-        kind: &str,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<trib_store::JournalEntry>, StoreError> {
-        self.inner.journal_by_kind(kind, after, limit)
-    }
-    fn consumer_offsets(&self, consumer: &str) -> Result<Vec<(u32, u64)>, StoreError> {
-        self.inner.consumer_offsets(consumer)
-    }
-    fn count_active(&self) -> Result<u64, StoreError> {
-        self.inner.count_active()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_and_restart_give_the_profiles_of_an_uninterrupted_run() {
     let dir = tempfile::tempdir().unwrap();
@@ -190,11 +132,7 @@ async fn a_crash_and_restart_give_the_profiles_of_an_uninterrupted_run() {
     // Crash: two commits land, then every commit fails until the process is gone.
     let crashed =
         Arc::new(SqliteStore::open(dir.path().join("crashed"), SqliteOptions::default()).unwrap());
-    let crashing = Arc::new(CrashingStore {
-        inner: crashed.clone(),
-        ok: 2,
-        applies: AtomicUsize::new(0),
-    });
+    let crashing = Arc::new(FaultyStore::new(crashed.clone(), |apply| apply > 2));
     let engine = Engine::new(crashing.clone(), rules(), keyer.clone()).unwrap();
     let consumer = IdentityConsumer::spawn(
         log.clone(),

@@ -2,9 +2,12 @@
 //! determinism and crash recovery.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::FaultyStore;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use serde_json::{Value, json};
@@ -12,7 +15,7 @@ use trib_identity::engine::journal;
 use trib_identity::{Engine, EngineError, Exclusion, IdentityConfig, Keyer, LogEvent, Profile};
 use trib_store::{
     ChangeBatch, ConsumerOffsets, EventRef, MemoryStore, ProfileId, ProfileState, ProfileStore,
-    StoreError, TimelineEntry,
+    TimelineEntry,
 };
 
 const KEY: [u8; 32] = [7; 32];
@@ -561,65 +564,6 @@ fn the_same_events_in_other_slices_and_orders_give_the_same_profiles() {
     }
 }
 
-/// A store that fails the n-th apply, like a crash before a commit.
-struct FailingStore {
-    inner: Arc<MemoryStore>,
-    fail_at: usize,
-    applies: AtomicUsize,
-}
-
-impl ProfileStore for FailingStore {
-    fn apply(&self, batch: &ChangeBatch) -> Result<(), StoreError> {
-        if self.applies.fetch_add(1, Ordering::SeqCst) + 1 == self.fail_at {
-            return Err(StoreError::Backend("injected crash".into()));
-        }
-        self.inner.apply(batch)
-    }
-    fn get(&self, id: &ProfileId) -> Result<Option<ProfileState>, StoreError> {
-        self.inner.get(id)
-    }
-    fn lookup(&self, key: &trib_store::IdentKey) -> Result<Option<ProfileId>, StoreError> {
-        self.inner.lookup(key)
-    }
-    fn changes(
-        &self,
-        since: Option<i64>,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<trib_store::Change>, StoreError> {
-        self.inner.changes(since, after, limit)
-    }
-    fn timeline(
-        &self,
-        id: &ProfileId,
-        before: Option<&TimelineEntry>,
-        limit: usize,
-    ) -> Result<Vec<TimelineEntry>, StoreError> {
-        self.inner.timeline(id, before, limit)
-    }
-    fn journal(
-        &self,
-        id: &ProfileId,
-        limit: usize,
-    ) -> Result<Vec<trib_store::JournalEntry>, StoreError> {
-        self.inner.journal(id, limit)
-    }
-    fn journal_by_kind(
-        &self,
-        kind: &str,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<trib_store::JournalEntry>, StoreError> {
-        self.inner.journal_by_kind(kind, after, limit)
-    }
-    fn consumer_offsets(&self, consumer: &str) -> Result<Vec<(u32, u64)>, StoreError> {
-        self.inner.consumer_offsets(consumer)
-    }
-    fn count_active(&self) -> Result<u64, StoreError> {
-        self.inner.count_active()
-    }
-}
-
 #[test]
 fn a_failed_commit_leaves_nothing_and_a_retry_gives_the_uninterrupted_result() {
     let mut log = Log::default();
@@ -646,11 +590,8 @@ fn a_failed_commit_leaves_nothing_and_a_retry_gives_the_uninterrupted_result() {
     }
 
     let crashed = Arc::new(MemoryStore::new());
-    let failing = Arc::new(FailingStore {
-        inner: crashed.clone(),
-        fail_at: 4,
-        applies: AtomicUsize::new(0),
-    });
+    // The fourth commit fails, like a crash before it.
+    let failing = Arc::new(FaultyStore::new(crashed.clone(), |apply| apply == 4));
     let mut e = Engine::new(failing.clone(), default_rules(), Keyer::new(&KEY)).unwrap();
     let mut offset = 0;
     for slice in &slices {
