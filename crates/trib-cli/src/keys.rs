@@ -197,7 +197,11 @@ fn rotate(data_dir: &Path, batch_size: usize) -> anyhow::Result<()> {
         report.active_version,
         report.rewrapped,
         report.batches,
-        if versions.is_empty() { "none".to_owned() } else { versions.join(", ") }
+        if versions.is_empty() {
+            "none".to_owned()
+        } else {
+            versions.join(", ")
+        }
     );
     Ok(())
 }

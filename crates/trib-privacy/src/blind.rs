@@ -125,7 +125,10 @@ mod tests {
         let subject = blind.subject_of_log_key("user-42");
         assert_eq!(subject, blind.subject_of_log_key("user-42"));
         assert_ne!(subject, blind.subject_of_log_key("user-43"));
-        assert_ne!(subject, BlindIndex::new([8; 32]).subject_of_log_key("user-42"));
+        assert_ne!(
+            subject,
+            BlindIndex::new([8; 32]).subject_of_log_key("user-42")
+        );
         assert_ne!(subject, blind.subject_in_domain(b"email\0", b"user-42"));
     }
 

@@ -50,7 +50,9 @@ pub enum PrivacyError {
 
     /// A wrapped data key failed authentication: the key store row is damaged or was moved to
     /// another subject.
-    #[error("the data key of subject {subject} (key id {key_id}) failed authentication under master key version {kek_version}")]
+    #[error(
+        "the data key of subject {subject} (key id {key_id}) failed authentication under master key version {kek_version}"
+    )]
     CorruptDataKey {
         subject: String,
         key_id: u64,
@@ -60,7 +62,10 @@ pub enum PrivacyError {
     /// A sealed payload is damaged: wrong magic byte, unknown format version, too short, or a
     /// failed authentication tag (including a wrong subject or context).
     #[error("sealed payload of subject {subject} is corrupt: {reason}")]
-    CorruptCiphertext { subject: String, reason: &'static str },
+    CorruptCiphertext {
+        subject: String,
+        reason: &'static str,
+    },
 
     /// Data keys are not created for an erased subject until its tombstone is cleared.
     #[error(

@@ -159,11 +159,13 @@ struct Inner {
 }
 
 type Task = Box<dyn FnOnce(&mut Connection) + Send>;
+/// The answer to one creation request: each requested subject with its key.
+type CreateAnswer = Result<Vec<(Subject, Arc<Dek>)>, PrivacyError>;
 
 enum Message {
     Create {
         subjects: Vec<Subject>,
-        reply: mpsc::SyncSender<Result<Vec<(Subject, Arc<Dek>)>, PrivacyError>>,
+        reply: mpsc::SyncSender<CreateAnswer>,
     },
     Task(Task),
 }
@@ -267,11 +269,12 @@ impl KeyStore {
             .zip(cached)
             .map(|(subject, cached)| match cached {
                 Some(dek) => Ok(dek),
-                None => found.get(subject).cloned().ok_or_else(|| {
-                    PrivacyError::KeyCreation {
+                None => found
+                    .get(subject)
+                    .cloned()
+                    .ok_or_else(|| PrivacyError::KeyCreation {
                         reason: format!("the writer returned no key for subject {subject}"),
-                    }
-                }),
+                    }),
             })
             .collect()
     }
@@ -521,10 +524,9 @@ impl KeyStore {
         task: impl FnOnce(&mut Connection) -> Result<T, PrivacyError> + Send + 'static,
     ) -> Result<T, PrivacyError> {
         let (reply, receive) = mpsc::sync_channel(1);
-        self.inner
-            .send(Message::Task(Box::new(move |connection| {
-                let _ = reply.send(task(connection));
-            })))?;
+        self.inner.send(Message::Task(Box::new(move |connection| {
+            let _ = reply.send(task(connection));
+        })))?;
         receive.recv().map_err(|_| self.inner.writer_gone())?
     }
 }
@@ -655,18 +657,14 @@ fn run_writer(
     }
 }
 
-type CreateRequest = (
-    Vec<Subject>,
-    mpsc::SyncSender<Result<Vec<(Subject, Arc<Dek>)>, PrivacyError>>,
-);
+type CreateRequest = (Vec<Subject>, mpsc::SyncSender<CreateAnswer>);
 
 /// Creates the missing keys of every request in one transaction and answers them.
 fn create_group(inner: &Inner, connection: &mut Connection, requests: &mut Vec<CreateRequest>) {
     if requests.is_empty() {
         return;
     }
-    let mut answers: Vec<Result<Vec<(Subject, Arc<Dek>)>, PrivacyError>> =
-        Vec::with_capacity(requests.len());
+    let mut answers: Vec<CreateAnswer> = Vec::with_capacity(requests.len());
     let outcome = (|| -> Result<(), PrivacyError> {
         let transaction = connection
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -883,8 +881,7 @@ fn select_dek(
 }
 
 fn open_connection(path: &Path, busy_timeout: Duration) -> Result<Connection, PrivacyError> {
-    let connection =
-        Connection::open(path).map_err(|source| database(path, "opening", source))?;
+    let connection = Connection::open(path).map_err(|source| database(path, "opening", source))?;
     connection
         .busy_timeout(busy_timeout)
         .and_then(|()| {

@@ -274,12 +274,14 @@ pub fn rotate_file(path: &Path) -> Result<u32, PrivacyError> {
     }
     let _lock = lock_key_file(path)?;
     let loaded = read_file(path)?;
-    let version = loaded.active.version.checked_add(1).ok_or_else(|| {
-        PrivacyError::MasterKeys {
+    let version = loaded
+        .active
+        .version
+        .checked_add(1)
+        .ok_or_else(|| PrivacyError::MasterKeys {
             origin: path.display().to_string(),
             reason: "the highest version is u32::MAX".to_owned(),
-        }
-    })?;
+        })?;
     let mut text = Zeroizing::new(
         std::fs::read_to_string(path)
             .map_err(|error| PrivacyError::io(format!("reading {}", path.display()), error))?,
@@ -364,14 +366,14 @@ impl Loaded {
                 (version, Arc::new(Kek { version, cipher }))
             })
             .collect();
-        let active = keks
-            .values()
-            .next_back()
-            .cloned()
-            .ok_or_else(|| PrivacyError::MasterKeys {
-                origin: origin.to_owned(),
-                reason: "no key found".to_owned(),
-            })?;
+        let active =
+            keks.values()
+                .next_back()
+                .cloned()
+                .ok_or_else(|| PrivacyError::MasterKeys {
+                    origin: origin.to_owned(),
+                    reason: "no key found".to_owned(),
+                })?;
         Ok(Loaded {
             keks,
             active,
@@ -553,7 +555,13 @@ mod tests {
         assert_eq!(*kek.unwrap(&subject, 7, &wrapped).unwrap(), [9; 32]);
         assert!(kek.unwrap(&Subject([6; 32]), 7, &wrapped).is_err());
         assert!(kek.unwrap(&subject, 8, &wrapped).is_err());
-        assert!(keyring.get(1).unwrap().unwrap(&subject, 7, &wrapped).is_err());
+        assert!(
+            keyring
+                .get(1)
+                .unwrap()
+                .unwrap(&subject, 7, &wrapped)
+                .is_err()
+        );
     }
 
     #[test]
@@ -566,9 +574,14 @@ mod tests {
             ("nocolon", "expected VERSION:BASE64"),
             ("", "no key found"),
         ] {
-            let error = MasterKeyring::from_env_value(value).unwrap_err().to_string();
+            let error = MasterKeyring::from_env_value(value)
+                .unwrap_err()
+                .to_string();
             assert!(error.contains(expected), "{value}: {error}");
-            assert!(!error.contains("AAAA") && !error.contains("notbase64"), "{error}");
+            assert!(
+                !error.contains("AAAA") && !error.contains("notbase64"),
+                "{error}"
+            );
         }
         let key = BASE64.encode([3_u8; 32]);
         let error = MasterKeyring::from_env_value(&format!("1:{key},1:{key}"))

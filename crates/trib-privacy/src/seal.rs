@@ -172,7 +172,12 @@ pub fn open_with(
 }
 
 /// Calls `work` with header || context || subject, on the stack when it fits.
-fn with_aad<T>(header: &[u8], context: &[u8], subject: &Subject, work: impl FnOnce(&[u8]) -> T) -> T {
+fn with_aad<T>(
+    header: &[u8],
+    context: &[u8],
+    subject: &Subject,
+    work: impl FnOnce(&[u8]) -> T,
+) -> T {
     let length = header.len() + context.len() + subject.0.len();
     let mut inline = [0_u8; INLINE_AAD_BYTES];
     let mut heap = Vec::new();
@@ -220,7 +225,10 @@ mod tests {
             Opened::Plain(b"hello payload".to_vec())
         );
         // Two seals of the same plaintext differ (random nonces).
-        assert_ne!(sealed, sealer.seal(&subject, b"events", b"hello payload").unwrap());
+        assert_ne!(
+            sealed,
+            sealer.seal(&subject, b"events", b"hello payload").unwrap()
+        );
     }
 
     #[test]
@@ -257,10 +265,17 @@ mod tests {
         let other = sealer.blind().subject_of_log_key("user-2");
         let sealed = sealer.seal(&subject, b"events", b"payload").unwrap();
         let error = sealer.open(&subject, b"quarantine", &sealed).unwrap_err();
-        assert!(matches!(error, PrivacyError::CorruptCiphertext { .. }), "{error}");
+        assert!(
+            matches!(error, PrivacyError::CorruptCiphertext { .. }),
+            "{error}"
+        );
         // Another subject has its own key, and the key id names the first subject's key.
         sealer.seal(&other, b"events", b"x").unwrap();
-        let dek = sealer.keystore().deks_for_write(&[subject]).unwrap().remove(0);
+        let dek = sealer
+            .keystore()
+            .deks_for_write(&[subject])
+            .unwrap()
+            .remove(0);
         assert!(open_with(&dek, &other, b"events", &sealed).is_err());
         assert!(matches!(
             sealer.open(&other, b"events", &sealed),

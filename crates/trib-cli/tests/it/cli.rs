@@ -448,8 +448,7 @@ fn keys_rotate_adds_a_master_key_version_and_rewraps_while_the_store_is_open() {
 
     let dir = tempfile::tempdir().unwrap();
     // The "server": its own keyring and key store, open during the rotation.
-    let keyring =
-        Arc::new(MasterKeyring::open_file(&dir.path().join("master.keys")).unwrap());
+    let keyring = Arc::new(MasterKeyring::open_file(&dir.path().join("master.keys")).unwrap());
     let store = KeyStore::open(KeyStoreOptions::in_data_dir(dir.path()), keyring).unwrap();
     let blind = BlindIndex::new([6; 32]);
     let subjects: Vec<_> = (0..1_200)
@@ -483,7 +482,12 @@ fn keys_rotate_adds_a_master_key_version_and_rewraps_while_the_store_is_open() {
     let newcomer = sealer.blind().subject_of_log_key("newcomer");
     store.deks_for_write(&[newcomer]).unwrap();
     assert_eq!(
-        store.stats().unwrap().deks_by_kek_version.keys().collect::<Vec<_>>(),
+        store
+            .stats()
+            .unwrap()
+            .deks_by_kek_version
+            .keys()
+            .collect::<Vec<_>>(),
         vec![&2]
     );
     // No key material on the terminal.

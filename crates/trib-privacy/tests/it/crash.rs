@@ -19,7 +19,9 @@ fn crash_child() {
     let dir = std::path::PathBuf::from(dir);
     let sealer = Sealer::new(open_store(&dir), Arc::new(BlindIndex::new([1; 32])));
     let subject = sealer.blind().subject_of_log_key("user-crash");
-    let sealed = sealer.seal(&subject, b"events", b"sealed before the crash").unwrap();
+    let sealed = sealer
+        .seal(&subject, b"events", b"sealed before the crash")
+        .unwrap();
     std::fs::write(dir.join("sealed.bin"), &sealed).unwrap();
     std::fs::write(dir.join("subject.hex"), subject.to_hex()).unwrap();
     std::process::abort();
@@ -29,7 +31,12 @@ fn crash_child() {
 fn a_created_key_survives_a_crash_of_the_process() {
     let dir = tempfile::tempdir().unwrap();
     let status = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "crash::crash_child", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "crash::crash_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_ENV, dir.path())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

@@ -48,7 +48,11 @@ async fn nothing_clear_reaches_disk_and_shredding_erases_one_subject() {
         let stored = log.stored_key(key);
         let expected = partition_for(&stored, log.partition_count());
         let read = read_all(&log).await;
-        assert!(read.iter().filter(|r| r.key == stored).all(|r| r.partition == expected));
+        assert!(
+            read.iter()
+                .filter(|r| r.key == stored)
+                .all(|r| r.partition == expected)
+        );
     }
 
     let read = read_all(&log).await;
@@ -76,9 +80,11 @@ async fn nothing_clear_reaches_disk_and_shredding_erases_one_subject() {
     let alice = blind.subject_of_log_key(keys[0]);
     let wrapped: Vec<u8> = rusqlite::Connection::open(keystore.path())
         .unwrap()
-        .query_row("SELECT wrapped FROM deks WHERE subject = ?1", [alice.0], |row| {
-            row.get(0)
-        })
+        .query_row(
+            "SELECT wrapped FROM deks WHERE subject = ?1",
+            [alice.0],
+            |row| row.get(0),
+        )
         .unwrap();
     assert_eq!(wrapped.len(), 72);
     assert!(contains(&raw_bytes(&dir.path().join("keys")), &wrapped));

@@ -1,5 +1,6 @@
 //! Integration tests of trib-privacy over real files: the SQLite key store, the key file and
 //! the embedded event log.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod crash;
 mod log;
@@ -34,5 +35,7 @@ pub(crate) fn raw_bytes(dir: &Path) -> Vec<u8> {
 }
 
 pub(crate) fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|window| window == needle)
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle)
 }

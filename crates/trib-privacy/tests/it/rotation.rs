@@ -68,7 +68,10 @@ async fn rotation_and_rewrap_under_load_lose_nothing() {
                 let records: Vec<Record> = (0..RECORDS_PER_CALL)
                     .map(|index| {
                         // New identifiers all the time (new keys), and some repeats.
-                        let key = format!("user-{appender}-{}", (call * RECORDS_PER_CALL + index) % 300);
+                        let key = format!(
+                            "user-{appender}-{}",
+                            (call * RECORDS_PER_CALL + index) % 300
+                        );
                         let payload = format!("{key} call {call} index {index}");
                         expected.push((key.clone(), payload.clone()));
                         Record {
@@ -97,7 +100,11 @@ async fn rotation_and_rewrap_under_load_lose_nothing() {
     // Everything is on the newest version, without a further rewrap.
     let stats = cli.stats().unwrap();
     assert_eq!(
-        stats.deks_by_kek_version.keys().copied().collect::<Vec<_>>(),
+        stats
+            .deks_by_kek_version
+            .keys()
+            .copied()
+            .collect::<Vec<_>>(),
         vec![4],
         "{stats:?}"
     );
