@@ -60,7 +60,8 @@ enum Command {
         #[command(subcommand)]
         command: profiles::ProfilesCommand,
     },
-    /// API keys with scopes for the admin endpoints: create, list, revoke.
+    /// API keys with scopes for the admin endpoints (create, list, revoke), and master key
+    /// rotation for encryption at rest (rotate).
     Keys {
         #[command(subcommand)]
         command: keys::KeysCommand,
