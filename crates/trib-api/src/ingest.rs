@@ -20,8 +20,8 @@ use trib_log::{AppendOutcome, Record};
 
 use crate::segment::{self, IngestContext, Route};
 use crate::telemetry::{
-    ACK_LATENCY, EVENTS_ACCEPTED, EVENTS_DUPLICATE, EVENTS_RECEIVED, EVENTS_REJECTED,
-    REQUESTS_REFUSED,
+    ACK_LATENCY, EVENTS_ACCEPTED, EVENTS_DUPLICATE, EVENTS_ERASED, EVENTS_RECEIVED,
+    EVENTS_REJECTED, REQUESTS_REFUSED,
 };
 use crate::{ApiError, AppState, auth, body};
 
@@ -39,9 +39,16 @@ pub(crate) struct IngestResponse {
     success: bool,
     pub(crate) accepted: usize,
     pub(crate) duplicates: usize,
+    /// Messages about an erased person, not stored (absent when zero).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub(crate) erased: usize,
     rejected: usize,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub(crate) errors: Vec<RejectionSummary>,
+}
+
+fn is_zero(count: &usize) -> bool {
+    *count == 0
 }
 
 #[derive(Debug, Serialize)]
@@ -302,22 +309,31 @@ pub(crate) async fn store(
         .iter()
         .filter(|outcome| matches!(outcome, AppendOutcome::Duplicate))
         .count();
+    let erased = appended
+        .iter()
+        .filter(|outcome| matches!(outcome, AppendOutcome::Erased))
+        .count();
 
     let source_label = source.to_string();
     metrics::counter!(EVENTS_RECEIVED, "source" => source_label.clone())
         .increment(n_messages as u64);
     metrics::counter!(EVENTS_ACCEPTED, "source" => source_label.clone())
-        .increment((n_events - duplicates) as u64);
+        .increment((n_events - duplicates - erased) as u64);
     metrics::counter!(EVENTS_DUPLICATE, "source" => source_label.clone())
         .increment(duplicates as u64);
     for error in &errors {
         metrics::counter!(EVENTS_REJECTED, "source" => source_label.clone(), "code" => error.code.clone()).increment(1);
     }
 
+    if erased > 0 {
+        metrics::counter!(EVENTS_ERASED, "source" => source_label.clone()).increment(erased as u64);
+    }
+
     Ok(IngestResponse {
         success: true,
-        accepted: n_events - duplicates,
+        accepted: n_events - duplicates - erased,
         duplicates,
+        erased,
         rejected: errors.len(),
         errors,
     })
@@ -349,7 +365,11 @@ fn dedup_id(source: &str, message_id: &str) -> String {
 fn quarantine_record(quarantined: &QuarantinedMessage) -> Result<Record, ApiError> {
     let payload = serde_json::to_vec(quarantined).map_err(|error| ApiError::internal(&error))?;
     Ok(Record {
-        key: quarantined.source.clone(),
+        // The person's key, so that the record is sealed under their data key and erased
+        // with them; the source when the message names nobody.
+        key: quarantined
+            .person_key()
+            .unwrap_or_else(|| quarantined.source.clone()),
         // A client retrying a batch must not quarantine its invalid messages twice; the index
         // is part of the id because an invalid message may lack a usable messageId.
         dedup_id: quarantined.message_id.as_deref().map(|message_id| {

@@ -13,6 +13,8 @@ pub(crate) const EVENTS_ACCEPTED: &str = "tributary_events_accepted_total";
 pub(crate) const EVENTS_REJECTED: &str = "tributary_events_rejected_total";
 /// Messages whose `messageId` was already in the log within the deduplication window.
 pub(crate) const EVENTS_DUPLICATE: &str = "tributary_events_duplicate_total";
+/// Messages about an erased person (who has not come back with consent): not stored.
+pub(crate) const EVENTS_ERASED: &str = "tributary_events_erased_total";
 /// Requests refused as a whole (authentication, malformed body, size), labelled by `code`.
 pub(crate) const REQUESTS_REFUSED: &str = "tributary_requests_refused_total";
 /// Seconds from the start of an ingestion request to its durable acknowledgement.
@@ -45,6 +47,10 @@ fn describe() {
     metrics::describe_counter!(
         EVENTS_DUPLICATE,
         "Messages dropped as retries of an already stored messageId."
+    );
+    metrics::describe_counter!(
+        EVENTS_ERASED,
+        "Messages not stored because their person was erased and gave no new consent."
     );
     metrics::describe_counter!(
         REQUESTS_REFUSED,

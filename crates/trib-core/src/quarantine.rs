@@ -38,3 +38,65 @@ pub struct QuarantinedMessage {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replay_context: Option<Box<serde_json::value::RawValue>>,
 }
+
+impl QuarantinedMessage {
+    /// The message's `userId`, else its `anonymousId` (non-empty strings only): the key its
+    /// event would have been stored under, so that its quarantine record belongs to the same
+    /// person (and is erased with them). `None` when the message names neither.
+    pub fn person_key(&self) -> Option<String> {
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Keys {
+            #[serde(default)]
+            user_id: Option<serde_json::Value>,
+            #[serde(default)]
+            anonymous_id: Option<serde_json::Value>,
+        }
+        let keys: Keys = serde_json::from_str(self.message.get()).ok()?;
+        let text = |value: Option<serde_json::Value>| match value {
+            Some(serde_json::Value::String(text)) if !text.trim().is_empty() => Some(text),
+            _ => None,
+        };
+        text(keys.user_id).or_else(|| text(keys.anonymous_id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn quarantined(message: &str) -> QuarantinedMessage {
+        QuarantinedMessage {
+            source: "web".into(),
+            received_at: jiff::Timestamp::UNIX_EPOCH,
+            index: 0,
+            message_id: None,
+            field: None,
+            code: "invalid".into(),
+            reason: "invalid".into(),
+            schema: None,
+            origin: None,
+            message: serde_json::value::RawValue::from_string(message.into()).unwrap(),
+            replay_context: None,
+        }
+    }
+
+    #[test]
+    fn the_person_key_is_the_user_id_else_the_anonymous_id() {
+        let key = |m: &str| quarantined(m).person_key();
+        assert_eq!(
+            key(r#"{"userId":"u1","anonymousId":"a1"}"#),
+            Some("u1".into())
+        );
+        assert_eq!(
+            key(r#"{"userId":"","anonymousId":"a1"}"#),
+            Some("a1".into())
+        );
+        assert_eq!(
+            key(r#"{"userId":42,"anonymousId":"a1"}"#),
+            Some("a1".into())
+        );
+        assert_eq!(key(r#"{"event":"x"}"#), None);
+        assert_eq!(key(r#"[1,2]"#), None);
+    }
+}

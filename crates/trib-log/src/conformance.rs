@@ -104,7 +104,7 @@ pub(crate) fn record(key: &str, dedup_id: Option<&str>, payload: &str) -> Record
 fn stored(outcome: AppendOutcome) -> (u32, u64) {
     match outcome {
         AppendOutcome::Stored { partition, offset } => (partition, offset),
-        AppendOutcome::Duplicate => panic!("expected the record to be stored"),
+        other => panic!("expected the record to be stored, got {other:?}"),
     }
 }
 

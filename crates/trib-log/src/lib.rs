@@ -51,6 +51,10 @@ pub enum AppendOutcome {
     Stored { partition: u32, offset: u64 },
     /// A record with the same deduplication id is already in the log; nothing was stored.
     Duplicate,
+    /// Nothing was stored because the record's subject was erased (the right to erasure) and
+    /// has not come back with new consent. Only a decorator that knows of erasure (the
+    /// privacy layer's `SealedLog`) returns it; the logs here never do.
+    Erased,
 }
 
 /// A record read back from the log.

@@ -229,10 +229,27 @@ impl KeyStore {
     /// missing ones durably before returning. Fails with [`PrivacyError::Erased`] when a
     /// subject has a tombstone; blocks on SQLite for keys not in the cache.
     pub fn deks_for_write(&self, subjects: &[Subject]) -> Result<Vec<Arc<Dek>>, PrivacyError> {
+        self.deks_for_write_partial(subjects)?
+            .into_iter()
+            .zip(subjects)
+            .map(|(dek, subject)| {
+                dek.ok_or_else(|| PrivacyError::Erased {
+                    subject: subject.to_hex(),
+                })
+            })
+            .collect()
+    }
+
+    /// [`KeyStore::deks_for_write`], with `None` for each subject under a tombstone instead of
+    /// failing the whole call.
+    pub fn deks_for_write_partial(
+        &self,
+        subjects: &[Subject],
+    ) -> Result<Vec<Option<Arc<Dek>>>, PrivacyError> {
         let inner = &self.inner;
         let cached: Vec<Option<Arc<Dek>>> = subjects.iter().map(|s| inner.cache.get(s)).collect();
         if cached.iter().all(Option::is_some) {
-            return Ok(cached.into_iter().flatten().collect());
+            return Ok(cached);
         }
         let mut found: HashMap<Subject, Arc<Dek>> = HashMap::new();
         let epoch = inner.shred_epoch.load(Ordering::SeqCst);
@@ -264,34 +281,26 @@ impl KeyStore {
             let created = receive.recv().map_err(|_| inner.writer_gone())??;
             found.extend(created);
         }
-        subjects
+        Ok(subjects
             .iter()
             .zip(cached)
-            .map(|(subject, cached)| match cached {
-                Some(dek) => Ok(dek),
-                None => found
-                    .get(subject)
-                    .cloned()
-                    .ok_or_else(|| PrivacyError::KeyCreation {
-                        reason: format!("the writer returned no key for subject {subject}"),
-                    }),
-            })
-            .collect()
+            .map(|(subject, cached)| cached.or_else(|| found.get(subject).cloned()))
+            .collect())
     }
 
-    /// [`KeyStore::deks_for_write`] for async callers: cache hits answer at once, misses run
-    /// on a blocking thread.
+    /// [`KeyStore::deks_for_write_partial`] for async callers: cache hits answer at once,
+    /// misses run on a blocking thread.
     pub async fn deks_for_write_async(
         &self,
         subjects: Vec<Subject>,
-    ) -> Result<Vec<Arc<Dek>>, PrivacyError> {
+    ) -> Result<Vec<Option<Arc<Dek>>>, PrivacyError> {
         let cached: Option<Vec<Arc<Dek>>> =
             subjects.iter().map(|s| self.inner.cache.get(s)).collect();
         if let Some(deks) = cached {
-            return Ok(deks);
+            return Ok(deks.into_iter().map(Some).collect());
         }
         let store = self.clone();
-        tokio::task::spawn_blocking(move || store.deks_for_write(&subjects))
+        tokio::task::spawn_blocking(move || store.deks_for_write_partial(&subjects))
             .await
             .map_err(|error| PrivacyError::KeyCreation {
                 reason: format!("the key lookup task failed: {error}"),
@@ -733,9 +742,8 @@ fn create_for_request(
             .and_then(|mut statement| statement.query_row([subject.0], |row| row.get(0)))
             .map_err(|source| inner.database("looking up a tombstone", source))?;
         if tombstoned {
-            return Err(PrivacyError::Erased {
-                subject: subject.to_hex(),
-            });
+            // No key: the caller learns the subject was erased, other requests go on.
+            continue;
         }
         let mut key = Zeroizing::new([0_u8; 32]);
         getrandom::fill(key.as_mut_slice()).map_err(PrivacyError::Random)?;

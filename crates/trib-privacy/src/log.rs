@@ -23,14 +23,24 @@ use crate::seal::{SEAL_OVERHEAD, open_with, seal_with, sealed_key_id};
 /// its records are still returned (offsets stay consecutive) but with `payload` empty; real
 /// payloads are never empty, so callers treat an empty payload as "erased" and skip it.
 ///
-/// Appending a record whose subject has a tombstone fails the whole call (nothing stored):
-/// callers must drop or quarantine an erased person's new events before appending.
-#[derive(Debug)]
+/// A record whose subject has a tombstone (an erased person) is not stored: its outcome is
+/// [`AppendOutcome::Erased`], and the other records of the call are stored as usual. When a
+/// revival check is set ([`SealedLog::with_revival`]) and says the record's payload grants
+/// new consent, the tombstone is cleared and the record stored under a new data key.
 pub struct SealedLog<L> {
     inner: L,
     keystore: KeyStore,
     blind: Arc<BlindIndex>,
     name: String,
+    revives: Option<fn(&[u8]) -> bool>,
+}
+
+impl<L> std::fmt::Debug for SealedLog<L> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SealedLog")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<L: EventLog> SealedLog<L> {
@@ -47,7 +57,15 @@ impl<L: EventLog> SealedLog<L> {
             keystore,
             blind,
             name: log_name.to_owned(),
+            revives: None,
         }
+    }
+
+    /// Sets the check that tells whether a record of an erased subject grants new consent
+    /// (which lifts the tombstone) from its clear payload.
+    pub fn with_revival(mut self, revives: fn(&[u8]) -> bool) -> SealedLog<L> {
+        self.revives = Some(revives);
+        self
     }
 
     /// The wrapped log, which holds the sealed records.
@@ -85,26 +103,71 @@ impl<L: EventLog> EventLog for SealedLog<L> {
         self.inner.partition_count()
     }
 
-    async fn append(&self, mut records: Vec<Record>) -> Result<Vec<AppendOutcome>, LogError> {
+    async fn append(&self, records: Vec<Record>) -> Result<Vec<AppendOutcome>, LogError> {
         let subjects: Vec<Subject> = records
             .iter()
             .map(|record| self.blind.subject_of_log_key(&record.key))
             .collect();
-        let deks = self
+        let mut deks = self
             .keystore
             .deks_for_write_async(subjects.clone())
             .await
             .map_err(|error| self.error("sealing", error))?;
+        if let Some(revives) = self.revives {
+            let returning: Vec<Subject> = deks
+                .iter()
+                .zip(&records)
+                .zip(&subjects)
+                .filter(|((dek, record), _)| dek.is_none() && revives(&record.payload))
+                .map(|(_, subject)| *subject)
+                .collect();
+            if !returning.is_empty() {
+                let keystore = self.keystore.clone();
+                let all = subjects.clone();
+                deks = tokio::task::spawn_blocking(move || {
+                    for subject in &returning {
+                        keystore.clear_tombstone(subject)?;
+                    }
+                    keystore.deks_for_write_partial(&all)
+                })
+                .await
+                .map_err(|error| PrivacyError::KeyCreation {
+                    reason: format!("the key lookup task failed: {error}"),
+                })
+                .and_then(|result| result)
+                .map_err(|error| self.error("sealing", error))?;
+            }
+        }
         let context = self.name.as_bytes();
-        for ((record, subject), dek) in records.iter_mut().zip(&subjects).zip(&deks) {
+        let mut kept = Vec::with_capacity(records.len());
+        for ((mut record, subject), dek) in records.into_iter().zip(&subjects).zip(&deks) {
+            let Some(dek) = dek else { continue };
             let mut sealed = Vec::with_capacity(record.payload.len() + SEAL_OVERHEAD);
             seal_with(dek, subject, context, &record.payload, &mut sealed)
                 .map_err(|error| self.error("sealing", error))?;
             record.payload = Bytes::from(sealed);
             record.key.clear();
             subject.write_hex(&mut record.key);
+            kept.push(record);
         }
-        self.inner.append(records).await
+        if kept.len() == deks.len() {
+            return self.inner.append(kept).await;
+        }
+        let mut stored = if kept.is_empty() {
+            Vec::new()
+        } else {
+            self.inner.append(kept).await?
+        }
+        .into_iter();
+        deks.iter()
+            .map(|dek| match dek {
+                Some(_) => stored.next().ok_or_else(|| LogError::Io {
+                    context: format!("appending to log `{}`", self.name),
+                    source: std::io::Error::other("the log answered fewer outcomes than records"),
+                }),
+                None => Ok(AppendOutcome::Erased),
+            })
+            .collect()
     }
 
     async fn read(

@@ -44,7 +44,7 @@ fn offsets_of(outcomes: &[AppendOutcome]) -> Vec<u64> {
         .iter()
         .map(|outcome| match outcome {
             AppendOutcome::Stored { offset, .. } => *offset,
-            AppendOutcome::Duplicate => panic!("expected stored"),
+            other => panic!("expected stored, got {other:?}"),
         })
         .collect()
 }

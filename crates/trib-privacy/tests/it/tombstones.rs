@@ -66,3 +66,61 @@ fn tombstones_block_new_keys_until_cleared_and_old_data_stays_shredded() {
         Err(PrivacyError::Erased { .. })
     ));
 }
+
+#[tokio::test]
+async fn a_sealed_log_skips_an_erased_subjects_records_and_stores_the_others() {
+    use bytes::Bytes;
+    use trib_log::{AppendOutcome, EventLog, MemoryLog, Record};
+    use trib_privacy::SealedLog;
+
+    fn grants(payload: &[u8]) -> bool {
+        payload.windows(7).any(|w| w == b"consent")
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let keystore = open_store(dir.path());
+    let blind = Arc::new(BlindIndex::new([5; 32]));
+    let log = SealedLog::new(MemoryLog::new(2), keystore.clone(), blind.clone(), "events")
+        .with_revival(grants);
+    let record = |key: &str, payload: &'static str| Record {
+        key: key.to_owned(),
+        dedup_id: None,
+        timestamp_ms: 1,
+        payload: Bytes::from_static(payload.as_bytes()),
+    };
+    log.append(vec![record("gina", "first")]).await.unwrap();
+    keystore
+        .shred(&[blind.subject_of_log_key("gina")], Some("r1"))
+        .unwrap();
+
+    let outcomes = log
+        .append(vec![
+            record("hal", "h1"),
+            record("gina", "replayed"),
+            record("hal", "h2"),
+        ])
+        .await
+        .unwrap();
+    assert!(matches!(outcomes[0], AppendOutcome::Stored { .. }));
+    assert_eq!(outcomes[1], AppendOutcome::Erased);
+    assert!(matches!(outcomes[2], AppendOutcome::Stored { .. }));
+
+    // New consent lifts the tombstone: stored under a new key; the old record stays erased.
+    let outcomes = log
+        .append(vec![record("gina", "back with consent")])
+        .await
+        .unwrap();
+    assert!(matches!(outcomes[0], AppendOutcome::Stored { .. }));
+    assert!(
+        !keystore
+            .is_tombstoned(&blind.subject_of_log_key("gina"))
+            .unwrap()
+    );
+    let mut payloads = Vec::new();
+    for partition in 0..log.partition_count() {
+        for stored in log.read(partition, 0, 100).await.unwrap() {
+            payloads.push(String::from_utf8(stored.payload.to_vec()).unwrap());
+        }
+    }
+    payloads.sort();
+    assert_eq!(payloads, ["", "back with consent", "h1", "h2"]);
+}

@@ -379,6 +379,7 @@ fn already_imported_report(
         accepted: 0,
         quarantined: 0,
         duplicates_skipped: previous.rows_read,
+        erased_skipped: 0,
         by_reason: BTreeMap::new(),
         fields_dropped: BTreeMap::new(),
         resumed_from_row: None,
@@ -673,6 +674,7 @@ async fn run(
         accepted: counts.accepted,
         quarantined: counts.quarantined,
         duplicates_skipped: counts.duplicates_skipped,
+        erased_skipped: counts.erased_skipped,
         by_reason: counts.by_reason,
         fields_dropped: counts.fields_dropped,
         resumed_from_row,
@@ -759,6 +761,7 @@ impl Appended {
                     }
                 }
                 AppendOutcome::Duplicate => counts.duplicates_skipped += 1,
+                AppendOutcome::Erased => counts.erased_skipped += 1,
             }
         }
         for (outcome, code) in self.quarantine_outcomes.iter().zip(self.quarantine_codes) {
@@ -768,6 +771,7 @@ impl Appended {
                     *counts.by_reason.entry(code).or_default() += 1;
                 }
                 AppendOutcome::Duplicate => counts.duplicates_skipped += 1,
+                AppendOutcome::Erased => counts.erased_skipped += 1,
             }
         }
         counts.rows_read += rows;

@@ -32,6 +32,9 @@ pub struct ImportReport {
     /// Rows that the log already held (same source and messageId, or the same quarantined
     /// row): imported before, by an interrupted run or an earlier import of the same file.
     pub duplicates_skipped: u64,
+    /// Rows about a person who was erased (and has not come back with consent): not stored.
+    #[serde(default)]
+    pub erased_skipped: u64,
     /// Quarantined rows by reason code (`invalid_value`, `wrong_column_count`, ...); the counts
     /// add up to `quarantined`.
     pub by_reason: BTreeMap<String, u64>,

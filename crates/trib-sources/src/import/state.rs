@@ -76,6 +76,8 @@ pub(crate) struct Counts {
     pub(crate) accepted: u64,
     pub(crate) quarantined: u64,
     pub(crate) duplicates_skipped: u64,
+    #[serde(default)]
+    pub(crate) erased_skipped: u64,
     pub(crate) by_reason: BTreeMap<String, u64>,
     pub(crate) fields_dropped: BTreeMap<String, u64>,
 }
@@ -83,13 +85,19 @@ pub(crate) struct Counts {
 impl Counts {
     /// Checks the reconciliation invariant.
     pub(crate) fn check(&self) -> Result<(), ImportError> {
-        let handled = self.accepted + self.quarantined + self.duplicates_skipped;
+        let handled =
+            self.accepted + self.quarantined + self.duplicates_skipped + self.erased_skipped;
         let by_reason: u64 = self.by_reason.values().sum();
         if handled != self.rows_read || by_reason != self.quarantined {
             return Err(ImportError::Internal(format!(
                 "reconciliation invariant broken: rows_read {} != accepted {} + quarantined {} \
-                 + duplicates_skipped {}, or quarantined != the sum of by_reason ({by_reason})",
-                self.rows_read, self.accepted, self.quarantined, self.duplicates_skipped
+                 + duplicates_skipped {} + erased_skipped {}, or quarantined != the sum of \
+                 by_reason ({by_reason})",
+                self.rows_read,
+                self.accepted,
+                self.quarantined,
+                self.duplicates_skipped,
+                self.erased_skipped
             )));
         }
         Ok(())
