@@ -440,11 +440,17 @@ async fn reading_a_profile_is_recorded_with_the_key_id_and_profile_id_before_the
     assert_eq!(status, 200, "{body}");
     // Free text as a purpose is refused, and nothing is released or recorded.
     let (status, body) = get(format!("/v1/profiles/{id}"), Some("call grace back")).await;
-    assert_eq!((status, body["code"].as_str()), (400, Some("invalid_purpose")));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("invalid_purpose"))
+    );
 
     let segment = data_dir.join("audit/segment-00000000000000000001.ndjson");
     let text = std::fs::read_to_string(&segment).unwrap();
-    assert!(!text.contains("grace"), "an identifier reached the audit log: {text}");
+    assert!(
+        !text.contains("grace"),
+        "an identifier reached the audit log: {text}"
+    );
     let entries: Vec<Value> = text
         .lines()
         .map(|line| serde_json::from_str(line).unwrap())
@@ -453,7 +459,11 @@ async fn reading_a_profile_is_recorded_with_the_key_id_and_profile_id_before_the
     let actor = format!("key:{}", created.record.id);
     assert_eq!(entries[0]["actor"], actor.as_str());
     assert_eq!(entries[0]["resource"], "/v1/profiles/lookup");
-    assert_eq!(entries[0]["subject"], id.as_str(), "the profile the lookup released");
+    assert_eq!(
+        entries[0]["subject"],
+        id.as_str(),
+        "the profile the lookup released"
+    );
     assert_eq!(entries[0]["purpose"], "support");
     assert_eq!(entries[1]["actor"], actor.as_str());
     assert_eq!(entries[1]["action"], "read");
@@ -479,16 +489,25 @@ async fn reading_a_profile_is_recorded_with_the_key_id_and_profile_id_before_the
     // When the access cannot be recorded, the data is not released.
     audit.close();
     let (status, body) = get(format!("/v1/profiles/{id}"), None).await;
-    assert_eq!((status, body["code"].as_str()), (503, Some("audit_unavailable")), "{body}");
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (503, Some("audit_unavailable")),
+        "{body}"
+    );
     assert!(body.get("traits").is_none());
 }
 
 #[test]
 fn every_route_reading_or_writing_personal_data_is_audited() {
     for route in trib_api::routes() {
-        let personal = ["/v1/profiles", "/v1/identity", "/v1/imports", "/v1/quarantine/replay"]
-            .iter()
-            .any(|prefix| route.path.starts_with(prefix))
+        let personal = [
+            "/v1/profiles",
+            "/v1/identity",
+            "/v1/imports",
+            "/v1/quarantine/replay",
+        ]
+        .iter()
+        .any(|prefix| route.path.starts_with(prefix))
             || route.path == "/v1/events"
             || route.path == "/v1/quarantine";
         assert_eq!(
