@@ -61,7 +61,8 @@ enum Command {
         #[command(subcommand)]
         command: profiles::ProfilesCommand,
     },
-    /// API keys with scopes for the admin endpoints: create, list, revoke.
+    /// API keys with scopes for the admin endpoints (create, list, revoke), and master key
+    /// rotation for encryption at rest (rotate).
     Keys {
         #[command(subcommand)]
         command: keys::KeysCommand,
@@ -156,6 +157,8 @@ fn init_tracing(default_level: &str) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        // Colours only on a terminal: log files and collectors get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
 }

@@ -23,7 +23,9 @@ use tokio::sync::{oneshot, watch};
 use trib_log::EventLog;
 use trib_store::{ChangeBatch, ConsumerOffsets, EventRef, ProfileId, ProfileStore, StoreError};
 
-use crate::engine::{Engine, EngineError, Exclusion, LogEvent, MatchReport, UnmergeReport};
+use crate::engine::{
+    Engine, EngineError, ErasureReport, Exclusion, LogEvent, MatchReport, UnmergeReport,
+};
 
 /// The consumer name under which offsets are committed in the profile store.
 pub const CONSUMER_NAME: &str = "identity";
@@ -58,6 +60,10 @@ enum Command {
         profile: ProfileId,
         exclusion: Exclusion,
         reply: oneshot::Sender<Result<UnmergeReport, EngineError>>,
+    },
+    Erase {
+        profile: ProfileId,
+        reply: oneshot::Sender<Result<ErasureReport, EngineError>>,
     },
     Match {
         reply: oneshot::Sender<Result<MatchReport, EngineError>>,
@@ -157,6 +163,18 @@ impl IdentityConsumer {
                 exclusion,
                 reply,
             })
+            .map_err(|_| EngineError::Invalid("the identity consumer stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| EngineError::Invalid("the identity consumer stopped".into()))?
+    }
+
+    /// Erases a profile on the consumer's thread (see [`Engine::erase`]); the batch is written
+    /// before this returns.
+    pub async fn erase(&self, profile: ProfileId) -> Result<ErasureReport, EngineError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Erase { profile, reply })
             .map_err(|_| EngineError::Invalid("the identity consumer stopped".into()))?;
         answer
             .await
@@ -453,6 +471,11 @@ fn run<S: ProfileStore + Clone>(
                 reply,
             }) => {
                 let result = engine.unmerge(profile, exclusion, |at| read_one(&*log, &runtime, at));
+                let _ = reply.send(result);
+                continue;
+            }
+            Some(Command::Erase { profile, reply }) => {
+                let result = engine.erase(profile, |at| read_one(&*log, &runtime, at));
                 let _ = reply.send(result);
                 continue;
             }

@@ -30,7 +30,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use trib_store::{
-    ChangeBatch, ConsumerOffsets, EventRef, NewJournalEntry, ProfileId, ProfileRecord,
+    ChangeBatch, ConsumerOffsets, EventRef, IdentKey, NewJournalEntry, ProfileId, ProfileRecord,
     ProfileState, ProfileStore, StoreError, TimelineEntry,
 };
 
@@ -55,7 +55,14 @@ pub mod journal {
     pub const REVIEW_PENDING: &str = "review_pending";
     /// A decision on a review item.
     pub const REVIEW_DECIDED: &str = "review_decided";
+    /// A person was erased; the entry holds the blind index keys of their identifiers.
+    pub const ERASURE: &str = "erasure";
+    /// An erased identifier came back with consent; its tombstone no longer stands.
+    pub const ERASURE_LIFTED: &str = "erasure_lifted";
 }
+
+mod erase;
+pub use erase::{ErasureReport, LogKeys};
 
 /// Why the engine stopped.
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +117,8 @@ pub struct EngineStats {
     pub merges_refused: u64,
     pub identifiers_refused: u64,
     pub renames: u64,
+    /// Events skipped because an identifier of theirs stands under an erasure tombstone.
+    pub events_tombstoned: u64,
 }
 
 /// A guard-rail's verdict on a merge or an identifier.
@@ -183,6 +192,7 @@ struct PendingIdentifier {
 #[derive(Debug, Default)]
 struct Pending {
     dirty: BTreeSet<ProfileId>,
+    erased: Vec<ProfileId>,
     deleted: Vec<ProfileId>,
     merged: Vec<(ProfileId, ProfileId)>,
     identifiers: FastMap<Slot, PendingIdentifier>,
@@ -199,6 +209,8 @@ pub struct Engine<S: ProfileStore> {
     profiles: FastMap<ProfileId, Profile>,
     excluded_events: HashSet<(String, String)>,
     excluded_identifiers: FastSet<Slot>,
+    /// Identifier keys of erased people (see `erase`).
+    tombstones: HashSet<IdentKey>,
     pending: Pending,
     cache_limit: usize,
     stats: EngineStats,
@@ -220,6 +232,7 @@ impl<S: ProfileStore> Engine<S> {
             profiles: FastMap::default(),
             excluded_events: HashSet::new(),
             excluded_identifiers: FastSet::default(),
+            tombstones: HashSet::new(),
             pending: Pending::default(),
             cache_limit: 2_000_000,
             stats: EngineStats::default(),
@@ -231,6 +244,7 @@ impl<S: ProfileStore> Engine<S> {
             })?;
             engine.remember(exclusion);
         }
+        engine.tombstones = erase::load_tombstones(&engine.store)?;
         Ok(engine)
     }
 
@@ -491,6 +505,7 @@ impl<S: ProfileStore> Engine<S> {
             previous_id,
             traits,
             blocked,
+            grants_consent,
         } = observed;
         for kind in blocked {
             metrics::counter!("tributary_identity_blocked_identifiers_total", "type" => kind)
@@ -517,6 +532,9 @@ impl<S: ProfileStore> Engine<S> {
                     .excluded_identifiers
                     .contains(&slot(id.kind, &id.value))
             });
+        }
+        if self.screen_tombstoned(&identifiers, grants_consent) {
+            return;
         }
         if !self.excluded_events.is_empty()
             && self
@@ -889,6 +907,7 @@ impl<S: ProfileStore> Engine<S> {
         let at_ms = (self.now_ms)();
         let mut batch = ChangeBatch {
             at_ms,
+            erased: pending.erased,
             deleted: pending.deleted,
             offsets,
             journal: pending.journal,

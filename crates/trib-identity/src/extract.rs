@@ -28,6 +28,9 @@ pub struct Observed {
     pub traits: Map<String, Value>,
     /// Identifiers dropped because their value is blocked: `(type name, reason)`.
     pub blocked: Vec<String>,
+    /// Whether the event grants consent for some purpose
+    /// (`context.consent.categoryPreferences` with a category set to `true`).
+    pub grants_consent: bool,
 }
 
 /// Why a stored record could not be read as an event.
@@ -63,7 +66,16 @@ struct Context {
     #[serde(default)]
     traits: Option<Map<String, Value>>,
     #[serde(default)]
+    consent: Option<Consent>,
+    #[serde(default)]
     external_ids: Option<Vec<ExternalId>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Consent {
+    #[serde(default)]
+    category_preferences: Option<Map<String, Value>>,
 }
 
 #[derive(Deserialize)]
@@ -127,8 +139,14 @@ pub fn extract(payload: &[u8], rules: &IdentityRules) -> Result<Observed, Extrac
     }
     let context = envelope.context.unwrap_or(Context {
         traits: None,
+        consent: None,
         external_ids: None,
     });
+    let grants_consent = context
+        .consent
+        .as_ref()
+        .and_then(|c| c.category_preferences.as_ref())
+        .is_some_and(|preferences| preferences.values().any(|v| *v == Value::Bool(true)));
     for external in context.external_ids.iter().flatten() {
         if let (Some(kind), Some(id)) = (rules.type_index(&external.kind), id_text(&external.id)) {
             push(kind, &id);
@@ -167,6 +185,7 @@ pub fn extract(payload: &[u8], rules: &IdentityRules) -> Result<Observed, Extrac
         previous_id,
         traits,
         blocked,
+        grants_consent,
     })
 }
 

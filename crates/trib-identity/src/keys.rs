@@ -28,14 +28,14 @@ impl std::fmt::Debug for Keyer {
 /// Why the identity key could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("cannot read or create the identity key {path}: {source}")]
+    #[error("cannot read or create the key file {path}: {source}")]
     Io {
         path: String,
         source: std::io::Error,
     },
-    #[error("the identity key {path} is not 64 hexadecimal characters")]
+    #[error("the key file {path} is not 64 hexadecimal characters")]
     Format { path: String },
-    #[error("cannot generate an identity key: {0}")]
+    #[error("cannot generate a key: {0}")]
     Random(getrandom::Error),
 }
 
@@ -51,39 +51,9 @@ impl Keyer {
     ///
     /// Every process that shares a profile store must use the same key: copy the file.
     pub fn load_or_create(data_dir: &Path) -> Result<Self, KeyError> {
-        let path = data_dir.join(IDENTITY_KEY_FILE);
-        let io = |source| KeyError::Io {
-            path: path.display().to_string(),
-            source,
-        };
-        match fs::read_to_string(&path) {
-            Ok(text) => {
-                let key = parse_hex(text.trim()).ok_or_else(|| KeyError::Format {
-                    path: path.display().to_string(),
-                })?;
-                Ok(Self::new(&key))
-            }
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                fs::create_dir_all(data_dir).map_err(io)?;
-                let mut key = [0u8; 32];
-                getrandom::fill(&mut key).map_err(KeyError::Random)?;
-                let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
-                let temporary = path.with_extension("key.tmp");
-                let mut options = OpenOptions::new();
-                options.write(true).create(true).truncate(true);
-                #[cfg(unix)]
-                {
-                    use std::os::unix::fs::OpenOptionsExt;
-                    options.mode(0o600);
-                }
-                let mut file = options.open(&temporary).map_err(io)?;
-                file.write_all(format!("{hex}\n").as_bytes()).map_err(io)?;
-                file.sync_all().map_err(io)?;
-                fs::rename(&temporary, &path).map_err(io)?;
-                Ok(Self::new(&key))
-            }
-            Err(error) => Err(io(error)),
-        }
+        Ok(Self::new(&load_or_create_secret(
+            &data_dir.join(IDENTITY_KEY_FILE),
+        )?))
     }
 
     fn digest(&self, domain: &[u8], kind: &str, value: &str) -> [u8; 32] {
@@ -108,6 +78,43 @@ impl Keyer {
     pub fn ident_key(&self, kind: &str, value: &str) -> IdentKey {
         let digest = self.digest(b"ident", kind, value);
         IdentKey(Bytes::copy_from_slice(&digest[..16]))
+    }
+}
+
+/// Loads a 256-bit secret kept as 64 hexadecimal characters in `path`, creating the file
+/// (mode 0600, written to a temporary file, fsynced, then renamed) with a random secret if it
+/// does not exist. Used for every key file under the data directory.
+pub fn load_or_create_secret(path: &Path) -> Result<[u8; 32], KeyError> {
+    let io = |source| KeyError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    match fs::read_to_string(path) {
+        Ok(text) => parse_hex(text.trim()).ok_or_else(|| KeyError::Format {
+            path: path.display().to_string(),
+        }),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(dir) = path.parent() {
+                fs::create_dir_all(dir).map_err(io)?;
+            }
+            let mut key = [0u8; 32];
+            getrandom::fill(&mut key).map_err(KeyError::Random)?;
+            let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+            let temporary = path.with_extension("tmp");
+            let mut options = OpenOptions::new();
+            options.write(true).create(true).truncate(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                options.mode(0o600);
+            }
+            let mut file = options.open(&temporary).map_err(io)?;
+            file.write_all(format!("{hex}\n").as_bytes()).map_err(io)?;
+            file.sync_all().map_err(io)?;
+            fs::rename(&temporary, path).map_err(io)?;
+            Ok(key)
+        }
+        Err(error) => Err(io(error)),
     }
 }
 

@@ -18,7 +18,8 @@ pub mod view;
 
 pub use config::{IdentityConfig, IdentityRules, Survivorship};
 pub use engine::{
-    Engine, EngineError, EngineStats, Exclusion, LogEvent, MatchReport, ReviewItem, UnmergeReport,
+    Engine, EngineError, EngineStats, ErasureReport, Exclusion, LogEvent, MatchReport, ReviewItem,
+    UnmergeReport,
 };
 pub use keys::Keyer;
 pub use profile::Profile;

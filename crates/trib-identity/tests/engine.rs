@@ -626,3 +626,125 @@ fn a_failed_commit_leaves_nothing_and_a_retry_gives_the_uninterrupted_result() {
     }
     assert_eq!(snapshot(&*crashed), snapshot(&*uninterrupted));
 }
+
+#[test]
+fn erasure_removes_the_person_and_a_replay_cannot_bring_them_back_without_consent() {
+    let mut log = Log::default();
+    log.push(
+        1,
+        json!({"type": "track", "event": "Viewed", "anonymousId": "dev-b", "timestamp": ts(0)}),
+    );
+    log.push(0, json!({"type": "identify", "userId": "alice", "anonymousId": "dev-a", "traits": {"email": "alice@x.example", "first_name": "Alice"}, "timestamp": ts(1)}));
+    log.push(1, json!({"type": "identify", "anonymousId": "dev-b", "traits": {"email": "alice@x.example"}, "timestamp": ts(2)}));
+    log.push(
+        0,
+        json!({"type": "track", "event": "Viewed", "userId": "alice", "timestamp": ts(3)}),
+    );
+    log.push(2, json!({"type": "identify", "userId": "bob", "traits": {"email": "bob@x.example"}, "timestamp": ts(4)}));
+    let store = Arc::new(MemoryStore::new());
+    let mut engine = engine(store.clone(), default_rules());
+    engine.process(&log.events, None).unwrap();
+    let alice = lookup(&*store, "email", "alice@x.example").unwrap();
+    let bob = lookup(&*store, "email", "bob@x.example").unwrap();
+    assert!(
+        !store.journal(&alice, 10).unwrap().is_empty(),
+        "alice's merge is journaled"
+    );
+
+    let report = engine.erase(alice, log.reader()).unwrap();
+    assert_eq!(report.events, 4);
+    assert_eq!(report.identifiers, 4, "user id, email, two anonymous ids");
+    assert!(
+        report.profile_ids.len() >= 2,
+        "the merged id is erased too: {report:?}"
+    );
+    let keys: Vec<&str> = report.log_keys.0.iter().map(String::as_str).collect();
+    assert_eq!(keys, ["alice", "dev-b"]);
+    assert!(
+        !format!("{report:?}").contains("alice"),
+        "Debug never prints clear keys"
+    );
+
+    for (kind, value) in [
+        ("user_id", "alice"),
+        ("email", "alice@x.example"),
+        ("anonymous_id", "dev-a"),
+        ("anonymous_id", "dev-b"),
+    ] {
+        assert_eq!(lookup(&*store, kind, value), None, "{kind} is unindexed");
+    }
+    for id in &report.profile_ids {
+        let id: ProfileId = id.parse().unwrap();
+        assert!(
+            matches!(store.get(&id).unwrap(), Some(ProfileState::Deleted { .. })),
+            "{id} is deleted"
+        );
+        assert!(store.timeline(&id, None, 10).unwrap().is_empty());
+        let kinds: Vec<String> = store
+            .journal(&id, 10)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.kind)
+            .collect();
+        assert!(kinds.iter().all(|k| k == journal::ERASURE), "{kinds:?}");
+    }
+    let tombstone = store.journal_by_kind(journal::ERASURE, 0, 10).unwrap();
+    let text = String::from_utf8(tombstone[0].doc.to_vec()).unwrap();
+    assert!(!text.contains("alice") && !text.contains("dev-"), "{text}");
+    assert_eq!(snapshot(&*store).len(), 1, "bob is untouched");
+    assert!(lookup(&*store, "email", "bob@x.example") == Some(bob));
+
+    // A replay of the same events (a fresh engine, as after a restart) re-creates nothing.
+    let mut replay = Log::default();
+    for event in &log.events {
+        let mut value: Value = serde_json::from_slice(&event.payload).unwrap();
+        value["messageId"] = json!(format!("again-{}", value["messageId"].as_str().unwrap()));
+        replay.push(3, value);
+    }
+    let mut restarted = self::engine(store.clone(), default_rules());
+    restarted.process(&replay.events, None).unwrap();
+    assert_eq!(restarted.stats().events_tombstoned, 4);
+    assert_eq!(lookup(&*store, "email", "alice@x.example"), None);
+    assert_eq!(snapshot(&*store).len(), 1);
+
+    // The person comes back and grants consent: that event re-creates a profile, and the
+    // lifted tombstone stays lifted after a restart.
+    let mut back = Log::default();
+    back.push(4, json!({"type": "identify", "userId": "alice", "traits": {"email": "alice@x.example"},
+        "context": {"consent": {"categoryPreferences": {"email_marketing": true}}}, "timestamp": ts(9)}));
+    restarted.process(&back.events, None).unwrap();
+    assert!(lookup(&*store, "email", "alice@x.example").is_some());
+    let again = self::engine(store.clone(), default_rules());
+    drop(again);
+    let mut later = Log::default();
+    later.push(
+        5,
+        json!({"type": "track", "event": "Viewed", "userId": "alice", "timestamp": ts(10)}),
+    );
+    let mut reopened = self::engine(store.clone(), default_rules());
+    reopened.process(&later.events, None).unwrap();
+    assert_eq!(reopened.stats().events_tombstoned, 0);
+}
+
+#[test]
+fn erasing_an_unknown_or_erased_profile_is_an_error() {
+    let mut log = Log::default();
+    log.push(
+        0,
+        json!({"type": "identify", "userId": "carol", "timestamp": ts(1)}),
+    );
+    let store = Arc::new(MemoryStore::new());
+    let mut engine = engine(store.clone(), default_rules());
+    engine.process(&log.events, None).unwrap();
+    let carol = lookup(&*store, "user_id", "carol").unwrap();
+    engine.erase(carol, log.reader()).unwrap();
+    assert!(matches!(
+        engine.erase(carol, log.reader()),
+        Err(EngineError::DeletedProfile { .. })
+    ));
+    let unknown = Keyer::new(&KEY).profile_id("user_id", "nobody");
+    assert!(matches!(
+        engine.erase(unknown, log.reader()),
+        Err(EngineError::UnknownProfile(_))
+    ));
+}

@@ -30,6 +30,7 @@ macro_rules! conformance_tests {
             change_feed_has_each_id_once_at_its_latest_change,
             change_feed_filters_by_time_and_pages_by_seq,
             journal_keeps_order_per_profile_and_by_kind,
+            erasure_removes_journals_and_keeps_sequences_increasing,
             consumer_offsets_commit_with_the_batch,
             documents_are_opaque_bytes,
             committed_batches_survive_a_reopen,
@@ -427,6 +428,55 @@ pub(crate) fn journal_keeps_order_per_profile_and_by_kind(harness: &impl Harness
         .unwrap();
     assert_eq!(after_first.len(), 1);
     assert_eq!(after_first[0].doc.as_ref(), b"r2");
+}
+
+pub(crate) fn erasure_removes_journals_and_keeps_sequences_increasing(harness: &impl Harness) {
+    let store = harness.open();
+    let note = |n: u8, kind: &str, doc: &str| NewJournalEntry {
+        profile: id(n),
+        kind: kind.to_owned(),
+        at_ms: 1,
+        doc: Bytes::copy_from_slice(doc.as_bytes()),
+    };
+    let mut first = ChangeBatch {
+        journal: vec![
+            note(1, "merge", "a"),
+            note(2, "merge", "b"),
+            note(1, "merge", "c"),
+        ],
+        ..ChangeBatch::default()
+    };
+    first.timeline.push((id(1), entry(10, 0, 1)));
+    store.apply(&first).unwrap();
+    upsert(store.as_ref(), vec![record(1, 10, "doc one")]);
+    let last_before = store.journal_by_kind("merge", 0, 10).unwrap()[2].seq;
+
+    // The erasure batch: journals removed first, the profile deleted, the erasure itself
+    // journaled under the erased id in the same batch.
+    store
+        .apply(&ChangeBatch {
+            at_ms: 20,
+            erased: vec![id(1)],
+            deleted: vec![id(1)],
+            journal: vec![note(1, "erasure", "tombstone")],
+            ..ChangeBatch::default()
+        })
+        .unwrap();
+    let of_one = store.journal(&id(1), 10).unwrap();
+    assert_eq!(of_one.len(), 1, "only the erasure entry is left");
+    assert_eq!(of_one[0].kind, "erasure");
+    assert!(of_one[0].seq > last_before, "sequences never repeat");
+    let merges = store.journal_by_kind("merge", 0, 10).unwrap();
+    assert_eq!(merges.len(), 1, "other profiles keep their journal");
+    assert_eq!(merges[0].profile, id(2));
+    assert!(matches!(
+        store.get(&id(1)).unwrap(),
+        Some(ProfileState::Deleted { .. })
+    ));
+    assert!(store.timeline(&id(1), None, 10).unwrap().is_empty());
+    drop(store);
+    let reopened = harness.open();
+    assert_eq!(reopened.journal(&id(1), 10).unwrap().len(), 1);
 }
 
 pub(crate) fn consumer_offsets_commit_with_the_batch(harness: &impl Harness) {

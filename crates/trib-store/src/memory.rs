@@ -25,6 +25,7 @@ struct Inner {
     identifiers: HashMap<IdentKey, ProfileId>,
     timelines: HashMap<ProfileId, BTreeSet<(i64, u32, u64)>>,
     journal: Vec<JournalEntry>,
+    last_journal_seq: u64,
     offsets: HashMap<String, BTreeMap<u32, u64>>,
 }
 
@@ -65,6 +66,11 @@ fn entry_of(key: &(i64, u32, u64)) -> TimelineEntry {
 impl ProfileStore for MemoryStore {
     fn apply(&self, batch: &ChangeBatch) -> Result<(), StoreError> {
         let mut inner = self.lock();
+        if !batch.erased.is_empty() {
+            inner
+                .journal
+                .retain(|entry| !batch.erased.contains(&entry.profile));
+        }
         for id in &batch.deleted {
             inner.timelines.remove(id);
             inner
@@ -105,7 +111,8 @@ impl ProfileStore for MemoryStore {
                 .insert(entry.sort_key());
         }
         for entry in &batch.journal {
-            let seq = inner.journal.len() as u64 + 1;
+            inner.last_journal_seq += 1;
+            let seq = inner.last_journal_seq;
             inner.journal.push(JournalEntry {
                 seq,
                 profile: entry.profile,

@@ -435,6 +435,7 @@ struct Touch<'a> {
 /// A batch turned into column arrays, in the order of [`ChangeBatch`]'s documentation.
 #[derive(Default)]
 struct Columns<'a> {
+    erased: Vec<&'a [u8]>,
     deleted: Vec<&'a [u8]>,
     move_from: Vec<&'a [u8]>,
     move_to: Vec<&'a [u8]>,
@@ -462,6 +463,11 @@ impl<'a> Columns<'a> {
     fn of(batch: &'a ChangeBatch) -> Result<Self, StoreError> {
         let mut cols = Columns::default();
         let mut touches: Vec<Touch<'a>> = Vec::new();
+        cols.erased = batch
+            .erased
+            .iter()
+            .map(|id| id.as_bytes().as_slice())
+            .collect();
         for id in &batch.deleted {
             cols.deleted.push(id.as_bytes());
             touches.push(Touch {
@@ -672,6 +678,13 @@ impl ProfileStore for PostgresStore {
         let first_change = first_of(0, profiles)?;
         let first_journal = first_of(1, journal)?;
 
+        if !cols.erased.is_empty() {
+            tx.execute_typed(
+                "DELETE FROM journal WHERE profile_id = ANY($1)",
+                &[(&cols.erased, Type::BYTEA_ARRAY)],
+            )
+            .map_err(|err| backend("apply: erase journals", &err))?;
+        }
         if !cols.deleted.is_empty() {
             tx.execute_typed(
                 "DELETE FROM timeline WHERE profile_id = ANY($1)",
@@ -1380,6 +1393,7 @@ mod tests {
         // after the profiles, identifiers and timeline statements have run.
         let failing = ChangeBatch {
             at_ms: 2,
+            erased: vec![id(1)],
             deleted: vec![id(9)],
             merged: vec![(id(3), id(1))],
             upserts: vec![ProfileRecord {

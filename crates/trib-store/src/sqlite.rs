@@ -131,6 +131,7 @@ type Hook = Box<dyn Fn(Phase) -> Result<(), StoreError> + Send + Sync>;
 /// The phases of `apply`, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
+    Erased,
     Deleted,
     Merged,
     Upserts,
@@ -144,6 +145,10 @@ struct Writer {
     conn: Connection,
     /// The last change-feed sequence number handed out by a committed batch.
     last_seq: u64,
+    /// The last journal sequence number handed out by a committed batch. Journal rows are
+    /// numbered explicitly, not by SQLite's `max(rowid) + 1`, so that an erasure removing the
+    /// newest entries cannot make their numbers be handed out again.
+    last_journal_seq: u64,
 }
 
 impl fmt::Debug for SqliteStore {
@@ -414,6 +419,10 @@ impl SqliteStore {
             .map_err(&open)?;
         conn.pragma_update(None, "wal_autocheckpoint", options.wal_autocheckpoint_pages)
             .map_err(&open)?;
+        // Freed cells are zeroed where that costs no extra I/O, so an erased profile's bytes
+        // do not linger in free pages (its documents are also sealed under a destroyed key).
+        conn.pragma_update(None, "secure_delete", "FAST")
+            .map_err(&open)?;
         // After a checkpoint, a WAL larger than this is truncated back.
         conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)
             .map_err(&open)?;
@@ -428,6 +437,12 @@ impl SqliteStore {
             })
             .map_err(backend("reading the change-feed sequence"))?;
         let last_seq = to_u64(last_seq, "change-feed sequence")?;
+        let last_journal_seq: i64 = conn
+            .query_row("SELECT coalesce(max(seq), 0) FROM journal", [], |row| {
+                row.get(0)
+            })
+            .map_err(backend("reading the journal sequence"))?;
+        let last_journal_seq = to_u64(last_journal_seq, "journal sequence")?;
 
         let readers = (0..options.readers.max(1))
             .map(|_| open_reader(&path, options))
@@ -435,7 +450,11 @@ impl SqliteStore {
 
         Ok(Self {
             path,
-            writer: Mutex::new(Writer { conn, last_seq }),
+            writer: Mutex::new(Writer {
+                conn,
+                last_seq,
+                last_journal_seq,
+            }),
             readers: Mutex::new(readers),
             reader_returned: Condvar::new(),
             #[cfg(test)]
@@ -594,6 +613,18 @@ impl ProfileStore for SqliteStore {
             to_i64(seq, "the change-feed sequence")
         };
 
+        // 0. Erased: the profiles' journal entries are removed.
+        if !batch.erased.is_empty() {
+            let op = backend("apply: erasing journals");
+            let mut erase = tx
+                .prepare_cached("DELETE FROM journal WHERE profile_id = ?1")
+                .map_err(&op)?;
+            for id in &batch.erased {
+                erase.execute([id.as_bytes()]).map_err(&op)?;
+            }
+        }
+        self.after_phase(Phase::Erased)?;
+
         // 1. Deleted: the id becomes Deleted and its timeline is emptied.
         if !batch.deleted.is_empty() {
             let op = backend("apply: deleting profiles");
@@ -727,16 +758,20 @@ impl ProfileStore for SqliteStore {
         self.after_phase(Phase::Timeline)?;
 
         // 6. Journal, appended in order.
+        let mut journal_seq = writer.last_journal_seq;
         if !batch.journal.is_empty() {
             let op = backend("apply: appending to the journal");
             let mut insert = tx
                 .prepare_cached(
-                    "INSERT INTO journal (profile_id, kind, at_ms, doc) VALUES (?1, ?2, ?3, ?4)",
+                    "INSERT INTO journal (seq, profile_id, kind, at_ms, doc)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
                 )
                 .map_err(&op)?;
             for entry in &batch.journal {
+                journal_seq += 1;
                 insert
                     .execute(params![
+                        to_i64(journal_seq, "the journal sequence")?,
                         entry.profile.as_bytes(),
                         entry.kind,
                         entry.at_ms,
@@ -772,6 +807,7 @@ impl ProfileStore for SqliteStore {
 
         tx.commit().map_err(backend("apply: committing"))?;
         writer.last_seq = seq;
+        writer.last_journal_seq = journal_seq;
         Ok(())
     }
 
@@ -1348,6 +1384,7 @@ mod tests {
         let store = Arc::new(open(dir.path()));
         store.apply(&batch(0, 100)).unwrap();
         for failing in [
+            Phase::Erased,
             Phase::Deleted,
             Phase::Merged,
             Phase::Upserts,

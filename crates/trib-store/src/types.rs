@@ -195,6 +195,9 @@ pub struct ConsumerOffsets {
 
 /// Everything one step of the identity engine changes, applied atomically, in this order:
 ///
+/// 0. `erased`: every journal entry of these profiles is removed (the right to erasure; the
+///    only way journal entries are ever removed). The engine lists the ids in `deleted` too,
+///    and may journal the erasure itself under one of them later in the same batch;
 /// 1. `deleted`: the profile becomes [`ProfileState::Deleted`], its timeline is emptied;
 /// 2. `merged`: `(from, into)`: `from` becomes [`ProfileState::Merged`] into `into` and its
 ///    timeline entries move to `into`;
@@ -211,6 +214,7 @@ pub struct ConsumerOffsets {
 pub struct ChangeBatch {
     /// When the batch was made (processing time), for merges and deletions.
     pub at_ms: i64,
+    pub erased: Vec<ProfileId>,
     pub deleted: Vec<ProfileId>,
     pub merged: Vec<(ProfileId, ProfileId)>,
     pub upserts: Vec<ProfileRecord>,
@@ -222,7 +226,8 @@ pub struct ChangeBatch {
 
 impl ChangeBatch {
     pub fn is_empty(&self) -> bool {
-        self.deleted.is_empty()
+        self.erased.is_empty()
+            && self.deleted.is_empty()
             && self.merged.is_empty()
             && self.upserts.is_empty()
             && self.identifiers.is_empty()

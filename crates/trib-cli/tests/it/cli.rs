@@ -541,3 +541,79 @@ fn audit_verify_passes_on_recorded_reads_and_names_the_seq_of_an_edited_line() {
     assert!(stderr.contains("not intact at seq 2:"), "{stderr}");
     assert!(stderr.contains("mac does not match"), "{stderr}");
 }
+
+#[test]
+fn keys_rotate_adds_a_master_key_version_and_rewraps_while_the_store_is_open() {
+    use std::sync::Arc;
+    use trib_privacy::{BlindIndex, KeyStore, KeyStoreOptions, MasterKeyring, Opened, Sealer};
+
+    let dir = tempfile::tempdir().unwrap();
+    // The "server": its own keyring and key store, open during the rotation.
+    let keyring = Arc::new(MasterKeyring::open_file(&dir.path().join("master.keys")).unwrap());
+    let store = KeyStore::open(KeyStoreOptions::in_data_dir(dir.path()), keyring).unwrap();
+    let blind = BlindIndex::new([6; 32]);
+    let subjects: Vec<_> = (0..1_200)
+        .map(|n| blind.subject_of_log_key(&format!("user-{n}")))
+        .collect();
+    store.deks_for_write(&subjects).unwrap();
+    let sealer = Sealer::new(store.clone(), Arc::new(blind));
+    let sealed = sealer.seal(&subjects[7], b"events", b"payload").unwrap();
+
+    let output = tributary()
+        .args(["keys", "rotate", "--batch-size", "100", "--data-dir"])
+        .arg(dir.path())
+        .env_remove("TRIBUTARY_MASTER_KEYS")
+        .env("TRIBUTARY_LOG", "warn")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(stderr.contains("added master key version 2"), "{stderr}");
+    assert!(
+        stdout.contains("re-wrapped 1200 data keys in 12 batches; data keys by version: v2: 1200"),
+        "{stdout}"
+    );
+    assert_eq!(store.stats().unwrap().deks_by_kek_version.len(), 1);
+    // The running store still opens data and wraps new keys under version 2.
+    assert_eq!(
+        sealer.open(&subjects[7], b"events", &sealed).unwrap(),
+        Opened::Plain(b"payload".to_vec())
+    );
+    let newcomer = sealer.blind().subject_of_log_key("newcomer");
+    store.deks_for_write(&[newcomer]).unwrap();
+    assert_eq!(
+        store
+            .stats()
+            .unwrap()
+            .deks_by_kek_version
+            .keys()
+            .collect::<Vec<_>>(),
+        vec![&2]
+    );
+    // No key material on the terminal.
+    let file = std::fs::read_to_string(dir.path().join("master.keys")).unwrap();
+    for line in file.lines().filter(|line| !line.starts_with('#')) {
+        let key = line.split_whitespace().nth(1).unwrap();
+        assert!(!stdout.contains(key) && !stderr.contains(key));
+    }
+
+    // With keys from the environment, the command refuses and changes nothing.
+    let output = tributary()
+        .args(["keys", "rotate", "--data-dir"])
+        .arg(dir.path())
+        .env(
+            "TRIBUTARY_MASTER_KEYS",
+            "1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        )
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("TRIBUTARY_MASTER_KEYS"), "{stderr}");
+    assert!(!stderr.contains("AAAAAAAA"), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("master.keys")).unwrap(),
+        file
+    );
+}

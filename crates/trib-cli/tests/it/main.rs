@@ -7,5 +7,6 @@ mod cli;
 mod durability;
 mod import;
 mod postgres;
+mod privacy;
 mod sdk;
 mod support;
