@@ -13,7 +13,7 @@ use base64::Engine;
 use trib_config::SourceConfig;
 
 use crate::ApiError;
-use crate::keys::{ApiKeys, Scope};
+use crate::keys::{ApiKeys, Principal, Scope};
 
 /// The configured sources, looked up by write key.
 pub(crate) struct SourceKeys {
@@ -99,7 +99,12 @@ pub(crate) fn basic_user(headers: &HeaderMap) -> Result<Option<String>, ApiError
 ///
 /// Answers 401 `missing_api_key` without a key, 401 `invalid_api_key` for an unknown, wrong or
 /// revoked key, and 403 `insufficient_scope` (naming the scope) for a key without `scope`.
-pub(crate) fn require(keys: &ApiKeys, headers: &HeaderMap, scope: Scope) -> Result<(), ApiError> {
+/// Returns who the key belongs to.
+pub(crate) fn require(
+    keys: &ApiKeys,
+    headers: &HeaderMap,
+    scope: Scope,
+) -> Result<Principal, ApiError> {
     let presented = match headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
@@ -119,7 +124,7 @@ pub(crate) fn require(keys: &ApiKeys, headers: &HeaderMap, scope: Scope) -> Resu
             ),
         ));
     };
-    let scopes = keys.scopes_of(&presented).map_err(|_| {
+    let (principal, scopes) = keys.authenticate(&presented).map_err(|_| {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
             "invalid_api_key",
@@ -127,7 +132,7 @@ pub(crate) fn require(keys: &ApiKeys, headers: &HeaderMap, scope: Scope) -> Resu
         )
     })?;
     if scope.granted_by(&scopes) {
-        Ok(())
+        Ok(principal)
     } else {
         Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -185,7 +190,10 @@ mod tests {
     #[test]
     fn api_keys_are_checked_with_their_scope() {
         let keys = ApiKeys::load(Some(Secret::new("ak_1".to_owned())), None).unwrap();
-        assert!(require(&keys, &headers_with("Bearer ak_1"), Scope::ProfilesRead).is_ok());
+        assert_eq!(
+            require(&keys, &headers_with("Bearer ak_1"), Scope::ProfilesRead).unwrap(),
+            Principal::Admin
+        );
         assert!(require(&keys, &basic("ak_1:"), Scope::MetricsRead).is_ok());
         assert_eq!(
             require(&keys, &headers_with("Bearer nope"), Scope::EventsRead)

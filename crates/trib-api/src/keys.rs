@@ -478,6 +478,16 @@ pub(crate) fn constant_time_eq(left: &[u8], right: &[u8]) -> bool {
         == 0
 }
 
+/// Who a request authenticated as: set by the scope layer as a request extension, and
+/// recorded as the actor of audit entries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// The configured `server.admin_key`.
+    Admin,
+    /// A key of the key file, by its public id (never its secret).
+    Key(String),
+}
+
 /// Why a presented key was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Refusal {
@@ -564,7 +574,13 @@ impl ApiKeys {
     }
 
     /// Returns the scopes of a presented key.
+    #[cfg(test)]
     pub(crate) fn scopes_of(&self, presented: &str) -> Result<Vec<Scope>, Refusal> {
+        self.authenticate(presented).map(|(_, scopes)| scopes)
+    }
+
+    /// Returns who a presented key belongs to and its scopes.
+    pub(crate) fn authenticate(&self, presented: &str) -> Result<(Principal, Vec<Scope>), Refusal> {
         if let Some(rest) = presented.strip_prefix(KEY_PREFIX)
             && let Some((id, secret)) = rest.split_once('_')
             && self.store.is_some()
@@ -577,13 +593,13 @@ impl ApiKeys {
                 && constant_time_eq(&key.hash, &hash)
                 && !key.revoked
             {
-                return Ok(key.scopes.clone());
+                return Ok((Principal::Key(id.to_owned()), key.scopes.clone()));
             }
         }
         if let Some(admin_key) = &self.admin_key
             && constant_time_eq(presented.as_bytes(), admin_key.expose().as_bytes())
         {
-            return Ok(vec![Scope::Admin]);
+            return Ok((Principal::Admin, vec![Scope::Admin]));
         }
         Err(Refusal::Invalid)
     }

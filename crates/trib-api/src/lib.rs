@@ -40,6 +40,7 @@
 //! logs come in through [`AppState`].
 
 mod admin;
+pub mod audit;
 mod auth;
 mod body;
 mod error;
@@ -67,8 +68,9 @@ use trib_log::EventLog;
 use trib_pipeline::{Gates, SharedRegistry};
 use trib_sources::webhook::WebhookSource;
 
+pub use audit::{Audited, PURPOSE_HEADER};
 pub use error::ApiError;
-pub use keys::Scope;
+pub use keys::{Principal, Scope};
 pub use profiles::ProfilesState;
 pub use telemetry::install_metrics_recorder;
 
@@ -106,6 +108,7 @@ pub struct AppState {
     imports: imports::Imports,
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     profiles: Option<ProfilesState>,
+    audit: Option<Arc<trib_audit::AuditLog>>,
 }
 
 impl AppState {
@@ -161,12 +164,20 @@ impl AppState {
             imports: imports::Imports::new(config.server.data_dir.join("imports"), mappings),
             metrics,
             profiles: None,
+            audit: None,
         })
     }
 
     /// Enables the profile routes over a profile store.
     pub fn with_profiles(mut self, profiles: ProfilesState) -> Self {
         self.profiles = Some(profiles);
+        self
+    }
+
+    /// Records every access to personal data (the routes with an [`Audited`] policy) in `log`
+    /// before answering; without it nothing is recorded.
+    pub fn with_audit(mut self, log: Arc<trib_audit::AuditLog>) -> Self {
+        self.audit = Some(log);
         self
     }
 }
@@ -194,6 +205,9 @@ pub struct RouteInfo {
     pub path: &'static str,
     /// Who may call it.
     pub access: Access,
+    /// How calls are recorded in the audit log: every route that reads or writes personal
+    /// data has a policy.
+    pub audit: Option<Audited>,
 }
 
 /// Every route of [`app`], from the same table the router is built from.
@@ -206,6 +220,18 @@ struct Route {
     handler: MethodRouter<Arc<AppState>>,
 }
 
+impl Route {
+    /// Records calls to this route in the audit log, with `default_purpose` when the request
+    /// names none.
+    fn audited(mut self, action: trib_audit::Action, default_purpose: trib_audit::Purpose) -> Self {
+        self.info.audit = Some(Audited {
+            action,
+            default_purpose,
+        });
+        self
+    }
+}
+
 fn on_get<H, T>(path: &'static str, access: Access, handler: H) -> Route
 where
     H: Handler<T, Arc<AppState>>,
@@ -216,6 +242,7 @@ where
             method: Method::GET,
             path,
             access,
+            audit: None,
         },
         handler: get(handler),
     }
@@ -231,6 +258,7 @@ where
             method: Method::POST,
             path,
             access,
+            audit: None,
         },
         handler: post(handler),
     }
@@ -243,6 +271,8 @@ fn table() -> Vec<Route> {
         EventsRead, ImportsWrite, MetricsRead, ProfilesRead, ProfilesWrite, QuarantineRead,
         QuarantineWrite, SchemasRead, SchemasWrite,
     };
+    use trib_audit::Action::{Read, Write};
+    use trib_audit::Purpose;
     let scope = Access::Scope;
     vec![
         on_post("/v1/batch", WriteKey, ingest::batch),
@@ -261,8 +291,10 @@ fn table() -> Vec<Route> {
         on_post("/v1/alias", WriteKey, ingest::alias),
         on_post("/v1/a", WriteKey, ingest::alias),
         on_post("/v1/webhooks/{source}", WebhookSignature, webhook::receive),
-        on_post("/v1/imports", scope(ImportsWrite), imports::start),
-        on_get("/v1/imports/{id}", scope(ImportsWrite), imports::status),
+        on_post("/v1/imports", scope(ImportsWrite), imports::start)
+            .audited(Write, Purpose::OPERATIONS),
+        on_get("/v1/imports/{id}", scope(ImportsWrite), imports::status)
+            .audited(Read, Purpose::OPERATIONS),
         on_get("/v1/schemas", scope(SchemasRead), schemas::list),
         on_post("/v1/schemas", scope(SchemasWrite), schemas::publish),
         on_get(
@@ -275,40 +307,49 @@ fn table() -> Vec<Route> {
             scope(SchemasRead),
             schemas::show_event,
         ),
-        on_get("/v1/profiles", scope(ProfilesRead), profiles::list),
-        on_get("/v1/profiles/lookup", scope(ProfilesRead), profiles::lookup),
-        on_get("/v1/profiles/{id}", scope(ProfilesRead), profiles::show),
+        on_get("/v1/profiles", scope(ProfilesRead), profiles::list).audited(Read, Purpose::SUPPORT),
+        on_get("/v1/profiles/lookup", scope(ProfilesRead), profiles::lookup)
+            .audited(Read, Purpose::SUPPORT),
+        on_get("/v1/profiles/{id}", scope(ProfilesRead), profiles::show)
+            .audited(Read, Purpose::SUPPORT),
         on_get(
             "/v1/profiles/{id}/events",
             scope(ProfilesRead),
             profiles::events,
-        ),
+        )
+        .audited(Read, Purpose::SUPPORT),
         on_get(
             "/v1/profiles/{id}/explain",
             scope(ProfilesRead),
             profiles::explain,
-        ),
+        )
+        .audited(Read, Purpose::SUPPORT),
         on_post(
             "/v1/profiles/{id}/unmerge",
             scope(ProfilesWrite),
             profiles::unmerge,
-        ),
+        )
+        .audited(Write, Purpose::SUPPORT),
         on_post(
             "/v1/identity/match",
             scope(ProfilesWrite),
             profiles::run_match,
-        ),
+        )
+        .audited(Write, Purpose::OPERATIONS),
         on_get(
             "/v1/identity/review",
             scope(ProfilesRead),
             profiles::review_queue,
-        ),
+        )
+        .audited(Read, Purpose::SUPPORT),
         on_post(
             "/v1/identity/review/{item}",
             scope(ProfilesWrite),
             profiles::decide,
-        ),
-        on_get("/v1/events", scope(EventsRead), admin::list_events),
+        )
+        .audited(Write, Purpose::SUPPORT),
+        on_get("/v1/events", scope(EventsRead), admin::list_events)
+            .audited(Read, Purpose::OPERATIONS),
         on_get(
             "/v1/events/partitions",
             scope(EventsRead),
@@ -318,12 +359,14 @@ fn table() -> Vec<Route> {
             "/v1/quarantine",
             scope(QuarantineRead),
             admin::list_quarantine,
-        ),
+        )
+        .audited(Read, Purpose::OPERATIONS),
         on_post(
             "/v1/quarantine/replay",
             scope(QuarantineWrite),
             quarantine::replay,
-        ),
+        )
+        .audited(Write, Purpose::OPERATIONS),
         on_get(
             "/v1/quarantine/partitions",
             scope(QuarantineRead),
@@ -343,13 +386,28 @@ pub fn app(state: Arc<AppState>) -> Router {
         let handler = match info.access {
             Access::Scope(scope) => {
                 let state = state.clone();
-                handler.route_layer(middleware::from_fn(move |request: Request, next: Next| {
-                    let state = state.clone();
-                    async move {
-                        auth::require(&state.api_keys, request.headers(), scope)?;
-                        Ok::<_, ApiError>(next.run(request).await)
-                    }
-                }))
+                let policy = info.audit.clone();
+                let route = info.path;
+                handler.route_layer(middleware::from_fn(
+                    move |mut request: Request, next: Next| {
+                        let state = state.clone();
+                        let policy = policy.clone();
+                        async move {
+                            let principal =
+                                auth::require(&state.api_keys, request.headers(), scope)?;
+                            match (&state.audit, &policy) {
+                                (Some(log), Some(policy)) => {
+                                    audit::record(log, policy, route, principal, request, next)
+                                        .await
+                                }
+                                _ => {
+                                    request.extensions_mut().insert(principal);
+                                    Ok::<_, ApiError>(next.run(request).await)
+                                }
+                            }
+                        }
+                    },
+                ))
             }
             Access::Open | Access::WriteKey | Access::WebhookSignature => handler,
         };

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use trib_identity::consumer::IdentityConsumer;
@@ -88,7 +89,9 @@ fn summarize(store: &dyn ProfileStore, found: Found) -> Result<Summarized, trib_
     Ok((found, summary))
 }
 
-fn found_response((found, summary): Summarized, asked: &str) -> Result<Json<Value>, ApiError> {
+/// The profile as JSON; the response names the profile it released for the audit log (the one
+/// a lookup found, or the one a merged id redirects to).
+fn found_response((found, summary): Summarized, asked: &str) -> Result<Response, ApiError> {
     match found {
         Found::Active {
             profile,
@@ -99,7 +102,13 @@ fn found_response((found, summary): Summarized, asked: &str) -> Result<Json<Valu
             if let (Some(from), Some(object)) = (redirected_from, body.as_object_mut()) {
                 object.insert("redirected_from".into(), json!(from.to_string()));
             }
-            Ok(Json(body))
+            let mut response = Json(body).into_response();
+            if let Ok(id) = profile.id.parse::<ProfileId>() {
+                response
+                    .extensions_mut()
+                    .insert(trib_audit::ProfileRef::profile(id));
+            }
+            Ok(response)
         }
         Found::Deleted { at_ms } => Err(ApiError::new(
             StatusCode::GONE,
@@ -119,7 +128,7 @@ fn found_response((found, summary): Summarized, asked: &str) -> Result<Json<Valu
 pub(crate) async fn show(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let profiles = profiles(&state)?;
     let pid = parse_id(&id)?;
     let store = profiles.store.clone();
@@ -132,7 +141,7 @@ pub(crate) async fn show(
 pub(crate) async fn lookup(
     State(state): State<Arc<AppState>>,
     Query(query): Query<BTreeMap<String, String>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let profiles = profiles(&state)?;
     let (kind, value) = match (query.get("type"), query.get("value")) {
         (Some(kind), Some(value)) if query.len() == 2 => (kind.clone(), value.clone()),

@@ -25,6 +25,10 @@ pub(crate) struct ConnectArgs {
     /// The server's admin key, or an API key with the scope the command needs (`tributary keys`).
     #[arg(long, env = "TRIBUTARY_ADMIN_KEY", hide_env_values = true)]
     admin_key: String,
+    /// Why you read the data (a word such as `support` or `gdpr-request`), recorded with your
+    /// key in the server's audit log; the route's default purpose when absent.
+    #[arg(long, env = "TRIBUTARY_PURPOSE")]
+    purpose: Option<String>,
     /// Read the quarantine (rejected messages and why) instead of the event log.
     #[arg(long)]
     quarantine: bool,
@@ -81,7 +85,7 @@ pub(crate) async fn run(command: EventsCommand) -> anyhow::Result<()> {
 }
 
 async fn list(args: ReadArgs) -> anyhow::Result<()> {
-    let client = Client::new(&args.connect);
+    let client = Client::new(&args.connect)?;
     let partitions = match args.partition {
         Some(partition) => vec![partition],
         None => client
@@ -116,7 +120,7 @@ async fn list(args: ReadArgs) -> anyhow::Result<()> {
 }
 
 async fn tail(args: TailArgs) -> anyhow::Result<()> {
-    let client = Client::new(&args.connect);
+    let client = Client::new(&args.connect)?;
     // Start at the end of every partition, then poll each for what comes after.
     let mut positions: Vec<(u32, Option<u64>)> = client
         .partitions()
@@ -160,17 +164,17 @@ pub(crate) struct Client {
 }
 
 impl Client {
-    pub(crate) fn new(args: &ConnectArgs) -> Self {
+    pub(crate) fn new(args: &ConnectArgs) -> anyhow::Result<Self> {
         let path = if args.quarantine {
             "/v1/quarantine"
         } else {
             "/v1/events"
         };
-        Self {
-            http: reqwest::Client::new(),
+        Ok(Self {
+            http: http_client(args.purpose.as_deref())?,
             endpoint: format!("{}{path}", args.url.trim_end_matches('/')),
             admin_key: args.admin_key.clone(),
-        }
+        })
     }
 
     async fn read(
@@ -249,7 +253,7 @@ pub(crate) async fn run_quarantine(command: QuarantineCommand) -> anyhow::Result
             offset,
         } => {
             connect.quarantine = true;
-            let client = Client::new(&connect);
+            let client = Client::new(&connect)?;
             let page = client.read(0, offset.checked_sub(1), 1).await?;
             let Some(record) = page
                 .records
@@ -274,7 +278,7 @@ pub(crate) async fn run_quarantine(command: QuarantineCommand) -> anyhow::Result
             if let Some(code) = code {
                 query.push(("code", code));
             }
-            let request = reqwest::Client::new()
+            let request = http_client(connect.purpose.as_deref())?
                 .post(&url)
                 .bearer_auth(&connect.admin_key)
                 .query(&query);
@@ -287,6 +291,20 @@ pub(crate) async fn run_quarantine(command: QuarantineCommand) -> anyhow::Result
 
 /// Sends an admin request and parses its JSON answer; a non-2xx answer is an error that quotes
 /// the server's body (which names the problem and its code).
+/// An HTTP client that names the purpose of every request (`X-Tributary-Purpose`), which the
+/// server records in its audit log with the key.
+pub(crate) fn http_client(purpose: Option<&str>) -> anyhow::Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(purpose) = purpose {
+        let value = reqwest::header::HeaderValue::from_str(purpose)
+            .context("--purpose must be a word such as `support`")?;
+        headers.insert("x-tributary-purpose", value);
+    }
+    Ok(reqwest::Client::builder()
+        .default_headers(headers)
+        .build()?)
+}
+
 pub(crate) async fn send_json<T: serde::de::DeserializeOwned>(
     request: reqwest::RequestBuilder,
     url: &str,

@@ -60,6 +60,15 @@ pub(crate) async fn run(args: ImportArgs) -> anyhow::Result<()> {
     let events =
         open_log(&config, &data_dir.join("events"), config.log.partitions).map_err(in_use_hint)?;
     let quarantine = open_log(&config, &data_dir.join("quarantine"), 1).map_err(in_use_hint)?;
+    // Writing personal data straight into the data directory is recorded like the API's
+    // writes, with the user running the command as the actor.
+    let audit = trib_audit::AuditLog::open_in_data_dir(data_dir).with_context(|| {
+        format!(
+            "failed to open the audit log in {}",
+            data_dir.join(trib_audit::AUDIT_DIR).display()
+        )
+    })?;
+    let actor = trib_audit::Actor::current_cli_user();
     let registry = trib_schema::Registry::open(&config.schemas_dir).with_context(|| {
         format!(
             "failed to load the schemas in {}",
@@ -102,6 +111,21 @@ pub(crate) async fn run(args: ImportArgs) -> anyhow::Result<()> {
         options.reimport = args.reimport;
         let result = import_file(&options, file).await;
         bar.finish_and_clear();
+        audit
+            .append(vec![trib_audit::AuditRecord {
+                actor: actor.clone(),
+                action: trib_audit::Action::Write,
+                purpose: trib_audit::Purpose::OPERATIONS,
+                resource: trib_audit::Resource::new("tributary import"),
+                subject: None,
+                outcome: if result.is_ok() {
+                    trib_audit::Outcome::Ok
+                } else {
+                    trib_audit::Outcome::Failed
+                },
+            }])
+            .await
+            .context("failed to record the import in the audit log")?;
         match result {
             Ok(report) => print_report(&report),
             Err(error) => {
@@ -112,6 +136,7 @@ pub(crate) async fn run(args: ImportArgs) -> anyhow::Result<()> {
     }
     events.close().await?;
     quarantine.close().await?;
+    tokio::task::spawn_blocking(move || audit.close()).await?;
     if failed > 0 {
         bail!("{failed} of {} files failed to import", args.files.len());
     }

@@ -2,9 +2,10 @@
 //!
 //! `serve` runs the HTTP API on the configured logs, `demo` runs it on a temporary directory and
 //! sends bundled sample data through it, `config check` validates a configuration file, and
-//! `events` reads the event log (or the quarantine) of a running server, and `keys` manages the
-//! API keys in the data directory.
+//! `events` reads the event log (or the quarantine) of a running server, `keys` manages the
+//! API keys in the data directory, and `audit` verifies and exports the audit log.
 
+mod audit;
 mod demo;
 mod events;
 mod identity;
@@ -66,6 +67,11 @@ enum Command {
         #[command(subcommand)]
         command: keys::KeysCommand,
     },
+    /// The audit log of every access to personal data: verify the chain, export it.
+    Audit {
+        #[command(subcommand)]
+        command: audit::AuditCommand,
+    },
     /// Probabilistic matching on CSV files: dedupe, generate labelled data, evaluate, review.
     Identity {
         #[command(subcommand)]
@@ -96,6 +102,7 @@ fn main() -> ExitCode {
         } => check_config(&file),
         Command::Schemas { command } => schemas::run(command),
         Command::Keys { command } => keys::run(command),
+        Command::Audit { command } => audit::run(command),
         Command::Identity { command } if !command.needs_server() => identity::run(command),
         command => runtime().and_then(|runtime| {
             runtime.block_on(async move {
@@ -107,7 +114,10 @@ fn main() -> ExitCode {
                     Command::Import(args) => import::run(args).await,
                     Command::Profiles { command } => profiles::run(command).await,
                     Command::Identity { command } => identity::run_server(command).await,
-                    Command::Config { .. } | Command::Schemas { .. } | Command::Keys { .. } => {
+                    Command::Config { .. }
+                    | Command::Schemas { .. }
+                    | Command::Keys { .. }
+                    | Command::Audit { .. } => {
                         unreachable!("synchronous commands are handled above")
                     }
                 }

@@ -3,7 +3,7 @@
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
-use crate::events::send_json;
+use crate::events::{http_client, send_json};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Connect {
@@ -13,6 +13,10 @@ pub(crate) struct Connect {
     /// The server's admin key, or an API key with the scope the command needs (`tributary keys`).
     #[arg(long, env = "TRIBUTARY_ADMIN_KEY", hide_env_values = true)]
     admin_key: String,
+    /// Why you read the data (a word such as `support` or `gdpr-request`), recorded with your
+    /// key in the server's audit log; the route's default purpose when absent.
+    #[arg(long, env = "TRIBUTARY_PURPOSE")]
+    purpose: Option<String>,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -89,11 +93,11 @@ fn split_pair(text: &str, what: &str) -> anyhow::Result<(String, String)> {
     }
 }
 
-fn client(connect: &Connect) -> (reqwest::Client, String) {
-    (
-        reqwest::Client::new(),
+fn client(connect: &Connect) -> anyhow::Result<(reqwest::Client, String)> {
+    Ok((
+        http_client(connect.purpose.as_deref())?,
         connect.url.trim_end_matches('/').to_owned(),
-    )
+    ))
 }
 
 pub(crate) async fn run(command: ProfilesCommand) -> anyhow::Result<()> {
@@ -106,7 +110,7 @@ pub(crate) async fn run(command: ProfilesCommand) -> anyhow::Result<()> {
             phone,
             identifier,
         } => {
-            let (http, base) = client(&connect);
+            let (http, base) = client(&connect)?;
             let request = match (id_or_email, email, user_id, phone, identifier) {
                 (Some(id), None, None, None, None) if id.starts_with("p_") => {
                     let url = format!("{base}/v1/profiles/{id}");
@@ -144,7 +148,7 @@ pub(crate) async fn run(command: ProfilesCommand) -> anyhow::Result<()> {
             cursor,
             limit,
         } => {
-            let (http, base) = client(&connect);
+            let (http, base) = client(&connect)?;
             let url = format!("{base}/v1/profiles");
             let mut query: Vec<(&str, String)> = vec![("limit", limit.to_string())];
             if let Some(since) = updated_since {
@@ -164,7 +168,7 @@ pub(crate) async fn run(command: ProfilesCommand) -> anyhow::Result<()> {
             println!("{}", json!({"next_cursor": page["next_cursor"]}));
         }
         ProfilesCommand::Events { connect, id, limit } => {
-            let (http, base) = client(&connect);
+            let (http, base) = client(&connect)?;
             let url = format!("{base}/v1/profiles/{id}/events");
             let page: Value = send_json(
                 http.get(&url)
@@ -178,7 +182,7 @@ pub(crate) async fn run(command: ProfilesCommand) -> anyhow::Result<()> {
             }
         }
         ProfilesCommand::Explain { connect, id } => {
-            let (http, base) = client(&connect);
+            let (http, base) = client(&connect)?;
             let url = format!("{base}/v1/profiles/{id}/explain");
             let page: Value =
                 send_json(http.get(&url).bearer_auth(&connect.admin_key), &url).await?;
@@ -209,7 +213,7 @@ pub(crate) async fn run(command: ProfilesCommand) -> anyhow::Result<()> {
                 }
                 _ => bail!("give --identifier or --event"),
             };
-            let (http, base) = client(&connect);
+            let (http, base) = client(&connect)?;
             let url = format!("{base}/v1/profiles/{id}/unmerge");
             let report: Value = send_json(
                 http.post(&url).json(&body).bearer_auth(&connect.admin_key),

@@ -8,6 +8,7 @@ use anyhow::Context;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use trib_audit::AuditLog;
 use trib_config::{Config, LogStorage, StoreConfig};
 use trib_identity::consumer::{ConsumerOptions, IdentityConsumer};
 use trib_identity::{Engine, Keyer};
@@ -97,6 +98,7 @@ pub(crate) struct Server {
     resolutions: Arc<dyn EventLog>,
     profiles: Arc<dyn ProfileStore>,
     identity: Arc<IdentityConsumer>,
+    audit: Arc<AuditLog>,
 }
 
 impl Server {
@@ -155,14 +157,22 @@ impl Server {
             .context("the identity setup task failed")??
         };
         let identity = Arc::new(identity);
-        let state = trib_api::AppState::new(config, logs, registry, metrics)?.with_profiles(
-            trib_api::ProfilesState {
+        let audit = Arc::new(
+            AuditLog::open_in_data_dir(&config.server.data_dir).with_context(|| {
+                format!(
+                    "failed to open the audit log in {}",
+                    config.server.data_dir.join(trib_audit::AUDIT_DIR).display()
+                )
+            })?,
+        );
+        let state = trib_api::AppState::new(config, logs, registry, metrics)?
+            .with_profiles(trib_api::ProfilesState {
                 store: profiles.clone(),
                 keyer,
                 rules,
                 consumer: Some(identity.clone()),
-            },
-        );
+            })
+            .with_audit(audit.clone());
         let listener = tokio::net::TcpListener::bind(config.server.listen)
             .await
             .with_context(|| format!("failed to listen on {}", config.server.listen))?;
@@ -185,6 +195,7 @@ impl Server {
             resolutions,
             profiles,
             identity,
+            audit,
         })
     }
 
@@ -205,7 +216,7 @@ impl Server {
     }
 
     /// Stops accepting connections, lets in-flight requests finish, then flushes and closes the
-    /// logs.
+    /// logs (the audit log included).
     pub(crate) async fn shutdown(self) -> anyhow::Result<()> {
         let _ = self.stop.send(());
         self.task.await.context("the server task failed")??;
@@ -214,6 +225,9 @@ impl Server {
             Ok(identity) => tokio::task::spawn_blocking(move || identity.stop()).await?,
             Err(_) => tracing::warn!("identity consumer still referenced at shutdown"),
         }
+        // Every request has been answered, so every audit entry is durable; release the files.
+        let audit = self.audit;
+        tokio::task::spawn_blocking(move || audit.close()).await?;
         self.events.close().await?;
         self.quarantine.close().await?;
         self.resolutions.close().await?;

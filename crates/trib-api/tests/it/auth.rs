@@ -290,6 +290,7 @@ async fn created_keys_work_and_revoked_keys_are_refused_within_a_second_without_
         method: axum::http::Method::GET,
         path: "/v1/events",
         access: Access::Scope(Scope::EventsRead),
+        audit: None,
     };
     let created = server.store.create("reader", &[Scope::EventsRead]).unwrap();
     let key = Credential::Bearer(created.key.expose().clone());

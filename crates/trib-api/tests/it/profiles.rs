@@ -38,10 +38,26 @@ fn matching_toml() -> String {
 }
 
 async fn start_with(extra_toml: &str) -> ProfileServer {
-    let dir = tempfile::tempdir().unwrap();
+    start_full(extra_toml, None).await
+}
+
+/// A server whose data directory is `dir`, recording accesses in `audit` when given.
+async fn start_full(
+    extra_toml: &str,
+    audit: Option<(tempfile::TempDir, Arc<trib_audit::AuditLog>)>,
+) -> ProfileServer {
+    let (dir, audit) = match audit {
+        Some((dir, log)) => (dir, Some(log)),
+        None => (tempfile::tempdir().unwrap(), None),
+    };
+    let data_dir_line = if audit.is_some() {
+        format!("data_dir = {:?}\n", dir.path().display().to_string())
+    } else {
+        String::new()
+    };
     let config = Config::from_toml_str(
         &format!(
-            "version = 1\n[server]\nadmin_key = \"{ADMIN_KEY}\"\n[[sources]]\nname = \"web\"\nwrite_key = \"{WRITE_KEY}\"\n[[sources]]\nname = \"crm\"\nwrite_key = \"wk_crm\"\n\
+            "version = 1\n[server]\n{data_dir_line}admin_key = \"{ADMIN_KEY}\"\n[[sources]]\nname = \"web\"\nwrite_key = \"{WRITE_KEY}\"\n[[sources]]\nname = \"crm\"\nwrite_key = \"wk_crm\"\n\
              [identity]\ntypes = [{{ name = \"user_id\", unique = true }}, {{ name = \"email\", traits = [\"email\"] }}, {{ name = \"anonymous_id\" }}]\n\
              [identity.traits]\nsource_priority = [\"crm\", \"web\"]\nrules = {{ first_name = \"source_priority\" }}\n{extra_toml}"
         ),
@@ -70,7 +86,7 @@ async fn start_with(extra_toml: &str) -> ProfileServer {
         .unwrap(),
     );
     let registry = Arc::new(std::sync::RwLock::new(trib_schema::Registry::empty()));
-    let state = trib_api::AppState::new(&config, logs, registry, None)
+    let mut state = trib_api::AppState::new(&config, logs, registry, None)
         .unwrap()
         .with_profiles(trib_api::ProfilesState {
             store,
@@ -78,6 +94,9 @@ async fn start_with(extra_toml: &str) -> ProfileServer {
             rules,
             consumer: Some(consumer.clone()),
         });
+    if let Some(log) = audit {
+        state = state.with_audit(log);
+    }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -379,4 +398,125 @@ async fn matching_over_http_merges_crm_duplicates_and_serves_the_review_queue() 
         .post("/v1/identity/review/999999", json!({"decision": "merge"}))
         .await;
     assert_eq!(status, 422, "{unknown}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reading_a_profile_is_recorded_with_the_key_id_and_profile_id_before_the_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = Arc::new(trib_audit::AuditLog::open_in_data_dir(dir.path()).unwrap());
+    let created = trib_api::keys::KeyStore::in_data_dir(dir.path())
+        .create("support-desk", &[trib_api::Scope::ProfilesRead])
+        .unwrap();
+    let key = created.key.expose().clone();
+    let data_dir = dir.path().to_owned();
+    let server = start_full("", Some((dir, audit.clone()))).await;
+    server
+        .send(
+            WRITE_KEY,
+            json!([{"type": "identify", "userId": "u-9",
+                    "traits": {"email": "grace@example.com"}, "timestamp": "2026-03-01T10:00:00Z"}]),
+        )
+        .await;
+    server.consumer.caught_up().await.unwrap();
+    let get = |path: String, purpose: Option<&'static str>| {
+        let mut request = server
+            .http
+            .get(format!("{}{path}", server.base))
+            .bearer_auth(&key);
+        if let Some(purpose) = purpose {
+            request = request.header(trib_api::PURPOSE_HEADER, purpose);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap())
+        }
+    };
+
+    let (status, found) = get("/v1/profiles/lookup?email=grace@example.com".into(), None).await;
+    assert_eq!(status, 200, "{found}");
+    let id = found["id"].as_str().unwrap().to_owned();
+    let (status, body) = get(format!("/v1/profiles/{id}"), Some("gdpr-request")).await;
+    assert_eq!(status, 200, "{body}");
+    // Free text as a purpose is refused, and nothing is released or recorded.
+    let (status, body) = get(format!("/v1/profiles/{id}"), Some("call grace back")).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("invalid_purpose"))
+    );
+
+    let segment = data_dir.join("audit/segment-00000000000000000001.ndjson");
+    let text = std::fs::read_to_string(&segment).unwrap();
+    assert!(
+        !text.contains("grace"),
+        "an identifier reached the audit log: {text}"
+    );
+    let entries: Vec<Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(entries.len(), 2, "{text}");
+    let actor = format!("key:{}", created.record.id);
+    assert_eq!(entries[0]["actor"], actor.as_str());
+    assert_eq!(entries[0]["resource"], "/v1/profiles/lookup");
+    assert_eq!(
+        entries[0]["subject"],
+        id.as_str(),
+        "the profile the lookup released"
+    );
+    assert_eq!(entries[0]["purpose"], "support");
+    assert_eq!(entries[1]["actor"], actor.as_str());
+    assert_eq!(entries[1]["action"], "read");
+    assert_eq!(entries[1]["resource"], "/v1/profiles/{id}");
+    assert_eq!(entries[1]["subject"], id.as_str());
+    assert_eq!(entries[1]["purpose"], "gdpr-request");
+    assert_eq!(entries[1]["outcome"], "status:200");
+    let report = trib_audit::verify_data_dir(&data_dir).unwrap();
+    assert!(report.is_intact(), "{report:?}");
+    assert_eq!(report.entries, 2);
+
+    // Unaudited routes are not recorded; the admin key is recorded as `admin`.
+    let (status, _) = server.get("/v1/schemas").await;
+    assert_eq!(status, 200);
+    let (status, _) = server.get(&format!("/v1/profiles/{id}/explain")).await;
+    assert_eq!(status, 200);
+    let text = std::fs::read_to_string(&segment).unwrap();
+    let last: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(text.lines().count(), 3);
+    assert_eq!(last["actor"], "admin");
+    assert_eq!(last["resource"], "/v1/profiles/{id}/explain");
+
+    // When the access cannot be recorded, the data is not released.
+    audit.close();
+    let (status, body) = get(format!("/v1/profiles/{id}"), None).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (503, Some("audit_unavailable")),
+        "{body}"
+    );
+    assert!(body.get("traits").is_none());
+}
+
+#[test]
+fn every_route_reading_or_writing_personal_data_is_audited() {
+    for route in trib_api::routes() {
+        let personal = [
+            "/v1/profiles",
+            "/v1/identity",
+            "/v1/imports",
+            "/v1/quarantine/replay",
+        ]
+        .iter()
+        .any(|prefix| route.path.starts_with(prefix))
+            || route.path == "/v1/events"
+            || route.path == "/v1/quarantine";
+        assert_eq!(
+            route.audit.is_some(),
+            personal,
+            "{} {}: audit policy {:?}",
+            route.method,
+            route.path,
+            route.audit
+        );
+    }
 }

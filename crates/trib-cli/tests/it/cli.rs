@@ -442,6 +442,107 @@ fn keys_create_list_revoke_against_a_running_server() {
 }
 
 #[test]
+fn audit_verify_passes_on_recorded_reads_and_names_the_seq_of_an_edited_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let mut server = ServerProcess::start(&data_dir);
+    let client = reqwest::blocking::Client::new();
+    let response = client
+        .post(server.url("/v1/track"))
+        .basic_auth(WRITE_KEY, None::<&str>)
+        .body(r#"{"userId":"u-1","event":"Signed Up","messageId":"m-audit-1"}"#)
+        .send()
+        .unwrap();
+    assert!(response.status().is_success());
+    // A CLI read through the server is recorded with its key and the purpose it names.
+    let output = tributary()
+        .args([
+            "events",
+            "list",
+            "--url",
+            &server.url(""),
+            "--admin-key",
+            ADMIN_KEY,
+        ])
+        .args(["--purpose", "incident-42"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(server.stop_gracefully().success());
+
+    let data_dir_arg = data_dir.display().to_string();
+    let verify = || {
+        tributary()
+            .args(["audit", "verify", "--data-dir", &data_dir_arg])
+            .output()
+            .unwrap()
+    };
+    let output = verify();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("intact"), "{stdout}");
+    let segment = data_dir.join("audit/segment-00000000000000000001.ndjson");
+    let text = std::fs::read_to_string(&segment).unwrap();
+    let entries: Vec<serde_json::Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert!(entries.len() >= 2, "{text}");
+    for entry in &entries {
+        assert_eq!(entry["actor"], "admin");
+        assert_eq!(entry["resource"], "/v1/events");
+        assert_eq!(entry["purpose"], "incident-42");
+    }
+
+    // An export carries the entries and a summary with the head.
+    let export = dir.path().join("audit-export.ndjson");
+    let output = tributary()
+        .args(["audit", "export", "--data-dir", &data_dir_arg, "--out"])
+        .arg(&export)
+        .args(["--from", "2000-01-01T00:00:00Z"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let exported = std::fs::read_to_string(&export).unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_str(exported.lines().last().unwrap()).unwrap();
+    assert_eq!(exported.lines().count(), entries.len() + 1);
+    assert_eq!(summary["summary"]["intact"], true);
+    assert_eq!(summary["summary"]["head"]["seq"], entries.len());
+
+    // Editing the second entry's outcome breaks the chain there.
+    let edited: Vec<String> = text
+        .lines()
+        .enumerate()
+        .map(|(index, line)| {
+            if index == 1 {
+                line.replace("status:200", "status:404")
+            } else {
+                line.to_owned()
+            }
+        })
+        .collect();
+    std::fs::write(&segment, edited.join("\n") + "\n").unwrap();
+    let output = verify();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("not intact at seq 2:"), "{stderr}");
+    assert!(stderr.contains("mac does not match"), "{stderr}");
+}
+
+#[test]
 fn keys_rotate_adds_a_master_key_version_and_rewraps_while_the_store_is_open() {
     use std::sync::Arc;
     use trib_privacy::{BlindIndex, KeyStore, KeyStoreOptions, MasterKeyring, Opened, Sealer};
