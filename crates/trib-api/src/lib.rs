@@ -31,6 +31,9 @@
 //! | GET | `/v1/events`, `/v1/events/partitions` | `events:read` |
 //! | GET | `/v1/quarantine`, `/v1/quarantine/partitions` | `quarantine:read` |
 //! | POST | `/v1/quarantine/replay` | `quarantine:write` |
+//! | GET | `/v1/privacy/consent/{id}`, `/v1/privacy/consent/lookup`, `/v1/privacy/suppressions` | `consent:read` |
+//! | POST | `/v1/privacy/consent`, `/v1/privacy/suppressions` | `consent:write` |
+//! | DELETE | `/v1/privacy/suppressions` | `consent:write` |
 //! | GET | `/metrics` | `metrics:read` |
 //! | GET | `/healthz`, `/readyz` | open |
 //!
@@ -46,6 +49,7 @@ mod error;
 mod imports;
 mod ingest;
 pub mod keys;
+mod privacy;
 mod profiles;
 mod quarantine;
 mod schemas;
@@ -61,7 +65,7 @@ use axum::extract::Request;
 use axum::handler::Handler;
 use axum::http::Method;
 use axum::middleware::{self, Next};
-use axum::routing::{MethodRouter, get, post};
+use axum::routing::{MethodRouter, delete, get, post};
 use trib_config::Config;
 use trib_log::EventLog;
 use trib_pipeline::{Gates, SharedRegistry};
@@ -69,6 +73,7 @@ use trib_sources::webhook::WebhookSource;
 
 pub use error::ApiError;
 pub use keys::Scope;
+pub use privacy::ConsentState;
 pub use profiles::ProfilesState;
 pub use telemetry::install_metrics_recorder;
 
@@ -106,6 +111,7 @@ pub struct AppState {
     imports: imports::Imports,
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     profiles: Option<ProfilesState>,
+    consent: Option<ConsentState>,
 }
 
 impl AppState {
@@ -161,12 +167,19 @@ impl AppState {
             imports: imports::Imports::new(config.server.data_dir.join("imports"), mappings),
             metrics,
             profiles: None,
+            consent: None,
         })
     }
 
     /// Enables the profile routes over a profile store.
     pub fn with_profiles(mut self, profiles: ProfilesState) -> Self {
         self.profiles = Some(profiles);
+        self
+    }
+
+    /// Enables the privacy routes (consent and suppression) over a consent ledger.
+    pub fn with_consent(mut self, consent: ConsentState) -> Self {
+        self.consent = Some(consent);
         self
     }
 }
@@ -236,12 +249,27 @@ where
     }
 }
 
+fn on_delete<H, T>(path: &'static str, access: Access, handler: H) -> Route
+where
+    H: Handler<T, Arc<AppState>>,
+    T: 'static,
+{
+    Route {
+        info: RouteInfo {
+            method: Method::DELETE,
+            path,
+            access,
+        },
+        handler: delete(handler),
+    }
+}
+
 /// The route table: every route, its handler and its [`Access`]. Add routes here only.
 fn table() -> Vec<Route> {
     use Access::{Open, WebhookSignature, WriteKey};
     use Scope::{
-        EventsRead, ImportsWrite, MetricsRead, ProfilesRead, ProfilesWrite, QuarantineRead,
-        QuarantineWrite, SchemasRead, SchemasWrite,
+        ConsentRead, ConsentWrite, EventsRead, ImportsWrite, MetricsRead, ProfilesRead,
+        ProfilesWrite, QuarantineRead, QuarantineWrite, SchemasRead, SchemasWrite,
     };
     let scope = Access::Scope;
     vec![
@@ -307,6 +335,32 @@ fn table() -> Vec<Route> {
             "/v1/identity/review/{item}",
             scope(ProfilesWrite),
             profiles::decide,
+        ),
+        on_get(
+            "/v1/privacy/consent/lookup",
+            scope(ConsentRead),
+            privacy::lookup,
+        ),
+        on_get(
+            "/v1/privacy/consent/{id}",
+            scope(ConsentRead),
+            privacy::show,
+        ),
+        on_post("/v1/privacy/consent", scope(ConsentWrite), privacy::record),
+        on_get(
+            "/v1/privacy/suppressions",
+            scope(ConsentRead),
+            privacy::list_suppressions,
+        ),
+        on_post(
+            "/v1/privacy/suppressions",
+            scope(ConsentWrite),
+            privacy::suppress,
+        ),
+        on_delete(
+            "/v1/privacy/suppressions",
+            scope(ConsentWrite),
+            privacy::unsuppress,
         ),
         on_get("/v1/events", scope(EventsRead), admin::list_events),
         on_get(

@@ -230,7 +230,8 @@ impl RawPrivacy {
                             String::new()
                         }
                         Some(name) => {
-                            if let Some(message) = trib_consent::rules::purpose_name_problem(&name) {
+                            if let Some(message) = trib_consent::rules::purpose_name_problem(&name)
+                            {
                                 problems.push(&path.join("name"), message);
                             } else if let Some(first) = seen.get(&name) {
                                 problems.push(
@@ -251,10 +252,12 @@ impl RawPrivacy {
                             );
                             LegalBasis::Consent
                         }
-                        Some(text) => text.parse().unwrap_or_else(|error: trib_consent::rules::UnknownLegalBasis| {
-                            problems.push(&path.join("legal_basis"), error.to_string());
-                            LegalBasis::Consent
-                        }),
+                        Some(text) => text.parse().unwrap_or_else(
+                            |error: trib_consent::rules::UnknownLegalBasis| {
+                                problems.push(&path.join("legal_basis"), error.to_string());
+                                LegalBasis::Consent
+                            },
+                        ),
                     };
                     let basis_note = raw.basis_note.filter(|note| !note.trim().is_empty());
                     if legal_basis != LegalBasis::Consent && basis_note.is_none() {

@@ -650,7 +650,10 @@ fn privacy_defaults_to_three_purposes_that_need_consent() {
             .all(|purpose| purpose.legal_basis == trib_consent::LegalBasis::Consent)
     );
     assert_eq!(config.privacy.consent_event.name, "Consent Updated");
-    assert_eq!(config.privacy.consent_event.status_path, "properties.status");
+    assert_eq!(
+        config.privacy.consent_event.status_path,
+        "properties.status"
+    );
 }
 
 #[test]
@@ -676,7 +679,10 @@ fn privacy_purposes_categories_and_consent_event_are_read() {
     assert_eq!(privacy.purposes.len(), 2);
     let receipts = privacy.purpose("receipts").unwrap();
     assert_eq!(receipts.legal_basis, trib_consent::LegalBasis::Contract);
-    assert_eq!(receipts.basis_note.as_deref(), Some("terms of sale, section 4"));
+    assert_eq!(
+        receipts.basis_note.as_deref(),
+        Some("terms of sale, section 4")
+    );
     assert_eq!(
         privacy
             .purpose_of_category("Advertising")

@@ -328,6 +328,29 @@ impl Ledger {
         Ok(None)
     }
 
+    /// Every suppression of these identifier keys.
+    pub fn suppressions_of(&self, keys: &[IdentKey]) -> Result<Vec<Suppression>, ConsentError> {
+        let connection = self.lock();
+        let mut statement = connection
+            .prepare_cached(
+                "SELECT ident_key, scope, reason, at_ms, source FROM suppressions \
+                 WHERE ident_key = ?1 ORDER BY rowid",
+            )
+            .map_err(ConsentError::sqlite("read suppressions"))?;
+        let mut found = Vec::new();
+        for key in keys {
+            let rows = statement
+                .query_map(params![&key.0[..]], raw_suppression)
+                .map_err(ConsentError::sqlite("read suppressions"))?;
+            for row in rows {
+                found.push(decode_suppression(
+                    row.map_err(ConsentError::sqlite("read suppressions"))?,
+                )?);
+            }
+        }
+        Ok(found)
+    }
+
     /// Suppressions in the order they were first added, after `cursor` (a position returned
     /// with an earlier page), at most `limit`; each with its position.
     pub fn suppressions(
