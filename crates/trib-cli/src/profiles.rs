@@ -75,7 +75,20 @@ pub(crate) enum ProfilesCommand {
     },
 }
 
-fn split_pair(text: &str, what: &str) -> anyhow::Result<(String, String)> {
+impl Connect {
+    /// A request to `path` on the server, authenticated with the key, and its URL.
+    pub(crate) fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+    ) -> (reqwest::RequestBuilder, String) {
+        let (http, base) = client(self);
+        let url = format!("{base}{path}");
+        (http.request(method, &url).bearer_auth(&self.admin_key), url)
+    }
+}
+
+pub(crate) fn split_pair(text: &str, what: &str) -> anyhow::Result<(String, String)> {
     match text.split_once(':') {
         Some((a, b)) if !a.is_empty() && !b.is_empty() => Ok((a.to_owned(), b.to_owned())),
         _ => bail!(
