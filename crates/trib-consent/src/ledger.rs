@@ -243,13 +243,12 @@ impl Ledger {
         let connection = self.lock();
         let mut latest: Option<Entry> = None;
         for key in keys {
-            if let Some(entry) = latest_before(&connection, key, purpose, i64::MAX)? {
-                if latest
+            if let Some(entry) = latest_before(&connection, key, purpose, i64::MAX)?
+                && latest
                     .as_ref()
                     .is_none_or(|best| (entry.at_ms, entry.seq) > (best.at_ms, best.seq))
-                {
-                    latest = Some(entry);
-                }
+            {
+                latest = Some(entry);
             }
         }
         Ok(latest)

@@ -45,7 +45,7 @@ async fn start() -> PrivacyServer {
         resolutions: Arc::new(MemoryLog::new(1)),
     };
     let store: Arc<dyn ProfileStore> = Arc::new(
-        trib_store::SqliteStore::open(&dir.path().join("profiles"), Default::default()).unwrap(),
+        trib_store::SqliteStore::open(dir.path().join("profiles"), Default::default()).unwrap(),
     );
     let keyer = Keyer::load_or_create(dir.path()).unwrap();
     let identity_rules = Arc::new(config.identity.clone());
