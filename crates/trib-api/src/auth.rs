@@ -105,17 +105,7 @@ pub(crate) fn require(
     headers: &HeaderMap,
     scope: Scope,
 ) -> Result<Principal, ApiError> {
-    let presented = match headers
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-    {
-        Some(value) if value.len() > 7 && value[..7].eq_ignore_ascii_case("bearer ") => {
-            Some(value[7..].trim().to_owned())
-        }
-        Some(_) => basic_user(headers)?,
-        None => None,
-    };
-    let Some(presented) = presented.filter(|key| !key.is_empty()) else {
+    let Some(presented) = presented_key(headers)? else {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "missing_api_key",
@@ -139,6 +129,34 @@ pub(crate) fn require(
             "insufficient_scope",
             format!("the API key lacks the `{scope}` scope this endpoint needs"),
         ))
+    }
+}
+
+/// The API key presented in `Authorization` (Bearer, or the Basic user name), if any.
+fn presented_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let presented = match headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+    {
+        Some(value) if value.len() > 7 && value[..7].eq_ignore_ascii_case("bearer ") => {
+            Some(value[7..].trim().to_owned())
+        }
+        Some(_) => basic_user(headers)?,
+        None => None,
+    };
+    Ok(presented.filter(|key| !key.is_empty()))
+}
+
+/// The id of the API key that authenticated a request, for provenance (`api:<key id>`): the
+/// id part of `tk_<id>_<secret>`, or `admin` for the configured admin key. Never the secret.
+/// Call it only on routes whose scope layer already accepted the key.
+pub(crate) fn caller_key_id(headers: &HeaderMap) -> String {
+    match presented_key(headers) {
+        Ok(Some(key)) => key
+            .strip_prefix("tk_")
+            .and_then(|rest| rest.split_once('_'))
+            .map_or_else(|| "admin".to_owned(), |(id, _)| id.to_owned()),
+        _ => "unknown".to_owned(),
     }
 }
 

@@ -65,6 +65,10 @@ pub enum Scope {
     ProfilesWrite,
     /// Erase a person's data (reserved for the erasure endpoint).
     PrivacyErase,
+    /// Read consent history and suppression lists (`GET /v1/privacy/...`).
+    ConsentRead,
+    /// Record consent, add and remove suppressions.
+    ConsentWrite,
     /// Scrape `GET /metrics`.
     MetricsRead,
     /// Every scope.
@@ -73,7 +77,7 @@ pub enum Scope {
 
 impl Scope {
     /// Every scope, in a stable order.
-    pub const ALL: [Scope; 11] = [
+    pub const ALL: [Scope; 13] = [
         Scope::EventsRead,
         Scope::QuarantineRead,
         Scope::QuarantineWrite,
@@ -83,6 +87,8 @@ impl Scope {
         Scope::ProfilesRead,
         Scope::ProfilesWrite,
         Scope::PrivacyErase,
+        Scope::ConsentRead,
+        Scope::ConsentWrite,
         Scope::MetricsRead,
         Scope::Admin,
     ];
@@ -99,6 +105,8 @@ impl Scope {
             Scope::ProfilesRead => "profiles:read",
             Scope::ProfilesWrite => "profiles:write",
             Scope::PrivacyErase => "privacy:erase",
+            Scope::ConsentRead => "consent:read",
+            Scope::ConsentWrite => "consent:write",
             Scope::MetricsRead => "metrics:read",
             Scope::Admin => "admin",
         }

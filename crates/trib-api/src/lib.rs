@@ -31,6 +31,9 @@
 //! | GET | `/v1/events`, `/v1/events/partitions` | `events:read` |
 //! | GET | `/v1/quarantine`, `/v1/quarantine/partitions` | `quarantine:read` |
 //! | POST | `/v1/quarantine/replay` | `quarantine:write` |
+//! | GET | `/v1/privacy/consent/{id}`, `/v1/privacy/consent/lookup`, `/v1/privacy/suppressions` | `consent:read` |
+//! | POST | `/v1/privacy/consent`, `/v1/privacy/suppressions` | `consent:write` |
+//! | DELETE | `/v1/privacy/suppressions` | `consent:write` |
 //! | GET | `/metrics` | `metrics:read` |
 //! | GET | `/healthz`, `/readyz` | open |
 //!
@@ -47,6 +50,7 @@ mod error;
 mod imports;
 mod ingest;
 pub mod keys;
+mod privacy;
 mod profiles;
 mod quarantine;
 mod schemas;
@@ -62,7 +66,7 @@ use axum::extract::Request;
 use axum::handler::Handler;
 use axum::http::Method;
 use axum::middleware::{self, Next};
-use axum::routing::{MethodRouter, get, post};
+use axum::routing::{MethodRouter, delete, get, post};
 use trib_config::Config;
 use trib_log::EventLog;
 use trib_pipeline::{Gates, SharedRegistry};
@@ -71,6 +75,7 @@ use trib_sources::webhook::WebhookSource;
 pub use audit::{Audited, PURPOSE_HEADER};
 pub use error::ApiError;
 pub use keys::{Principal, Scope};
+pub use privacy::ConsentState;
 pub use profiles::ProfilesState;
 pub use telemetry::install_metrics_recorder;
 
@@ -109,6 +114,7 @@ pub struct AppState {
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     profiles: Option<ProfilesState>,
     audit: Option<Arc<trib_audit::AuditLog>>,
+    consent: Option<ConsentState>,
 }
 
 impl AppState {
@@ -165,6 +171,7 @@ impl AppState {
             metrics,
             profiles: None,
             audit: None,
+            consent: None,
         })
     }
 
@@ -178,6 +185,12 @@ impl AppState {
     /// before answering; without it nothing is recorded.
     pub fn with_audit(mut self, log: Arc<trib_audit::AuditLog>) -> Self {
         self.audit = Some(log);
+        self
+    }
+
+    /// Enables the privacy routes (consent and suppression) over a consent ledger.
+    pub fn with_consent(mut self, consent: ConsentState) -> Self {
+        self.consent = Some(consent);
         self
     }
 }
@@ -264,12 +277,28 @@ where
     }
 }
 
+fn on_delete<H, T>(path: &'static str, access: Access, handler: H) -> Route
+where
+    H: Handler<T, Arc<AppState>>,
+    T: 'static,
+{
+    Route {
+        info: RouteInfo {
+            method: Method::DELETE,
+            path,
+            access,
+            audit: None,
+        },
+        handler: delete(handler),
+    }
+}
+
 /// The route table: every route, its handler and its [`Access`]. Add routes here only.
 fn table() -> Vec<Route> {
     use Access::{Open, WebhookSignature, WriteKey};
     use Scope::{
-        EventsRead, ImportsWrite, MetricsRead, ProfilesRead, ProfilesWrite, QuarantineRead,
-        QuarantineWrite, SchemasRead, SchemasWrite,
+        ConsentRead, ConsentWrite, EventsRead, ImportsWrite, MetricsRead, ProfilesRead,
+        ProfilesWrite, QuarantineRead, QuarantineWrite, SchemasRead, SchemasWrite,
     };
     use trib_audit::Action::{Read, Write};
     use trib_audit::Purpose;
@@ -348,6 +377,38 @@ fn table() -> Vec<Route> {
             profiles::decide,
         )
         .audited(Write, Purpose::SUPPORT),
+        on_get(
+            "/v1/privacy/consent/lookup",
+            scope(ConsentRead),
+            privacy::lookup,
+        )
+        .audited(Read, Purpose::SUPPORT),
+        on_get(
+            "/v1/privacy/consent/{id}",
+            scope(ConsentRead),
+            privacy::show,
+        )
+        .audited(Read, Purpose::SUPPORT),
+        on_post("/v1/privacy/consent", scope(ConsentWrite), privacy::record)
+            .audited(Write, Purpose::SUPPORT),
+        on_get(
+            "/v1/privacy/suppressions",
+            scope(ConsentRead),
+            privacy::list_suppressions,
+        )
+        .audited(Read, Purpose::OPERATIONS),
+        on_post(
+            "/v1/privacy/suppressions",
+            scope(ConsentWrite),
+            privacy::suppress,
+        )
+        .audited(Write, Purpose::OPERATIONS),
+        on_delete(
+            "/v1/privacy/suppressions",
+            scope(ConsentWrite),
+            privacy::unsuppress,
+        )
+        .audited(Write, Purpose::OPERATIONS),
         on_get("/v1/events", scope(EventsRead), admin::list_events)
             .audited(Read, Purpose::OPERATIONS),
         on_get(

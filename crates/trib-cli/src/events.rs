@@ -27,7 +27,11 @@ pub(crate) struct ConnectArgs {
     admin_key: String,
     /// Why you read the data (a word such as `support` or `gdpr-request`), recorded with your
     /// key in the server's audit log; the route's default purpose when absent.
-    #[arg(long, env = "TRIBUTARY_PURPOSE")]
+    #[arg(
+        long = "access-purpose",
+        id = "access_purpose",
+        env = "TRIBUTARY_PURPOSE"
+    )]
     purpose: Option<String>,
     /// Read the quarantine (rejected messages and why) instead of the event log.
     #[arg(long)]
@@ -297,7 +301,7 @@ pub(crate) fn http_client(purpose: Option<&str>) -> anyhow::Result<reqwest::Clie
     let mut headers = reqwest::header::HeaderMap::new();
     if let Some(purpose) = purpose {
         let value = reqwest::header::HeaderValue::from_str(purpose)
-            .context("--purpose must be a word such as `support`")?;
+            .context("--access-purpose must be a word such as `support`")?;
         headers.insert("x-tributary-purpose", value);
     }
     Ok(reqwest::Client::builder()

@@ -11,6 +11,7 @@ mod events;
 mod identity;
 mod import;
 mod keys;
+mod privacy;
 mod profiles;
 mod schemas;
 mod serve;
@@ -60,6 +61,12 @@ enum Command {
     Profiles {
         #[command(subcommand)]
         command: profiles::ProfilesCommand,
+    },
+    /// Consent and suppression of a running server: a person's consent history, recording
+    /// consent, suppressing and lifting suppressions.
+    Privacy {
+        #[command(subcommand)]
+        command: privacy::PrivacyCommand,
     },
     /// API keys with scopes for the admin endpoints (create, list, revoke), and master key
     /// rotation for encryption at rest (rotate).
@@ -113,6 +120,7 @@ fn main() -> ExitCode {
                     Command::Quarantine { command } => events::run_quarantine(command).await,
                     Command::Import(args) => import::run(args).await,
                     Command::Profiles { command } => profiles::run(command).await,
+                    Command::Privacy { command } => privacy::run(command).await,
                     Command::Identity { command } => identity::run_server(command).await,
                     Command::Config { .. }
                     | Command::Schemas { .. }

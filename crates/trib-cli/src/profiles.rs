@@ -15,7 +15,11 @@ pub(crate) struct Connect {
     admin_key: String,
     /// Why you read the data (a word such as `support` or `gdpr-request`), recorded with your
     /// key in the server's audit log; the route's default purpose when absent.
-    #[arg(long, env = "TRIBUTARY_PURPOSE")]
+    #[arg(
+        long = "access-purpose",
+        id = "access_purpose",
+        env = "TRIBUTARY_PURPOSE"
+    )]
     purpose: Option<String>,
 }
 
@@ -79,7 +83,20 @@ pub(crate) enum ProfilesCommand {
     },
 }
 
-fn split_pair(text: &str, what: &str) -> anyhow::Result<(String, String)> {
+impl Connect {
+    /// A request to `path` on the server, authenticated with the key, and its URL.
+    pub(crate) fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+    ) -> anyhow::Result<(reqwest::RequestBuilder, String)> {
+        let (http, base) = client(self)?;
+        let url = format!("{base}{path}");
+        Ok((http.request(method, &url).bearer_auth(&self.admin_key), url))
+    }
+}
+
+pub(crate) fn split_pair(text: &str, what: &str) -> anyhow::Result<(String, String)> {
     match text.split_once(':') {
         Some((a, b)) if !a.is_empty() && !b.is_empty() => Ok((a.to_owned(), b.to_owned())),
         _ => bail!(

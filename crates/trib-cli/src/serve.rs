@@ -10,6 +10,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use trib_audit::AuditLog;
 use trib_config::{Config, LogStorage, StoreConfig};
+use trib_consent::{ConsentConsumer, ConsentReader, Ledger};
 use trib_identity::consumer::{ConsumerOptions, IdentityConsumer};
 use trib_identity::{Engine, Keyer};
 use trib_log::{
@@ -99,6 +100,7 @@ pub(crate) struct Server {
     profiles: Arc<dyn ProfileStore>,
     identity: Arc<IdentityConsumer>,
     audit: Arc<AuditLog>,
+    consent: ConsentConsumer,
 }
 
 impl Server {
@@ -165,14 +167,38 @@ impl Server {
                 )
             })?,
         );
+        // The consent ledger beside the identity consumer: it reads the same event log, keys
+        // consent by the same identifier keys, and commits its offsets in consent.db.
+        let privacy_rules = Arc::new(config.privacy.clone());
+        let ledger = {
+            let data_dir = config.server.data_dir.clone();
+            tokio::task::spawn_blocking(move || Ledger::open_in(&data_dir))
+                .await
+                .context("the consent ledger task failed")?
+                .context("failed to open the consent ledger")?
+        };
+        let ledger = Arc::new(ledger);
+        let consent = ConsentConsumer::spawn(
+            events.clone(),
+            ledger.clone(),
+            ConsentReader::new(keyer.clone(), rules.clone(), privacy_rules.clone()),
+            trib_consent::ConsumerOptions::default(),
+            tokio::runtime::Handle::current(),
+        )
+        .context("failed to start the consent consumer")?;
         let state = trib_api::AppState::new(config, logs, registry, metrics)?
             .with_profiles(trib_api::ProfilesState {
                 store: profiles.clone(),
-                keyer,
+                keyer: keyer.clone(),
                 rules,
                 consumer: Some(identity.clone()),
             })
-            .with_audit(audit.clone());
+            .with_audit(audit.clone())
+            .with_consent(trib_api::ConsentState {
+                ledger,
+                keyer,
+                rules: privacy_rules,
+            });
         let listener = tokio::net::TcpListener::bind(config.server.listen)
             .await
             .with_context(|| format!("failed to listen on {}", config.server.listen))?;
@@ -196,6 +222,7 @@ impl Server {
             profiles,
             identity,
             audit,
+            consent,
         })
     }
 
@@ -221,6 +248,8 @@ impl Server {
         let _ = self.stop.send(());
         self.task.await.context("the server task failed")??;
         // The API held the other reference to the consumer; stopping it finishes its round.
+        let consent = self.consent;
+        tokio::task::spawn_blocking(move || consent.stop()).await?;
         match Arc::try_unwrap(self.identity) {
             Ok(identity) => tokio::task::spawn_blocking(move || identity.stop()).await?,
             Err(_) => tracing::warn!("identity consumer still referenced at shutdown"),

@@ -41,6 +41,10 @@ pub struct Config {
     pub identity: trib_identity::IdentityRules,
     /// `[store]`: where golden profiles live.
     pub store: StoreConfig,
+    /// `[privacy]`: declared purposes and their legal basis, Segment consent categories, the
+    /// consent event (see [`trib_consent::rules`]). Absent: `email_marketing`,
+    /// `personalization` and `analytics`, each needing consent.
+    pub privacy: trib_consent::PrivacyRules,
 }
 
 /// The `[store]` table: the profile store.

@@ -143,6 +143,7 @@ impl Config {
             )],
             identity: trib_identity::IdentityRules::default(),
             store: crate::config::StoreConfig::default(),
+            privacy: trib_consent::PrivacyRules::default(),
         };
         Ok((config, generated))
     }

@@ -43,6 +43,33 @@ pub(crate) struct RawConfig {
     identity: trib_identity::IdentityConfig,
     #[serde(default)]
     store: RawStore,
+    #[serde(default)]
+    privacy: RawPrivacy,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPrivacy {
+    purposes: Option<Vec<RawPurpose>>,
+    segment_categories: Option<BTreeMap<String, String>>,
+    consent_event: Option<RawConsentEvent>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPurpose {
+    name: Option<String>,
+    legal_basis: Option<String>,
+    basis_note: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConsentEvent {
+    name: Option<String>,
+    purpose: Option<String>,
+    status: Option<String>,
+    proof: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -159,11 +186,13 @@ impl RawConfig {
             }
         };
         let store = self.store.validate(&mut problems);
+        let privacy = self.privacy.validate(&mut problems);
 
         if let (true, Some(identity)) = (problems.problems.is_empty(), identity) {
             Ok(Config {
                 identity,
                 store,
+                privacy,
                 server,
                 ingest,
                 log,
@@ -174,6 +203,120 @@ impl RawConfig {
             })
         } else {
             Err(problems.problems)
+        }
+    }
+}
+
+impl RawPrivacy {
+    fn validate(self, problems: &mut Problems<'_>) -> trib_consent::PrivacyRules {
+        use trib_consent::{LegalBasis, PrivacyRules, Purpose};
+        let table = TomlPath::key("privacy");
+        let defaults = PrivacyRules::default();
+
+        let purposes = match self.purposes {
+            None => defaults.purposes,
+            Some(raw_purposes) => {
+                let list = table.join("purposes");
+                if raw_purposes.is_empty() {
+                    problems.push(&list, "at least one purpose is required");
+                }
+                let mut seen: HashMap<String, usize> = HashMap::new();
+                let mut purposes = Vec::with_capacity(raw_purposes.len());
+                for (index, raw) in raw_purposes.into_iter().enumerate() {
+                    let path = list.at(index);
+                    let name = match raw.name {
+                        None => {
+                            problems.push(&path.join("name"), "required");
+                            String::new()
+                        }
+                        Some(name) => {
+                            if let Some(message) = trib_consent::rules::purpose_name_problem(&name)
+                            {
+                                problems.push(&path.join("name"), message);
+                            } else if let Some(first) = seen.get(&name) {
+                                problems.push(
+                                    &path.join("name"),
+                                    format!("duplicate purpose {name:?} (also privacy.purposes[{first}])"),
+                                );
+                            } else {
+                                seen.insert(name.clone(), index);
+                            }
+                            name
+                        }
+                    };
+                    let legal_basis = match raw.legal_basis.as_deref() {
+                        None => {
+                            problems.push(
+                                &path.join("legal_basis"),
+                                "required: \"consent\", or another basis with a basis_note",
+                            );
+                            LegalBasis::Consent
+                        }
+                        Some(text) => text.parse().unwrap_or_else(
+                            |error: trib_consent::rules::UnknownLegalBasis| {
+                                problems.push(&path.join("legal_basis"), error.to_string());
+                                LegalBasis::Consent
+                            },
+                        ),
+                    };
+                    let basis_note = raw.basis_note.filter(|note| !note.trim().is_empty());
+                    if legal_basis != LegalBasis::Consent && basis_note.is_none() {
+                        problems.push(
+                            &path.join("basis_note"),
+                            format!(
+                                "required with legal_basis = \"{legal_basis}\": say where the basis is documented, since this purpose is permitted without consent"
+                            ),
+                        );
+                    }
+                    purposes.push(Purpose {
+                        name,
+                        legal_basis,
+                        basis_note,
+                    });
+                }
+                purposes
+            }
+        };
+
+        let mut segment_categories = BTreeMap::new();
+        for (category, purpose) in self.segment_categories.unwrap_or_default() {
+            let path = table.join("segment_categories").join(&category);
+            if !purposes.iter().any(|declared| declared.name == purpose) {
+                problems.push(
+                    &path,
+                    format!("{purpose:?} is not a declared purpose (privacy.purposes)"),
+                );
+            }
+            segment_categories.insert(category, purpose);
+        }
+
+        let mut consent_event = defaults.consent_event;
+        if let Some(raw) = self.consent_event {
+            let event_table = table.join("consent_event");
+            if let Some(name) = raw.name {
+                if name.trim().is_empty() {
+                    problems.push(&event_table.join("name"), "must not be empty");
+                }
+                consent_event.name = name;
+            }
+            for (key, given, target) in [
+                ("purpose", raw.purpose, &mut consent_event.purpose_path),
+                ("status", raw.status, &mut consent_event.status_path),
+                ("proof", raw.proof, &mut consent_event.proof_path),
+            ] {
+                if let Some(path) = given {
+                    if let Some(message) = field_path_problem(&path, false) {
+                        problems.push(&event_table.join(key), message);
+                    }
+                    *target = path;
+                }
+            }
+        }
+
+        PrivacyRules {
+            purposes,
+            segment_categories,
+            consent_event,
         }
     }
 }

@@ -138,6 +138,7 @@ fn every_key_is_read() {
             ),
         ],
         identity: trib_identity::IdentityRules::default(),
+        privacy: trib_consent::PrivacyRules::default(),
         store: StoreConfig::default(),
     };
     assert_eq!(config.server, expected.server);
@@ -629,4 +630,116 @@ fn source_keys(sources: &[SourceConfig]) -> Vec<(&str, &str)> {
         .iter()
         .map(|source| (source.name.as_str(), source.write_key.expose().as_str()))
         .collect()
+}
+
+#[test]
+fn privacy_defaults_to_three_purposes_that_need_consent() {
+    let config = check_ok(MINIMAL);
+    let names: Vec<&str> = config
+        .privacy
+        .purposes
+        .iter()
+        .map(|purpose| purpose.name.as_str())
+        .collect();
+    assert_eq!(names, ["email_marketing", "personalization", "analytics"]);
+    assert!(
+        config
+            .privacy
+            .purposes
+            .iter()
+            .all(|purpose| purpose.legal_basis == trib_consent::LegalBasis::Consent)
+    );
+    assert_eq!(config.privacy.consent_event.name, "Consent Updated");
+    assert_eq!(
+        config.privacy.consent_event.status_path,
+        "properties.status"
+    );
+}
+
+#[test]
+fn privacy_purposes_categories_and_consent_event_are_read() {
+    let config = check_ok(&with_source(
+        r#"
+        version = 1
+        [[privacy.purposes]]
+        name = "email_marketing"
+        legal_basis = "consent"
+        [[privacy.purposes]]
+        name = "receipts"
+        legal_basis = "contract"
+        basis_note = "terms of sale, section 4"
+        [privacy.segment_categories]
+        Advertising = "email_marketing"
+        [privacy.consent_event]
+        name = "Consent Changed"
+        purpose = "properties.topic"
+        "#,
+    ));
+    let privacy = &config.privacy;
+    assert_eq!(privacy.purposes.len(), 2);
+    let receipts = privacy.purpose("receipts").unwrap();
+    assert_eq!(receipts.legal_basis, trib_consent::LegalBasis::Contract);
+    assert_eq!(
+        receipts.basis_note.as_deref(),
+        Some("terms of sale, section 4")
+    );
+    assert_eq!(
+        privacy
+            .purpose_of_category("Advertising")
+            .map(|purpose| purpose.name.as_str()),
+        Some("email_marketing")
+    );
+    assert_eq!(privacy.consent_event.name, "Consent Changed");
+    assert_eq!(privacy.consent_event.purpose_path, "properties.topic");
+    assert_eq!(privacy.consent_event.status_path, "properties.status");
+}
+
+#[test]
+fn privacy_problems_name_their_path() {
+    let cases = [
+        (
+            "[[privacy.purposes]]\nname = \"receipts\"\nlegal_basis = \"contract\"\n",
+            "privacy.purposes[0].basis_note: required with legal_basis = \"contract\"",
+        ),
+        (
+            "[[privacy.purposes]]\nname = \"receipts\"\nlegal_basis = \"legitimate_interest\"\nbasis_note = \"  \"\n",
+            "privacy.purposes[0].basis_note: required with legal_basis = \"legitimate_interest\"",
+        ),
+        (
+            "[[privacy.purposes]]\nname = \"x\"\nlegal_basis = \"because\"\n",
+            "privacy.purposes[0].legal_basis: unknown legal basis \"because\"",
+        ),
+        (
+            "[[privacy.purposes]]\nname = \"x\"\n",
+            "privacy.purposes[0].legal_basis: required",
+        ),
+        (
+            "[[privacy.purposes]]\nname = \"Email Marketing\"\nlegal_basis = \"consent\"\n",
+            "privacy.purposes[0].name: must be 1 to 64 of a-z, 0-9 and _",
+        ),
+        (
+            "[[privacy.purposes]]\nname = \"a\"\nlegal_basis = \"consent\"\n[[privacy.purposes]]\nname = \"a\"\nlegal_basis = \"consent\"\n",
+            "privacy.purposes[1].name: duplicate purpose \"a\" (also privacy.purposes[0])",
+        ),
+        (
+            "[privacy]\npurposes = []\n",
+            "privacy.purposes: at least one purpose is required",
+        ),
+        (
+            "[privacy.segment_categories]\nAdvertising = \"ads\"\n",
+            "privacy.segment_categories.Advertising: \"ads\" is not a declared purpose",
+        ),
+        (
+            "[privacy.consent_event]\nstatus = \"status\"\n",
+            "privacy.consent_event.status: must start with",
+        ),
+        (
+            "[privacy.consent_event]\nname = \"\"\n",
+            "privacy.consent_event.name: must not be empty",
+        ),
+        ("[privacy]\nregion = \"eu\"\n", "unknown field `region`"),
+    ];
+    for (table, expected) in cases {
+        check_error(&with_source(&format!("version = 1\n{table}")), expected);
+    }
 }

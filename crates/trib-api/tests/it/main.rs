@@ -7,6 +7,7 @@
 mod auth;
 mod bad_input;
 mod ingest;
+mod privacy;
 mod profiles;
 mod registry;
 mod webhooks;

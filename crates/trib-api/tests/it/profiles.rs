@@ -505,6 +505,7 @@ fn every_route_reading_or_writing_personal_data_is_audited() {
             "/v1/identity",
             "/v1/imports",
             "/v1/quarantine/replay",
+            "/v1/privacy",
         ]
         .iter()
         .any(|prefix| route.path.starts_with(prefix))

@@ -464,7 +464,7 @@ fn audit_verify_passes_on_recorded_reads_and_names_the_seq_of_an_edited_line() {
             "--admin-key",
             ADMIN_KEY,
         ])
-        .args(["--purpose", "incident-42"])
+        .args(["--access-purpose", "incident-42"])
         .output()
         .unwrap();
     assert!(
@@ -616,4 +616,84 @@ fn keys_rotate_adds_a_master_key_version_and_rewraps_while_the_store_is_open() {
         std::fs::read_to_string(dir.path().join("master.keys")).unwrap(),
         file
     );
+}
+
+#[test]
+fn privacy_consent_shows_history_recorded_from_events_and_the_cli_and_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = ServerProcess::start(&dir.path().join("data"));
+    let client = reqwest::blocking::Client::new();
+    let response = client
+        .post(server.url("/v1/identify"))
+        .basic_auth(WRITE_KEY, None::<&str>)
+        .body(
+            r#"{"userId":"u-cli","traits":{"email":"cli@example.com"},"messageId":"m-consent-1",
+                "context":{"consent":{"categoryPreferences":{"email_marketing":true}}}}"#,
+        )
+        .send()
+        .unwrap();
+    assert!(
+        response.status().is_success(),
+        "{}",
+        response.text().unwrap()
+    );
+    let url = server.url("");
+    let privacy = |args: &[&str]| {
+        let mut command = tributary();
+        command.arg("privacy").args(args);
+        command.args(["--url", &url, "--admin-key", ADMIN_KEY]);
+        let output = command.output().unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    // The consent consumer runs beside identity resolution; wait for it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (ok, stdout, stderr) = privacy(&["consent", "user_id:u-cli"]);
+        assert!(ok, "{stderr}");
+        if stdout.contains("event:web:m-consent-1") {
+            assert!(stdout.contains("email_marketing"), "{stdout}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{stdout}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let (ok, _, stderr) = privacy(&[
+        "record",
+        "email:cli@example.com",
+        "--purpose",
+        "email_marketing",
+        "--status",
+        "withdrawn",
+        "--form-id",
+        "preferences",
+    ]);
+    assert!(ok, "{stderr}");
+    let (ok, _, stderr) = privacy(&[
+        "suppress",
+        "user_id:u-cli",
+        "--destination",
+        "mailchimp",
+        "--reason",
+        "complaint",
+    ]);
+    assert!(ok, "{stderr}");
+
+    server.restart();
+    let (ok, stdout, stderr) = privacy(&["consent", "email:cli@example.com"]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("no (withdrawn)"), "{stdout}");
+    assert!(stdout.contains("api:admin"), "{stdout}");
+    assert!(stdout.contains("destination mailchimp"), "{stdout}");
+    assert!(!stdout.contains("cli@example.com"), "{stdout}");
+    let (ok, stdout, _) = privacy(&["suppressions"]);
+    assert!(ok);
+    assert!(stdout.contains("\"destination\":\"mailchimp\""), "{stdout}");
+    let (ok, _, stderr) = privacy(&["unsuppress", "user_id:u-cli", "--destination", "mailchimp"]);
+    assert!(ok, "{stderr}");
+    let (ok, _, stderr) = privacy(&["unsuppress", "user_id:u-cli", "--destination", "mailchimp"]);
+    assert!(!ok && stderr.contains("no such suppression"), "{stderr}");
 }

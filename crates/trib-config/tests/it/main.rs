@@ -78,4 +78,5 @@ fn the_full_example_sets_every_key_to_its_default() {
     assert!(config.identity.is_blocked("Test@Example.com"));
     assert!(config.identity.matching.is_some());
     assert_eq!(config.store, trib_config::StoreConfig::Embedded);
+    assert_eq!(config.privacy, trib_consent::PrivacyRules::default());
 }
