@@ -46,6 +46,7 @@ mod admin;
 pub mod audit;
 mod auth;
 mod body;
+mod erasure;
 mod error;
 mod imports;
 mod ingest;
@@ -55,6 +56,7 @@ mod profiles;
 mod quarantine;
 mod schemas;
 pub mod segment;
+pub mod signing;
 mod telemetry;
 mod webhook;
 
@@ -73,6 +75,7 @@ use trib_pipeline::{Gates, SharedRegistry};
 use trib_sources::webhook::WebhookSource;
 
 pub use audit::{Audited, PURPOSE_HEADER};
+pub use erasure::ErasureState;
 pub use error::ApiError;
 pub use keys::{Principal, Scope};
 pub use privacy::ConsentState;
@@ -115,6 +118,7 @@ pub struct AppState {
     profiles: Option<ProfilesState>,
     audit: Option<Arc<trib_audit::AuditLog>>,
     consent: Option<ConsentState>,
+    erasure: Option<ErasureState>,
 }
 
 impl AppState {
@@ -172,6 +176,7 @@ impl AppState {
             profiles: None,
             audit: None,
             consent: None,
+            erasure: None,
         })
     }
 
@@ -185,6 +190,12 @@ impl AppState {
     /// before answering; without it nothing is recorded.
     pub fn with_audit(mut self, log: Arc<trib_audit::AuditLog>) -> Self {
         self.audit = Some(log);
+        self
+    }
+
+    /// Enables the erasure routes (`/v1/privacy/erasures`).
+    pub fn with_erasure(mut self, erasure: ErasureState) -> Self {
+        self.erasure = Some(erasure);
         self
     }
 
@@ -297,8 +308,8 @@ where
 fn table() -> Vec<Route> {
     use Access::{Open, WebhookSignature, WriteKey};
     use Scope::{
-        ConsentRead, ConsentWrite, EventsRead, ImportsWrite, MetricsRead, ProfilesRead,
-        ProfilesWrite, QuarantineRead, QuarantineWrite, SchemasRead, SchemasWrite,
+        ConsentRead, ConsentWrite, EventsRead, ImportsWrite, MetricsRead, PrivacyErase,
+        ProfilesRead, ProfilesWrite, QuarantineRead, QuarantineWrite, SchemasRead, SchemasWrite,
     };
     use trib_audit::Action::{Read, Write};
     use trib_audit::Purpose;
@@ -409,6 +420,14 @@ fn table() -> Vec<Route> {
             privacy::unsuppress,
         )
         .audited(Write, Purpose::OPERATIONS),
+        on_post("/v1/privacy/erasures", scope(PrivacyErase), erasure::erase)
+            .audited(Write, Purpose::PRIVACY_REQUEST),
+        on_get(
+            "/v1/privacy/erasures/{id}",
+            scope(PrivacyErase),
+            erasure::receipt,
+        )
+        .audited(Read, Purpose::PRIVACY_REQUEST),
         on_get("/v1/events", scope(EventsRead), admin::list_events)
             .audited(Read, Purpose::OPERATIONS),
         on_get(

@@ -40,10 +40,10 @@ const MAX_LIMIT: usize = 1000;
 /// A person named in a request body: a profile id or one identifier.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct IdentifierBody {
+pub(crate) struct IdentifierBody {
     #[serde(rename = "type")]
-    kind: String,
-    value: String,
+    pub(crate) kind: String,
+    pub(crate) value: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -97,16 +97,19 @@ fn consent(state: &AppState) -> Result<&ConsentState, ApiError> {
     })
 }
 
-fn invalid_body(message: impl Into<String>) -> ApiError {
+pub(crate) fn invalid_body(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", message)
 }
 
-fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T, ApiError> {
+pub(crate) fn parse_body<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    what: &str,
+) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|error| invalid_body(format!("{what} body: {error}")))
 }
 
 /// Runs blocking ledger or store work off the async runtime.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(work)

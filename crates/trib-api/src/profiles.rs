@@ -30,7 +30,7 @@ pub struct ProfilesState {
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
 
-fn profiles(state: &AppState) -> Result<&ProfilesState, ApiError> {
+pub(crate) fn profiles(state: &AppState) -> Result<&ProfilesState, ApiError> {
     state.profiles.as_ref().ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -44,7 +44,7 @@ fn bad_query(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", message)
 }
 
-fn parse_id(text: &str) -> Result<ProfileId, ApiError> {
+pub(crate) fn parse_id(text: &str) -> Result<ProfileId, ApiError> {
     text.parse().map_err(|e: trib_store::ProfileIdError| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -465,7 +465,7 @@ pub(crate) async fn unmerge(
     }
 }
 
-fn consumer_of(profiles: &ProfilesState) -> Result<&Arc<IdentityConsumer>, ApiError> {
+pub(crate) fn consumer_of(profiles: &ProfilesState) -> Result<&Arc<IdentityConsumer>, ApiError> {
     profiles.consumer.as_ref().ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

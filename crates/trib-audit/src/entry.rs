@@ -122,6 +122,8 @@ impl Purpose {
     pub const SUPPORT: Purpose = Purpose(Cow::Borrowed("support"));
     /// Running the system: events, quarantine, imports, replays.
     pub const OPERATIONS: Purpose = Purpose(Cow::Borrowed("operations"));
+    /// Data subjects' rights: erasure and access requests.
+    pub const PRIVACY_REQUEST: Purpose = Purpose(Cow::Borrowed("privacy_request"));
     /// The audit log's own integrity work (recovery entries).
     pub const INTEGRITY: Purpose = Purpose(Cow::Borrowed("integrity"));
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use trib_sources::import::{ImportOptions, ImportReport, Progress, import_file};
 
-use crate::serve::{load_config, open_log};
+use crate::serve::{load_config, open_at_rest, open_log};
 
 /// Arguments of `tributary import`.
 #[derive(Debug, clap::Args)]
@@ -60,6 +60,14 @@ pub(crate) async fn run(args: ImportArgs) -> anyhow::Result<()> {
     let events =
         open_log(&config, &data_dir.join("events"), config.log.partitions).map_err(in_use_hint)?;
     let quarantine = open_log(&config, &data_dir.join("quarantine"), 1).map_err(in_use_hint)?;
+    // Rows are sealed exactly as the server seals events (same keys, same log names).
+    let at_rest = open_at_rest(data_dir)?;
+    let events = at_rest.seal_log(
+        events,
+        "events",
+        Some(trib_identity::extract::grants_consent),
+    );
+    let quarantine = at_rest.seal_log(quarantine, "quarantine", None);
     // Writing personal data straight into the data directory is recorded like the API's
     // writes, with the user running the command as the actor.
     let audit = trib_audit::AuditLog::open_in_data_dir(data_dir).with_context(|| {

@@ -109,12 +109,21 @@ impl Server {
         config: &Config,
         metrics: Option<PrometheusHandle>,
     ) -> anyhow::Result<Server> {
-        let events = open_log(
-            config,
-            &config.server.data_dir.join("events"),
-            config.log.partitions,
-        )?;
-        let quarantine = open_log(config, &config.server.data_dir.join("quarantine"), 1)?;
+        let at_rest = open_at_rest(&config.server.data_dir)?;
+        let events = at_rest.seal_log(
+            open_log(
+                config,
+                &config.server.data_dir.join("events"),
+                config.log.partitions,
+            )?,
+            "events",
+            Some(trib_identity::extract::grants_consent),
+        );
+        let quarantine = at_rest.seal_log(
+            open_log(config, &config.server.data_dir.join("quarantine"), 1)?,
+            "quarantine",
+            None,
+        );
         let registry = trib_schema::Registry::open(&config.schemas_dir).with_context(|| {
             format!(
                 "failed to load the schema registry in {}",
@@ -132,7 +141,7 @@ impl Server {
             quarantine: quarantine.clone(),
             resolutions: resolutions.clone(),
         };
-        let profiles = open_store(config)?;
+        let profiles = at_rest.seal_store(open_store(config)?);
         let keyer = Keyer::load_or_create(&config.server.data_dir)?;
         let rules = Arc::new(config.identity.clone());
         // The store is blocking (PostgreSQL's client runs a runtime of its own, which cannot
@@ -194,6 +203,12 @@ impl Server {
                 consumer: Some(identity.clone()),
             })
             .with_audit(audit.clone())
+            .with_erasure(trib_api::ErasureState {
+                at_rest: Some(at_rest),
+                signer: trib_api::signing::DocumentSigner::load_or_create(&config.server.data_dir)?,
+                receipts_dir: config.server.data_dir.join("privacy").join("erasures"),
+                destinations: Vec::new(),
+            })
             .with_consent(trib_api::ConsentState {
                 ledger,
                 keyer,
@@ -292,6 +307,19 @@ pub(crate) fn open_log(
                 })?,
             )
         }
+    })
+}
+
+/// Opens encryption at rest for a data directory: the key store, the master keys
+/// (`TRIBUTARY_MASTER_KEYS` or `<data_dir>/master.keys`) and the blind index key
+/// (`<data_dir>/blind.key`), each created on first use.
+pub(crate) fn open_at_rest(data_dir: &Path) -> anyhow::Result<trib_privacy::AtRest> {
+    let blind_key = trib_identity::keys::load_or_create_secret(&data_dir.join("blind.key"))?;
+    trib_privacy::AtRest::open(data_dir, blind_key).with_context(|| {
+        format!(
+            "failed to open the encryption keys in {}",
+            data_dir.display()
+        )
     })
 }
 

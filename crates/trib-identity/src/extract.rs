@@ -108,6 +108,26 @@ fn id_text(value: &Value) -> Option<String> {
     }
 }
 
+/// Whether a stored event grants consent for some purpose
+/// (`context.consent.categoryPreferences` with a category set to `true`): such an event brings
+/// an erased person back.
+pub fn grants_consent(payload: &[u8]) -> bool {
+    #[derive(Deserialize)]
+    struct Outer {
+        #[serde(default)]
+        context: Option<Inner>,
+    }
+    #[derive(Deserialize)]
+    struct Inner {
+        #[serde(default)]
+        consent: Option<Consent>,
+    }
+    serde_json::from_slice::<Outer>(payload)
+        .ok()
+        .and_then(|outer| outer.context?.consent?.category_preferences)
+        .is_some_and(|preferences| preferences.values().any(|v| *v == Value::Bool(true)))
+}
+
 /// Reads one stored event.
 pub fn extract(payload: &[u8], rules: &IdentityRules) -> Result<Observed, ExtractError> {
     let envelope: Envelope =
@@ -144,8 +164,7 @@ pub fn extract(payload: &[u8], rules: &IdentityRules) -> Result<Observed, Extrac
     });
     let grants_consent = context
         .consent
-        .as_ref()
-        .and_then(|c| c.category_preferences.as_ref())
+        .and_then(|c| c.category_preferences)
         .is_some_and(|preferences| preferences.values().any(|v| *v == Value::Bool(true)));
     for external in context.external_ids.iter().flatten() {
         if let (Some(kind), Some(id)) = (rules.type_index(&external.kind), id_text(&external.id)) {

@@ -121,6 +121,47 @@ pub trait EventLog: Send + Sync + 'static {
     async fn close(&self) -> Result<(), LogError>;
 }
 
+/// A shared log is a log, so decorators (such as the privacy layer's sealing log) can wrap an
+/// `Arc<dyn EventLog>`.
+#[async_trait]
+impl<T: EventLog + ?Sized> EventLog for std::sync::Arc<T> {
+    fn partition_count(&self) -> u32 {
+        (**self).partition_count()
+    }
+    async fn append(&self, records: Vec<Record>) -> Result<Vec<AppendOutcome>, LogError> {
+        (**self).append(records).await
+    }
+    async fn read(
+        &self,
+        partition: u32,
+        from: u64,
+        max_records: usize,
+    ) -> Result<Vec<StoredRecord>, LogError> {
+        (**self).read(partition, from, max_records).await
+    }
+    async fn end_offset(&self, partition: u32) -> Result<u64, LogError> {
+        (**self).end_offset(partition).await
+    }
+    async fn committed_offset(
+        &self,
+        consumer: &str,
+        partition: u32,
+    ) -> Result<Option<u64>, LogError> {
+        (**self).committed_offset(consumer, partition).await
+    }
+    async fn commit_offset(
+        &self,
+        consumer: &str,
+        partition: u32,
+        next: u64,
+    ) -> Result<(), LogError> {
+        (**self).commit_offset(consumer, partition, next).await
+    }
+    async fn close(&self) -> Result<(), LogError> {
+        (**self).close().await
+    }
+}
+
 /// Returns the partition of `key` among `partition_count` partitions.
 ///
 /// The hash (XXH3-64, seed 0) is part of the on-disk contract: changing it would move keys

@@ -13,16 +13,20 @@
 //!
 //! Not here: deciding which fields are personal, consent checks, and the erasure endpoint.
 
+mod at_rest;
 mod blind;
 mod error;
 pub mod keystore;
 mod log;
 pub mod master;
 pub mod seal;
+mod store;
 
+pub use at_rest::{AtRest, Shredded};
 pub use blind::{BlindIndex, Subject};
 pub use error::PrivacyError;
 pub use keystore::{Dek, KeyStats, KeyStore, KeyStoreOptions, RewrapReport};
 pub use log::SealedLog;
 pub use master::MasterKeyring;
 pub use seal::{Opened, Sealer};
+pub use store::SealedStore;

@@ -4,11 +4,11 @@
 //! `TRIBUTARY_REQUIRE_POSTGRES=1` so it never skips there.
 
 use std::net::{TcpStream, ToSocketAddrs};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::support::{ADMIN_KEY, ServerProcess, WRITE_KEY};
+use crate::support::{ServerProcess, lookup, send, wait_for};
 
 fn postgres_url() -> Option<String> {
     let url = std::env::var("TRIBUTARY_TEST_POSTGRES_URL")
@@ -33,42 +33,6 @@ fn postgres_url() -> Option<String> {
     );
     eprintln!("skipped: PostgreSQL is not reachable at {host_port}");
     None
-}
-
-fn lookup(server: &ServerProcess, query: &str) -> Option<Value> {
-    let response = reqwest::blocking::Client::new()
-        .get(server.url(&format!("/v1/profiles/lookup?{query}")))
-        .bearer_auth(ADMIN_KEY)
-        .send()
-        .unwrap();
-    match response.status().as_u16() {
-        200 => Some(response.json().unwrap()),
-        404 => None,
-        other => panic!("lookup answered {other}: {}", response.text().unwrap()),
-    }
-}
-
-fn wait_for(server: &ServerProcess, query: &str, check: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(profile) = lookup(server, query)
-            && check(&profile)
-        {
-            return profile;
-        }
-        assert!(Instant::now() < deadline, "no matching profile for {query}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn send(server: &ServerProcess, batch: Value) {
-    let response = reqwest::blocking::Client::new()
-        .post(server.url("/v1/batch"))
-        .basic_auth(WRITE_KEY, Some(""))
-        .json(&json!({ "batch": batch }))
-        .send()
-        .unwrap();
-    assert_eq!(response.status(), 200, "{}", response.text().unwrap());
 }
 
 #[test]

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 pub(crate) const WRITE_KEY: &str = "wk_test_web";
 pub(crate) const SERVER_KEY: &str = "wk_test_server";
@@ -192,4 +192,47 @@ fn read_all(base: &str, path: &str) -> Vec<Value> {
 pub(crate) fn free_port() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap()
+}
+
+/// The profile `GET /v1/profiles/lookup?{query}` answers, or `None` on 404.
+pub(crate) fn lookup(server: &ServerProcess, query: &str) -> Option<Value> {
+    let response = reqwest::blocking::Client::new()
+        .get(server.url(&format!("/v1/profiles/lookup?{query}")))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .unwrap();
+    match response.status().as_u16() {
+        200 => Some(response.json().unwrap()),
+        404 => None,
+        other => panic!("lookup answered {other}: {}", response.text().unwrap()),
+    }
+}
+
+/// Polls the lookup until a profile passes `check` (20 s at most).
+pub(crate) fn wait_for(
+    server: &ServerProcess,
+    query: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(profile) = lookup(server, query)
+            && check(&profile)
+        {
+            return profile;
+        }
+        assert!(Instant::now() < deadline, "no matching profile for {query}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Sends a batch to `/v1/batch` with the `web` source's write key; expects 200.
+pub(crate) fn send(server: &ServerProcess, batch: Value) {
+    let response = reqwest::blocking::Client::new()
+        .post(server.url("/v1/batch"))
+        .basic_auth(WRITE_KEY, Some(""))
+        .json(&json!({ "batch": batch }))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200, "{}", response.text().unwrap());
 }

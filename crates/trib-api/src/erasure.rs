@@ -1,0 +1,294 @@
+//! The right to erasure: `POST /v1/privacy/erasures` erases a person named by a profile id or
+//! any identifier, and answers a signed receipt listing every store with what was done there;
+//! `GET /v1/privacy/erasures/{id}` serves a receipt again.
+//!
+//! The steps, in order: the identity consumer removes the person from the graph (profile ids,
+//! identifier index, timeline, journal) and leaves a tombstone of blind-index keys; then the
+//! data keys of the person's log keys and profile ids are destroyed (crypto-shredding), which
+//! makes their events, quarantined messages, documents and journal entries unreadable wherever
+//! copies of the sealed bytes are; then the receipt is signed and written under
+//! `<data_dir>/privacy/erasures/`. An erasure interrupted after the first step can be asked for
+//! again by identifier only if the identifier still resolves; the tombstone already stops the
+//! person's data from coming back.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use trib_audit::ProfileRef;
+use trib_identity::view::{self, Found};
+use trib_privacy::AtRest;
+use trib_store::ProfileId;
+
+use crate::keys::Principal;
+use crate::privacy::{IdentifierBody, blocking, invalid_body, parse_body};
+use crate::profiles::{consumer_of, parse_id, profiles};
+use crate::signing::{DocumentSigner, sign_document};
+use crate::{ApiError, AppState};
+
+/// What the erasure routes need.
+#[derive(Clone, Debug)]
+pub struct ErasureState {
+    /// The keys of encryption at rest; `None` where data is not encrypted (then the receipt
+    /// says so for the log stores).
+    pub at_rest: Option<AtRest>,
+    pub signer: DocumentSigner,
+    /// Where receipts are kept: `<data_dir>/privacy/erasures`.
+    pub receipts_dir: PathBuf,
+    /// The configured destinations, each of which gets a deletion queued.
+    pub destinations: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ErasureBody {
+    profile_id: Option<String>,
+    identifier: Option<IdentifierBody>,
+}
+
+fn erasure(state: &AppState) -> Result<&ErasureState, ApiError> {
+    state.erasure.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "erasure_disabled",
+            "this server runs without erasure (no data directory for receipts)",
+        )
+    })
+}
+
+fn not_found(what: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "person_not_found",
+        format!("no profile holds that {what}"),
+    )
+}
+
+fn receipt_id() -> Result<String, ApiError> {
+    let mut bytes = [0u8; 12];
+    getrandom::fill(&mut bytes).map_err(|error| ApiError::internal(&error))?;
+    Ok(format!(
+        "er_{}",
+        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    ))
+}
+
+/// `POST /v1/privacy/erasures`: erases a person; answers 201 with the signed receipt.
+pub(crate) async fn erase(
+    State(state): State<Arc<AppState>>,
+    principal: Option<Extension<Principal>>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let erasure = erasure(&state)?.clone();
+    let profiles = profiles(&state)?;
+    let body: ErasureBody = parse_body(&body, "erasure")?;
+    let store = profiles.store.clone();
+    let keyer = profiles.keyer.clone();
+    let found = match (body.profile_id, body.identifier) {
+        (Some(id), None) => {
+            let id = parse_id(&id)?;
+            blocking(move || view::find(&*store, id).map_err(|e| ApiError::internal(&e))).await?
+        }
+        (None, Some(identifier)) => {
+            if profiles.rules.type_index(&identifier.kind).is_none() {
+                return Err(invalid_body(format!(
+                    "identifier.type: {:?} is not a configured identifier type",
+                    identifier.kind
+                )));
+            }
+            blocking(move || {
+                view::find_by_identifier(&*store, &keyer, &identifier.kind, &identifier.value)
+                    .map_err(|e| ApiError::internal(&e))
+            })
+            .await?
+        }
+        _ => {
+            return Err(invalid_body(
+                "give exactly one of `profile_id` and `identifier`",
+            ));
+        }
+    };
+    let profile_id = match found {
+        Found::Active { profile, .. } => profile
+            .id
+            .parse::<ProfileId>()
+            .map_err(|e| ApiError::internal(&e))?,
+        Found::Deleted { .. } => {
+            return Err(ApiError::new(
+                StatusCode::GONE,
+                "profile_deleted",
+                "that profile was already erased or deleted",
+            ));
+        }
+        Found::NotFound => return Err(not_found("id or identifier")),
+    };
+
+    let id = receipt_id()?;
+    let requested_at = jiff::Timestamp::now();
+    let report = consumer_of(profiles)?
+        .erase(profile_id)
+        .await
+        .map_err(|error| match error {
+            trib_identity::EngineError::UnknownProfile(_) => not_found("id"),
+            trib_identity::EngineError::DeletedProfile { .. } => ApiError::new(
+                StatusCode::GONE,
+                "profile_deleted",
+                "that profile was already erased or deleted",
+            ),
+            other => ApiError::internal(&other),
+        })?;
+    let profile_ids: Vec<ProfileId> = report
+        .profile_ids
+        .iter()
+        .filter_map(|id| id.parse().ok())
+        .collect();
+    let shredded = match &erasure.at_rest {
+        Some(at_rest) => {
+            let (at_rest, log_keys, ids, receipt) = (
+                at_rest.clone(),
+                report.log_keys.0.clone(),
+                profile_ids.clone(),
+                id.clone(),
+            );
+            Some(
+                blocking(move || {
+                    at_rest
+                        .shred(&log_keys, &ids, &receipt)
+                        .map_err(|e| ApiError::internal(&e))
+                })
+                .await?,
+            )
+        }
+        None => None,
+    };
+    metrics::counter!("tributary_privacy_erasures_total").increment(1);
+
+    let (log_status, profile_status) = match shredded {
+        Some(_) => ("crypto_shredded", "crypto_shredded"),
+        None => ("not_encrypted", "deleted"),
+    };
+    let requested_by = match principal.as_deref() {
+        Some(Principal::Key(key)) => format!("key:{key}"),
+        Some(Principal::Admin) => "admin".to_owned(),
+        None => "unknown".to_owned(),
+    };
+    let receipt = json!({
+        "receipt_id": id,
+        "requested_at": requested_at.to_string(),
+        "completed_at": jiff::Timestamp::now().to_string(),
+        "requested_by": requested_by,
+        "subject": {
+            "profile_id": report.profile,
+            "profile_ids": report.profile_ids,
+            "identifiers": report.identifiers,
+            "events": report.events,
+        },
+        "stores": [
+            {
+                "store": "identity_graph",
+                "status": "erased",
+                "detail": format!(
+                    "{} identifier index entries, and the document, timeline and journal of {} profile ids, removed; a tombstone of blind-index keys stops replays and re-imports from re-creating the person until they give consent again",
+                    report.identifiers, report.profile_ids.len()
+                ),
+            },
+            {
+                "store": "profile_documents",
+                "status": profile_status,
+                "keys_destroyed": shredded.map(|s| s.profile_keys),
+            },
+            {
+                "store": "event_log",
+                "status": log_status,
+                "keys_destroyed": shredded.map(|s| s.log_keys),
+                "detail": format!(
+                    "the {} events of the person's {} userId/anonymousId keys can no longer be read; their records stay as empty placeholders so offsets do not move",
+                    report.events, report.log_keys.0.len()
+                ),
+            },
+            {
+                "store": "quarantine",
+                "status": log_status,
+                "detail": "quarantined messages naming the same keys are sealed under the same data keys; rows of imported files are sealed under their source's key and are not covered",
+            },
+            {
+                "store": "consent_ledger",
+                "status": "kept",
+                "detail": "consent history is keyed by blind index only and kept as proof of consent and its withdrawal",
+            },
+            {
+                "store": "audit_log",
+                "status": "kept",
+                "detail": "entries name profile ids, never personal values",
+            },
+        ],
+        "destinations": erasure
+            .destinations
+            .iter()
+            .map(|name| json!({"destination": name, "status": "queued"}))
+            .collect::<Vec<Value>>(),
+    });
+    let signed = sign_document(&erasure.signer, &receipt);
+    let path = erasure.receipts_dir.join(format!("{id}.json"));
+    let text = signed.clone();
+    blocking(move || write_receipt(&path, &text).map_err(|e| ApiError::internal(&e))).await?;
+
+    let mut response = (
+        StatusCode::CREATED,
+        [(header::CONTENT_TYPE, "application/json")],
+        signed,
+    )
+        .into_response();
+    response
+        .extensions_mut()
+        .insert(ProfileRef::profile(profile_id));
+    Ok(response)
+}
+
+fn write_receipt(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let temporary = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&temporary)?;
+    std::io::Write::write_all(&mut file, text.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, path)
+}
+
+/// `GET /v1/privacy/erasures/{id}`: a receipt, as signed when the erasure ran.
+pub(crate) async fn receipt(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let erasure = erasure(&state)?;
+    let valid =
+        id.len() == 27 && id.starts_with("er_") && id[3..].bytes().all(|b| b.is_ascii_hexdigit());
+    if !valid {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_receipt_id",
+            "a receipt id looks like er_ followed by 24 hexadecimal characters",
+        ));
+    }
+    let path = erasure.receipts_dir.join(format!("{id}.json"));
+    let text = blocking(move || match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(Some(text)),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(ApiError::internal(&error)),
+    })
+    .await?
+    .ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "receipt_not_found",
+            format!("no erasure receipt {id}"),
+        )
+    })?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], text).into_response())
+}
