@@ -109,21 +109,30 @@ impl Server {
         config: &Config,
         metrics: Option<PrometheusHandle>,
     ) -> anyhow::Result<Server> {
-        let at_rest = open_at_rest(&config.server.data_dir)?;
-        let events = at_rest.seal_log(
-            open_log(
-                config,
-                &config.server.data_dir.join("events"),
-                config.log.partitions,
-            )?,
-            "events",
-            Some(trib_identity::extract::grants_consent),
-        );
-        let quarantine = at_rest.seal_log(
-            open_log(config, &config.server.data_dir.join("quarantine"), 1)?,
-            "quarantine",
-            None,
-        );
+        let at_rest = if std::env::var_os(UNENCRYPTED_BENCHMARK_ENV).is_some() {
+            tracing::warn!(
+                "{UNENCRYPTED_BENCHMARK_ENV} is set: personal data is stored UNENCRYPTED (for measuring the cost of encryption only)"
+            );
+            None
+        } else {
+            Some(open_at_rest(&config.server.data_dir)?)
+        };
+        let mut events = open_log(
+            config,
+            &config.server.data_dir.join("events"),
+            config.log.partitions,
+        )?;
+        let mut quarantine = open_log(config, &config.server.data_dir.join("quarantine"), 1)?;
+        let mut profiles = open_store(config)?;
+        if let Some(at_rest) = &at_rest {
+            events = at_rest.seal_log(
+                events,
+                "events",
+                Some(trib_identity::extract::grants_consent),
+            );
+            quarantine = at_rest.seal_log(quarantine, "quarantine", None);
+            profiles = at_rest.seal_store(profiles);
+        }
         let registry = trib_schema::Registry::open(&config.schemas_dir).with_context(|| {
             format!(
                 "failed to load the schema registry in {}",
@@ -141,7 +150,6 @@ impl Server {
             quarantine: quarantine.clone(),
             resolutions: resolutions.clone(),
         };
-        let profiles = at_rest.seal_store(open_store(config)?);
         let keyer = Keyer::load_or_create(&config.server.data_dir)?;
         let rules = Arc::new(config.identity.clone());
         // The store is blocking (PostgreSQL's client runs a runtime of its own, which cannot
@@ -204,7 +212,7 @@ impl Server {
             })
             .with_audit(audit.clone())
             .with_erasure(trib_api::ErasureState {
-                at_rest: Some(at_rest),
+                at_rest,
                 signer: trib_api::signing::DocumentSigner::load_or_create(&config.server.data_dir)?,
                 receipts_dir: config.server.data_dir.join("privacy").join("erasures"),
                 destinations: Vec::new(),
@@ -309,6 +317,10 @@ pub(crate) fn open_log(
         }
     })
 }
+
+/// Set (to anything) to run `serve` without encryption at rest, only to measure what
+/// encryption costs (BENCHMARKS.md); the server warns at startup.
+pub(crate) const UNENCRYPTED_BENCHMARK_ENV: &str = "TRIBUTARY_UNENCRYPTED_BENCHMARK";
 
 /// Opens encryption at rest for a data directory: the key store, the master keys
 /// (`TRIBUTARY_MASTER_KEYS` or `<data_dir>/master.keys`) and the blind index key
