@@ -33,7 +33,8 @@ use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use chacha20poly1305::{KeyInit, XChaCha20Poly1305};
+use aes_gcm::Aes256Gcm;
+use chacha20poly1305::KeyInit;
 use quick_cache::sync::Cache;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use zeroize::Zeroizing;
@@ -105,7 +106,7 @@ impl KeyStoreOptions {
 /// A subject's data key, unwrapped; its bytes are zeroized on drop and never printed.
 pub struct Dek {
     key_id: u64,
-    pub(crate) cipher: XChaCha20Poly1305,
+    pub(crate) cipher: Aes256Gcm,
 }
 
 impl Dek {
@@ -595,7 +596,7 @@ impl Inner {
         let key = kek.unwrap(subject, row.key_id, &row.wrapped)?;
         Ok(Arc::new(Dek {
             key_id: row.key_id,
-            cipher: XChaCha20Poly1305::new(&(*key).into()),
+            cipher: Aes256Gcm::new(&(*key).into()),
         }))
     }
 
@@ -774,7 +775,7 @@ fn create_for_request(
             .map_err(|source| inner.database("storing a new key", source))?;
         let dek = Arc::new(Dek {
             key_id,
-            cipher: XChaCha20Poly1305::new(&(*key).into()),
+            cipher: Aes256Gcm::new(&(*key).into()),
         });
         created.insert(*subject, Arc::clone(&dek));
         out.push((*subject, dek));

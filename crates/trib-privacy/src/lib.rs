@@ -2,7 +2,7 @@
 //!
 //! Envelope encryption: every subject (a person's identifier, as a [`Subject`] blind index)
 //! has its own random data key ([`Dek`]) in the [`KeyStore`], wrapped by a master key from
-//! [`MasterKeyring`]. Payloads are sealed with XChaCha20-Poly1305 under the subject's data key
+//! [`MasterKeyring`]. Payloads are sealed with AES-256-GCM under the subject's data key
 //! ([`seal`]); [`SealedLog`] does this for every record of an event log, so neither clear
 //! identifiers nor clear payloads reach the log's files.
 //!

