@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Ingestion benchmark: trib-loadgen against `tributary serve` over loopback HTTP.
 #
-#   scripts/bench-ingest.sh [RUNS] [DURATION_SECS]
+#   scripts/bench-ingest.sh [RUNS] [DURATION_SECS] [encryption]
+#
+# With `encryption`: each run is the durable server as shipped (encryption at rest on), then the
+# same server with TRIBUTARY_UNENCRYPTED_BENCHMARK=1, interleaved; prints both and the cost.
 #
 # For each of RUNS runs: durable (embedded log, fsync) closed loop, then the ceiling (the same
 # server with `storage = "memory"`, persistence switched off), each on a fresh data directory;
@@ -11,6 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-3}
 duration=${2:-20}
+mode=${3:-ingest}
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
@@ -38,7 +42,7 @@ config memory 18081 memory
 run() { # name port result-file loadgen-args...
   local name=$1 port=$2 out=$3; shift 3
   rm -rf "$work/$name-data"
-  "$bin/tributary" serve --config "$work/$name.toml" > "$work/server.log" 2>&1 &
+  env ${SERVER_ENV:-} "$bin/tributary" serve --config "$work/$name.toml" > "$work/server.log" 2>&1 &
   local server=$!
   for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$port/readyz" && break; sleep 0.1; done
   "$bin/trib-loadgen" --url "http://127.0.0.1:$port" --write-key wk_bench --duration "$duration" -q --json "$@" > "$out"
@@ -58,6 +62,20 @@ print(f"  {label} MEDIAN of {len(rows)}: {med(lambda r: r['events_per_sec']):,.0
 PY
 }
 
+if [ "$mode" = encryption ]; then
+  for i in $(seq "$runs"); do
+    SERVER_ENV= run durable 18080 "$work/encrypted-$i.json"
+    SERVER_ENV=TRIBUTARY_UNENCRYPTED_BENCHMARK=1 run durable 18080 "$work/unencrypted-$i.json"
+  done
+  summary "encrypted (as shipped)" "$work"/encrypted-*.json
+  summary "unencrypted" "$work"/unencrypted-*.json
+  python3 -c "
+import json,statistics,sys
+e=statistics.median(json.load(open(f))['events_per_sec'] for f in sys.argv[1].split())
+u=statistics.median(json.load(open(f))['events_per_sec'] for f in sys.argv[2].split())
+print(f'  cost of encryption at rest: {100*(1-e/u):.1f}% of durable throughput')" "$(ls "$work"/encrypted-*.json | tr '\n' ' ')" "$(ls "$work"/unencrypted-*.json | tr '\n' ' ')"
+  exit 0
+fi
 for i in $(seq "$runs"); do
   run durable 18080 "$work/durable-$i.json"
   run memory 18081 "$work/memory-$i.json"
