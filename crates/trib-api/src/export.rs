@@ -15,13 +15,14 @@
 //! is recorded in the audit log by the route's `Audited` policy, after the document is made
 //! (so it does not list itself).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use axum::Extension;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use serde_json::{Value, json};
 use trib_audit::ProfileRef;
 use trib_identity::view::{self, Found};
@@ -40,6 +41,9 @@ pub const MAX_EXPORT_EVENTS: u64 = 1_000_000;
 
 /// Timeline entries read from the store at once.
 const TIMELINE_PAGE: usize = 10_000;
+
+/// Most records read from the log at once.
+const READ_RUN: usize = 1_000;
 
 const DESTINATIONS_NOTE: &str = "no destinations are configured in this version: Tributary has sent nothing about this person to third parties";
 const NO_CONSENT_NOTE: &str =
@@ -283,10 +287,53 @@ struct ReadEvents {
     unreadable: u64,
 }
 
+/// Reads the events of a timeline from the log. Offsets are read in runs: consecutive offsets
+/// of one partition (a person's events sent together) come back in one read, and records of
+/// other people are never read.
 async fn read_events(
     log: &dyn EventLog,
     timeline: &[TimelineEntry],
 ) -> Result<ReadEvents, ApiError> {
+    let mut wanted: Vec<(u32, u64)> = timeline
+        .iter()
+        .map(|entry| (entry.event.partition, entry.event.offset))
+        .collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    let mut payloads: HashMap<(u32, u64), Bytes> = HashMap::with_capacity(wanted.len());
+    let mut index = 0;
+    while index < wanted.len() {
+        let (partition, first) = wanted[index];
+        let mut end = index + 1;
+        while end < wanted.len()
+            && end - index < READ_RUN
+            && wanted[end] == (partition, wanted[end - 1].1 + 1)
+        {
+            end += 1;
+        }
+        let until = first + (end - index) as u64;
+        let mut from = first;
+        while from < until {
+            let records = log
+                .read(partition, from, (until - from) as usize)
+                .await
+                .map_err(|e| ApiError::internal(&e))?;
+            let Some(last) = records.last().map(|record| record.offset) else {
+                break;
+            };
+            for record in records {
+                if (from..until).contains(&record.offset) {
+                    payloads.insert((partition, record.offset), record.payload);
+                }
+            }
+            if last < from {
+                break;
+            }
+            from = last + 1;
+        }
+        index = end;
+    }
+
     let mut read = ReadEvents {
         included: Vec::with_capacity(timeline.len()),
         erased: 0,
@@ -294,19 +341,15 @@ async fn read_events(
     };
     for entry in timeline {
         let at = entry.event;
-        let records = log
-            .read(at.partition, at.offset, 1)
-            .await
-            .map_err(|e| ApiError::internal(&e))?;
-        let Some(record) = records.first().filter(|record| record.offset == at.offset) else {
+        let Some(payload) = payloads.get(&(at.partition, at.offset)) else {
             read.unreadable += 1;
             continue;
         };
-        if record.payload.is_empty() {
+        if payload.is_empty() {
             read.erased += 1;
             continue;
         }
-        match serde_json::from_slice::<Value>(&record.payload) {
+        match serde_json::from_slice::<Value>(payload) {
             Ok(data) => read.included.push(json!({
                 "partition": at.partition,
                 "offset": at.offset,
@@ -317,4 +360,58 @@ async fn read_events(
         }
     }
     Ok(read)
+}
+
+#[cfg(test)]
+mod tests {
+    use trib_log::{MemoryLog, Record};
+    use trib_store::EventRef;
+
+    use super::*;
+
+    fn entry(timestamp_ms: i64, offset: u64) -> TimelineEntry {
+        TimelineEntry {
+            timestamp_ms,
+            event: EventRef {
+                partition: 0,
+                offset,
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn events_are_read_in_runs_in_timeline_order_skipping_erased_and_missing_ones() {
+        let log = MemoryLog::new(1);
+        // Offsets 0..2400: the person's records are 0..1500 (longer than one run), 1600, 1601
+        // (erased: empty payload), 2000 (not JSON); the others belong to someone else.
+        let records = (0..2400)
+            .map(|n: u64| Record {
+                key: "k".to_owned(),
+                dedup_id: None,
+                timestamp_ms: 0,
+                payload: match n {
+                    1601 => Bytes::new(),
+                    2000 => Bytes::from_static(b"\xff not json"),
+                    _ => Bytes::from(json!({"n": n}).to_string()),
+                },
+            })
+            .collect();
+        log.append(records).await.unwrap();
+        let mut timeline: Vec<TimelineEntry> = (0..1500).map(|n| entry(n as i64, n)).collect();
+        // The newest event sits earlier in the log (timeline order is event time).
+        timeline.insert(0, entry(-1, 1600));
+        timeline.extend([entry(2000, 1601), entry(2001, 2000), entry(2002, 9999)]);
+        let read = read_events(&log, &timeline).await.unwrap();
+        assert_eq!((read.erased, read.unreadable), (1, 2));
+        let numbers: Vec<u64> = read
+            .included
+            .iter()
+            .map(|event| event["data"]["n"].as_u64().unwrap())
+            .collect();
+        let mut expected = vec![1600];
+        expected.extend(0..1500);
+        assert_eq!(numbers, expected);
+        assert_eq!(read.included[1]["offset"], 0);
+        assert_eq!(read.included[1]["timestamp"], "1970-01-01T00:00:00Z");
+    }
 }
