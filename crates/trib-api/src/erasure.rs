@@ -27,7 +27,7 @@ use trib_store::ProfileId;
 
 use crate::keys::Principal;
 use crate::privacy::{IdentifierBody, blocking, invalid_body, parse_body};
-use crate::profiles::{consumer_of, parse_id, profiles};
+use crate::profiles::{ProfilesState, consumer_of, parse_id, profiles};
 use crate::signing::{DocumentSigner, sign_document};
 use crate::{ApiError, AppState};
 
@@ -44,9 +44,10 @@ pub struct ErasureState {
     pub destinations: Vec<String>,
 }
 
+/// A person named in the body of an erasure or export: a profile id or one identifier.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ErasureBody {
+pub(crate) struct PersonBody {
     profile_id: Option<String>,
     identifier: Option<IdentifierBody>,
 }
@@ -61,7 +62,7 @@ fn erasure(state: &AppState) -> Result<&ErasureState, ApiError> {
     })
 }
 
-fn not_found(what: &str) -> ApiError {
+pub(crate) fn not_found(what: &str) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "person_not_found",
@@ -86,33 +87,8 @@ pub(crate) async fn erase(
 ) -> Result<Response, ApiError> {
     let erasure = erasure(&state)?.clone();
     let profiles = profiles(&state)?;
-    let body: ErasureBody = parse_body(&body, "erasure")?;
-    let store = profiles.store.clone();
-    let keyer = profiles.keyer.clone();
-    let found = match (body.profile_id, body.identifier) {
-        (Some(id), None) => {
-            let id = parse_id(&id)?;
-            blocking(move || view::find(&*store, id).map_err(|e| ApiError::internal(&e))).await?
-        }
-        (None, Some(identifier)) => {
-            if profiles.rules.type_index(&identifier.kind).is_none() {
-                return Err(invalid_body(format!(
-                    "identifier.type: {:?} is not a configured identifier type",
-                    identifier.kind
-                )));
-            }
-            blocking(move || {
-                view::find_by_identifier(&*store, &keyer, &identifier.kind, &identifier.value)
-                    .map_err(|e| ApiError::internal(&e))
-            })
-            .await?
-        }
-        _ => {
-            return Err(invalid_body(
-                "give exactly one of `profile_id` and `identifier`",
-            ));
-        }
-    };
+    let body: PersonBody = parse_body(&body, "erasure")?;
+    let found = find_person(profiles, body).await?;
     let profile_id = match found {
         Found::Active { profile, .. } => profile
             .id
@@ -248,6 +224,40 @@ pub(crate) async fn erase(
         .extensions_mut()
         .insert(ProfileRef::profile(profile_id));
     Ok(response)
+}
+
+/// Resolves the person a body names: a profile id (through merges) or one identifier.
+pub(crate) async fn find_person(
+    profiles: &ProfilesState,
+    body: PersonBody,
+) -> Result<Found, ApiError> {
+    let store = profiles.store.clone();
+    let keyer = profiles.keyer.clone();
+    let found = match (body.profile_id, body.identifier) {
+        (Some(id), None) => {
+            let id = parse_id(&id)?;
+            blocking(move || view::find(&*store, id).map_err(|e| ApiError::internal(&e))).await?
+        }
+        (None, Some(identifier)) => {
+            if profiles.rules.type_index(&identifier.kind).is_none() {
+                return Err(invalid_body(format!(
+                    "identifier.type: {:?} is not a configured identifier type",
+                    identifier.kind
+                )));
+            }
+            blocking(move || {
+                view::find_by_identifier(&*store, &keyer, &identifier.kind, &identifier.value)
+                    .map_err(|e| ApiError::internal(&e))
+            })
+            .await?
+        }
+        _ => {
+            return Err(invalid_body(
+                "give exactly one of `profile_id` and `identifier`",
+            ));
+        }
+    };
+    Ok(found)
 }
 
 fn write_receipt(path: &std::path::Path, text: &str) -> std::io::Result<()> {

@@ -63,8 +63,10 @@ pub enum Scope {
     ProfilesRead,
     /// Change profiles: unmerge, identity matching runs, review decisions.
     ProfilesWrite,
-    /// Erase a person's data (reserved for the erasure endpoint).
+    /// Erase a person's data (`/v1/privacy/erasures`).
     PrivacyErase,
+    /// Export everything held about a person (`POST /v1/privacy/exports`).
+    PrivacyExport,
     /// Read consent history and suppression lists (`GET /v1/privacy/...`).
     ConsentRead,
     /// Record consent, add and remove suppressions.
@@ -77,7 +79,7 @@ pub enum Scope {
 
 impl Scope {
     /// Every scope, in a stable order.
-    pub const ALL: [Scope; 13] = [
+    pub const ALL: [Scope; 14] = [
         Scope::EventsRead,
         Scope::QuarantineRead,
         Scope::QuarantineWrite,
@@ -87,6 +89,7 @@ impl Scope {
         Scope::ProfilesRead,
         Scope::ProfilesWrite,
         Scope::PrivacyErase,
+        Scope::PrivacyExport,
         Scope::ConsentRead,
         Scope::ConsentWrite,
         Scope::MetricsRead,
@@ -105,6 +108,7 @@ impl Scope {
             Scope::ProfilesRead => "profiles:read",
             Scope::ProfilesWrite => "profiles:write",
             Scope::PrivacyErase => "privacy:erase",
+            Scope::PrivacyExport => "privacy:export",
             Scope::ConsentRead => "consent:read",
             Scope::ConsentWrite => "consent:write",
             Scope::MetricsRead => "metrics:read",

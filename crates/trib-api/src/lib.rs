@@ -34,10 +34,14 @@
 //! | GET | `/v1/privacy/consent/{id}`, `/v1/privacy/consent/lookup`, `/v1/privacy/suppressions` | `consent:read` |
 //! | POST | `/v1/privacy/consent`, `/v1/privacy/suppressions` | `consent:write` |
 //! | DELETE | `/v1/privacy/suppressions` | `consent:write` |
+//! | POST | `/v1/privacy/erasures` | `privacy:erase` |
+//! | GET | `/v1/privacy/erasures/{id}` | `privacy:erase` |
+//! | POST | `/v1/privacy/exports` | `privacy:export` |
 //! | GET | `/metrics` | `metrics:read` |
 //! | GET | `/healthz`, `/readyz` | open |
 //!
-//! `privacy:erase` is reserved for the erasure endpoint; `admin` grants every scope.
+//! `privacy:erase` guards erasures and their receipts, `privacy:export` subject access exports;
+//! `admin` grants every scope.
 //!
 //! This crate is the only one that knows the HTTP and JSON wire shapes. It owns no storage: the
 //! logs come in through [`AppState`].
@@ -48,6 +52,7 @@ mod auth;
 mod body;
 mod erasure;
 mod error;
+mod export;
 mod imports;
 mod ingest;
 pub mod keys;
@@ -77,6 +82,7 @@ use trib_sources::webhook::WebhookSource;
 pub use audit::{Audited, PURPOSE_HEADER};
 pub use erasure::ErasureState;
 pub use error::ApiError;
+pub use export::MAX_EXPORT_EVENTS;
 pub use keys::{Principal, Scope};
 pub use privacy::ConsentState;
 pub use profiles::ProfilesState;
@@ -309,7 +315,8 @@ fn table() -> Vec<Route> {
     use Access::{Open, WebhookSignature, WriteKey};
     use Scope::{
         ConsentRead, ConsentWrite, EventsRead, ImportsWrite, MetricsRead, PrivacyErase,
-        ProfilesRead, ProfilesWrite, QuarantineRead, QuarantineWrite, SchemasRead, SchemasWrite,
+        PrivacyExport, ProfilesRead, ProfilesWrite, QuarantineRead, QuarantineWrite, SchemasRead,
+        SchemasWrite,
     };
     use trib_audit::Action::{Read, Write};
     use trib_audit::Purpose;
@@ -428,6 +435,8 @@ fn table() -> Vec<Route> {
             erasure::receipt,
         )
         .audited(Read, Purpose::PRIVACY_REQUEST),
+        on_post("/v1/privacy/exports", scope(PrivacyExport), export::export)
+            .audited(Read, Purpose::PRIVACY_REQUEST),
         on_get("/v1/events", scope(EventsRead), admin::list_events)
             .audited(Read, Purpose::OPERATIONS),
         on_get(

@@ -228,6 +228,24 @@ fn resolve(
     })
 }
 
+/// The consent view of a profile's person (every identifier of the profile counts), for a
+/// subject access export.
+pub(crate) fn consent_of_profile(
+    consent: &ConsentState,
+    profile: &trib_identity::Profile,
+) -> Result<Value, ApiError> {
+    let person = Person {
+        profile_id: Some(profile.id.clone()),
+        identifiers: profile.identifiers.clone(),
+        keys: profile
+            .identifiers
+            .iter()
+            .map(|identifier| consent.keyer.ident_key(&identifier.kind, &identifier.value))
+            .collect(),
+    };
+    consent_view(consent, &person)
+}
+
 /// A person known only by one identifier (no profile holds it yet).
 fn lone(keyer: &Keyer, identifier: IdentifierBody) -> Person {
     let value = trib_identity::extract::canonical_value(&identifier.kind, &identifier.value);

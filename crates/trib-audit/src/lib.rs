@@ -43,6 +43,10 @@
 //! the chain and in [`VerifyReport::recoveries`]. Any other damage at the tail refuses the open
 //! ([`AuditError::Damaged`]) rather than continuing a chain over it.
 //!
+//! # Reading by subject
+//! [`entries_about`] returns the entries about a set of profile ids (a subject access export),
+//! scanning the segments read-only, without the key and without touching the chain.
+//!
 //! # What it does not do
 //! It does not rotate or expire entries, and it does not know HTTP: the API decides what to
 //! record.
@@ -51,12 +55,14 @@ mod entry;
 mod error;
 mod key;
 mod log;
+mod subjects;
 mod verify;
 
 pub use entry::{Action, Actor, AuditEntry, AuditRecord, Outcome, ProfileRef, Purpose, Resource};
 pub use error::AuditError;
 pub use key::{AUDIT_KEY_FILE, AuditKey};
 pub use log::{AUDIT_DIR, AuditLog, AuditOptions, HEAD_FILE, Head};
+pub use subjects::{SubjectEntries, entries_about};
 pub use verify::{ExportSummary, VerifyReport, export, verify, verify_data_dir};
 
 #[cfg(test)]

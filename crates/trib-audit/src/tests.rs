@@ -363,3 +363,75 @@ fn the_key_file_is_private_created_once_and_never_printed() {
         assert_eq!(mode & 0o777, 0o600);
     }
 }
+
+#[test]
+fn entries_about_a_set_of_profiles_are_read_without_touching_the_chain() {
+    // Entries with statuses 200..=205 name profiles [200; 16] .. [205; 16]; a system entry has none.
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("audit");
+    let log = AuditLog::open(&dir, key(), AuditOptions::default()).unwrap();
+    for index in 0..6 {
+        log.append_blocking(vec![record(200 + index)]).unwrap();
+    }
+    log.append_blocking(vec![AuditRecord {
+        subject: None,
+        ..record(299)
+    }])
+    .unwrap();
+    // A second entry about profile 201, later in the chain.
+    log.append_blocking(vec![record(201)]).unwrap();
+    let wanted: std::collections::BTreeSet<ProfileId> = [201u8, 204]
+        .into_iter()
+        .map(|byte| ProfileId::from_bytes([byte; 16]))
+        .collect();
+
+    // While the log is open (a server appending), then after a torn last line.
+    let found = entries_about(&dir, &wanted).unwrap();
+    assert_eq!(found.scanned, 8);
+    assert_eq!(found.unreadable, 0);
+    let seqs: Vec<u64> = found.entries.iter().map(|entry| entry.seq).collect();
+    assert_eq!(seqs, vec![2, 5, 8]);
+    assert!(found.entries.iter().all(|entry| {
+        entry
+            .subject
+            .as_ref()
+            .is_some_and(|subject| wanted.contains(&subject.profile_id()))
+    }));
+    log.close();
+    let mut bytes = fs::read(segment(&dir)).unwrap();
+    bytes.extend_from_slice(br#"{"seq":9,"at":"#);
+    fs::write(segment(&dir), &bytes).unwrap();
+    let after = entries_about(&dir, &wanted).unwrap();
+    assert_eq!(after.entries, found.entries, "a torn last line is not read");
+    assert_bad(&dir, 9, "torn last line");
+
+    // An edited line is skipped and counted, not returned; nothing asked, nothing read.
+    let mut edited = lines(&dir);
+    edited.truncate(8);
+    edited[1] = edited[1].replace("\"status:201\"", "\"status:202\"");
+    write_lines(&dir, &edited);
+    let damaged = entries_about(&dir, &wanted).unwrap();
+    assert_eq!(damaged.unreadable, 0, "still in the writer's form");
+    assert_eq!(damaged.entries.len(), 3, "the reader does not check macs");
+    assert_bad(&dir, 2, "mac does not match");
+    edited[1].insert(0, ' ');
+    write_lines(&dir, &edited);
+    let damaged = entries_about(&dir, &wanted).unwrap();
+    assert_eq!(damaged.unreadable, 1);
+    assert_eq!(
+        damaged.entries.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![5, 8]
+    );
+    assert!(
+        entries_about(&dir, &Default::default())
+            .unwrap()
+            .entries
+            .is_empty()
+    );
+    assert!(
+        entries_about(&root.path().join("none"), &wanted)
+            .unwrap()
+            .entries
+            .is_empty()
+    );
+}

@@ -1,11 +1,18 @@
 //! `tributary privacy consent|record|suppress|unsuppress|suppressions`: the consent ledger and
-//! suppression lists of a running server (scopes `consent:read` and `consent:write`).
+//! suppression lists of a running server (scopes `consent:read` and `consent:write`);
+//! `tributary privacy export|erase`: subject access exports (`privacy:export`) and erasures
+//! (`privacy:erase`), whose signed documents are written exactly as received; and
+//! `tributary privacy verify`, which checks such a document offline.
 //!
 //! A person is named by a profile id (`p_...`) or by one identifier as `TYPE:VALUE`
 //! (`email:ann@example.com`). Identifier values are sent in the request body or query, and the
-//! server never prints them back.
+//! server never prints them back; neither do these commands (an export's content goes to its
+//! file only, summaries name profile ids and counts).
 
-use anyhow::bail;
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -70,6 +77,41 @@ pub(crate) enum PrivacyCommand {
         cursor: Option<i64>,
         #[arg(long, default_value_t = 100)]
         limit: usize,
+    },
+    /// Writes everything the server holds about a person to a file, as the signed document the
+    /// server answered (scope `privacy:export`); check it with `tributary privacy verify`.
+    Export {
+        #[command(flatten)]
+        connect: Connect,
+        /// A profile id (p_...) or TYPE:VALUE.
+        id: String,
+        /// The file to write (mode 0600: it holds the person's data).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Erases a person everywhere and prints the signed receipt's summary (scope
+    /// `privacy:erase`). Asks for confirmation on a terminal unless --yes is given.
+    Erase {
+        #[command(flatten)]
+        connect: Connect,
+        /// A profile id (p_...) or TYPE:VALUE.
+        id: String,
+        /// Do not ask for confirmation (needed when stdin is not a terminal).
+        #[arg(long)]
+        yes: bool,
+        /// Also write the signed receipt to this file, exactly as received.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Checks the signature of an erasure receipt or an export offline; prints OK or the
+    /// reason, and exits with 1 when it does not verify.
+    Verify {
+        /// The signed document, as written by `privacy export` or `privacy erase --out`.
+        file: PathBuf,
+        /// The deployment's public key (base64) the document must be signed with; without it
+        /// the key embedded in the document is used, which proves integrity but not origin.
+        #[arg(long)]
+        public_key: Option<String>,
     },
 }
 
@@ -172,8 +214,182 @@ pub(crate) async fn run(command: PrivacyCommand) -> anyhow::Result<()> {
             }
             println!("{}", json!({"next_cursor": page["next_cursor"]}));
         }
+        PrivacyCommand::Export { connect, id, out } => {
+            let (request, url) = connect.request(Method::POST, "/v1/privacy/exports")?;
+            let text = send_text(request.json(&person(&id)?), &url).await?;
+            let export = signed_document(&text)?;
+            write_private(&out, &text)?;
+            println!("{}", export_summary(&export, &out));
+        }
+        PrivacyCommand::Erase {
+            connect,
+            id,
+            yes,
+            out,
+        } => {
+            let body = person(&id)?;
+            if !yes {
+                confirm(&id)?;
+            }
+            let (request, url) = connect.request(Method::POST, "/v1/privacy/erasures")?;
+            let text = send_text(request.json(&body), &url).await?;
+            if let Some(out) = &out {
+                write_private(out, &text)?;
+            }
+            let receipt = signed_document(&text)?;
+            print!("{}", receipt_summary(&receipt));
+            if let Some(out) = &out {
+                println!("signed receipt written to {}", out.display());
+            }
+        }
+        PrivacyCommand::Verify { file, public_key } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            match trib_api::signing::verify_signed(&text, public_key.as_deref()) {
+                Ok(document) => println!("OK: {}", describe(&text, &document)),
+                Err(reason) => bail!("{}: does not verify: {reason}", file.display()),
+            }
+        }
     }
     Ok(())
+}
+
+/// Sends a request and returns the body's exact text; any status but 2xx is an error.
+async fn send_text(request: reqwest::RequestBuilder, url: &str) -> anyhow::Result<String> {
+    let response = request
+        .send()
+        .await
+        .with_context(|| format!("failed to reach {url}"))?;
+    let status = response.status();
+    let body = response.text().await?;
+    if !status.is_success() {
+        bail!("{url} answered {status}: {body}");
+    }
+    Ok(body)
+}
+
+/// Checks what the server signed (so a file is written only for a document that verifies)
+/// and parses the document.
+fn signed_document(text: &str) -> anyhow::Result<Value> {
+    let document = trib_api::signing::verify_signed(text, None)
+        .map_err(|reason| anyhow::anyhow!("the server's answer does not verify: {reason}"))?;
+    Ok(serde_json::from_str(&document)?)
+}
+
+/// Asks on the terminal before an erasure; refuses when stdin is not a terminal.
+fn confirm(id: &str) -> anyhow::Result<()> {
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        bail!("refusing to erase without confirmation: stdin is not a terminal; pass --yes");
+    }
+    // The identifier's value is not echoed: only its type, or the profile id.
+    let named = if id.starts_with("p_") {
+        format!("profile {id}")
+    } else {
+        let kind = id.split_once(':').map_or(id, |(kind, _)| kind);
+        format!("the person with that {kind}")
+    };
+    let mut stderr = std::io::stderr();
+    write!(
+        stderr,
+        "Erase {named}: their profile, identifiers and events, everywhere, for good? Type `yes` to confirm: "
+    )?;
+    stderr.flush()?;
+    let mut answer = String::new();
+    stdin.lock().read_line(&mut answer)?;
+    if answer.trim() != "yes" {
+        bail!("not confirmed: nothing was erased");
+    }
+    Ok(())
+}
+
+/// Writes `text` to `path` with mode 0600, replacing it atomically.
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    let temporary = path.with_extension("tmp");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(&temporary)
+        .with_context(|| format!("cannot write {}", temporary.display()))?;
+    file.write_all(text.as_bytes())
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot write {}", temporary.display()))?;
+    std::fs::rename(&temporary, path).with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn text_of(value: &Value) -> String {
+    match value {
+        Value::String(text) => text.clone(),
+        Value::Null => "-".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+fn count(value: &Value) -> usize {
+    value.as_array().map_or(0, Vec::len)
+}
+
+/// One line about a written export: ids and counts, no personal value.
+fn export_summary(export: &Value, out: &Path) -> String {
+    format!(
+        "export {} of profile {} written to {}: {} profile ids, {} identifiers, {} events, {} consent entries, {} audit entries",
+        text_of(&export["export_id"]),
+        text_of(&export["subject"]["profile_id"]),
+        out.display(),
+        count(&export["subject"]["profile_ids"]),
+        count(&export["identifiers"]),
+        count(&export["events"]),
+        count(&export["consent"]["history"]),
+        count(&export["audit"]),
+    )
+}
+
+/// The receipt as text: its id, the person's profile id and counts, each store and its status.
+fn receipt_summary(receipt: &Value) -> String {
+    let mut out = format!(
+        "receipt {}
+profile {} ({} profile ids, {} identifiers, {} events)
+",
+        text_of(&receipt["receipt_id"]),
+        text_of(&receipt["subject"]["profile_id"]),
+        count(&receipt["subject"]["profile_ids"]),
+        text_of(&receipt["subject"]["identifiers"]),
+        text_of(&receipt["subject"]["events"]),
+    );
+    for store in receipt["stores"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "  {:<18} {}\n",
+            text_of(&store["store"]),
+            text_of(&store["status"])
+        ));
+    }
+    for destination in receipt["destinations"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "  destination {:<6} {}\n",
+            text_of(&destination["destination"]),
+            text_of(&destination["status"])
+        ));
+    }
+    out
+}
+
+/// What a verified document is, for the OK line.
+fn describe(text: &str, document: &str) -> String {
+    let key = serde_json::from_str::<Value>(text)
+        .ok()
+        .map(|signed| text_of(&signed["signature"]["public_key"]))
+        .unwrap_or_default();
+    let document: Value = serde_json::from_str(document).unwrap_or(Value::Null);
+    let what = if let Some(id) = document["receipt_id"].as_str() {
+        format!("erasure receipt {id}")
+    } else if let Some(id) = document["export_id"].as_str() {
+        format!("subject access export {id}")
+    } else {
+        "signed document".to_owned()
+    };
+    format!("{what}, signed with Ed25519 key {key}")
 }
 
 /// The consent view as text: current state per purpose, history oldest first, suppressions.
@@ -251,6 +467,48 @@ mod tests {
             json!({"identifier": {"type": "email", "value": "ann@example.com"}})
         );
         assert!(person("ann@example.com").is_err());
+    }
+
+    #[test]
+    fn receipts_and_exports_are_summarized_by_ids_and_counts_only() {
+        let receipt = json!({
+            "receipt_id": "er_0a",
+            "subject": {"profile_id": "p_01", "profile_ids": ["p_01", "p_02"],
+                        "identifiers": 3, "events": 22},
+            "stores": [{"store": "identity_graph", "status": "erased", "detail": "x"},
+                       {"store": "event_log", "status": "crypto_shredded"}],
+            "destinations": [{"destination": "mailchimp", "status": "queued"}],
+        });
+        let text = receipt_summary(&receipt);
+        assert!(
+            text.starts_with(
+                "receipt er_0a\nprofile p_01 (2 profile ids, 3 identifiers, 22 events)\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("  event_log          crypto_shredded\n"),
+            "{text}"
+        );
+        assert!(text.contains("destination mailchimp queued"), "{text}");
+        let export = json!({
+            "export_id": "ex_0b", "subject": {"profile_id": "p_01", "profile_ids": ["p_01"]},
+            "identifiers": [{"type": "email", "value": "ann@example.com"}],
+            "events": [{}, {}], "consent": null, "audit": [{}],
+        });
+        let line = export_summary(&export, Path::new("out.json"));
+        assert_eq!(
+            line,
+            "export ex_0b of profile p_01 written to out.json: 1 profile ids, 1 identifiers, 2 events, 0 consent entries, 1 audit entries"
+        );
+        let signer = trib_api::signing::DocumentSigner::from_secret(&[5; 32]);
+        let signed = trib_api::signing::sign_document(&signer, &export);
+        let document = trib_api::signing::verify_signed(&signed, None).unwrap();
+        let described = describe(&signed, &document);
+        assert!(
+            described.starts_with("subject access export ex_0b, signed with Ed25519 key "),
+            "{described}"
+        );
     }
 
     #[test]

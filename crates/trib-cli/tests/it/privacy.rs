@@ -290,3 +290,170 @@ fn an_erased_person_is_gone_from_every_file_and_cannot_be_replayed_back() {
     );
     wait_for(&server, "email=erin.vandersloot@example.org", |_| true);
 }
+
+/// Runs `tributary privacy ARGS` against `server` with stdin closed (not a terminal).
+fn privacy_cli(server: &ServerProcess, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_tributary"))
+        .arg("privacy")
+        .args(args)
+        .env("TRIBUTARY_URL", server.url(""))
+        .env("TRIBUTARY_ADMIN_KEY", ADMIN_KEY)
+        .env("TRIBUTARY_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn privacy_export_erase_and_verify_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let server = ServerProcess::start(&data_dir);
+    let email = "ines.marchetti@example.org";
+    let mut events = vec![json!({"type": "identify", "userId": "usr-ines-3307",
+        "traits": {"email": email, "lastName": "Marchetti"},
+        "context": {"consent": {"categoryPreferences": {"email_marketing": true}}},
+        "timestamp": "2026-11-01T10:00:00Z"})];
+    for n in 0..4 {
+        events.push(
+            json!({"type": "track", "userId": "usr-ines-3307", "event": "Order Completed",
+            "properties": {"order_id": format!("ines-o{n}")}, "timestamp": "2026-11-02T10:00:00Z"}),
+        );
+    }
+    send(&server, Value::Array(events));
+    let profile = wait_for(&server, &format!("email={email}"), |p| {
+        p["event_count"] == 5
+    });
+    let profile_id = profile["id"].as_str().unwrap();
+    let personal = [email, "usr-ines-3307", "Marchetti"];
+    let no_personal_output = |output: &std::process::Output| {
+        let printed = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        for value in personal {
+            assert!(!printed.contains(value), "printed {value}: {printed}");
+        }
+        printed
+    };
+
+    // Export: the file is the signed document exactly as served; it verifies.
+    let export_path = dir.path().join("ines-export.json");
+    let output = privacy_cli(
+        &server,
+        &[
+            "export",
+            &format!("email:{email}"),
+            "--out",
+            export_path.to_str().unwrap(),
+        ],
+    );
+    let printed = no_personal_output(&output);
+    assert!(output.status.success(), "{printed}");
+    assert!(printed.contains("export ex_"), "{printed}");
+    assert!(printed.contains(profile_id), "{printed}");
+    assert!(printed.contains("5 events"), "{printed}");
+    let text = std::fs::read_to_string(&export_path).unwrap();
+    let document = trib_api::signing::verify_signed(&text, None).unwrap();
+    let export: Value = serde_json::from_str(&document).unwrap();
+    assert_eq!(export["subject"]["profile_id"], profile_id);
+    assert_eq!(export["events"].as_array().unwrap().len(), 5);
+    assert_eq!(export["events"][0]["data"]["traits"]["email"], email);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&export_path)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "the export holds personal data");
+    }
+    let output = privacy_cli(&server, &["verify", export_path.to_str().unwrap()]);
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.starts_with("OK: subject access export ex_"),
+        "{stdout}"
+    );
+    let public_key: Value = serde_json::from_str(&text).unwrap();
+    let public_key = public_key["signature"]["public_key"].as_str().unwrap();
+    let output = privacy_cli(
+        &server,
+        &[
+            "verify",
+            export_path.to_str().unwrap(),
+            "--public-key",
+            public_key,
+        ],
+    );
+    assert!(output.status.success(), "{output:?}");
+    let other_key = trib_api::signing::DocumentSigner::from_secret(&[3; 32])
+        .sign(b"x")
+        .public_key;
+    let output = privacy_cli(
+        &server,
+        &[
+            "verify",
+            export_path.to_str().unwrap(),
+            "--public-key",
+            &other_key,
+        ],
+    );
+    assert_eq!(output.status.code(), Some(1), "another deployment's key");
+
+    // One byte changed: verification fails with exit code 1 and says why.
+    let mut bytes = text.into_bytes();
+    let at = memchr::memmem::find(&bytes, b"ines-o2").unwrap();
+    bytes[at + 6] = b'7';
+    let tampered = dir.path().join("tampered.json");
+    std::fs::write(&tampered, &bytes).unwrap();
+    let output = privacy_cli(&server, &["verify", tampered.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("does not verify"), "{stderr}");
+    assert!(stderr.contains("does not match"), "{stderr}");
+
+    // Erase without --yes and without a terminal: refused, nothing erased.
+    let receipt_path = dir.path().join("ines-receipt.json");
+    let output = privacy_cli(&server, &["erase", &format!("email:{email}")]);
+    let printed = no_personal_output(&output);
+    assert_eq!(output.status.code(), Some(1), "{printed}");
+    assert!(printed.contains("not a terminal"), "{printed}");
+    assert!(lookup(&server, &format!("email={email}")).is_some());
+
+    // With --yes: the receipt's summary, and its file verifies.
+    let output = privacy_cli(
+        &server,
+        &[
+            "erase",
+            profile_id,
+            "--yes",
+            "--out",
+            receipt_path.to_str().unwrap(),
+        ],
+    );
+    let printed = no_personal_output(&output);
+    assert!(output.status.success(), "{printed}");
+    assert!(printed.contains("receipt er_"), "{printed}");
+    assert!(printed.contains("identity_graph"), "{printed}");
+    assert!(printed.contains("crypto_shredded"), "{printed}");
+    assert!(printed.contains("5 events"), "{printed}");
+    let output = privacy_cli(&server, &["verify", receipt_path.to_str().unwrap()]);
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.starts_with("OK: erasure receipt er_"), "{stdout}");
+    assert!(lookup(&server, &format!("email={email}")).is_none());
+    // After erasure there is nothing left to export.
+    let output = privacy_cli(
+        &server,
+        &[
+            "export",
+            &format!("email:{email}"),
+            "--out",
+            dir.path().join("after.json").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert!(!dir.path().join("after.json").exists());
+}
