@@ -15,8 +15,7 @@ use trib_core::Secret;
 
 use crate::config::{
     CONFIG_VERSION, Config, FieldRule, IngestConfig, LogConfig, LogStorage, RetentionConfig,
-    ServerConfig,
-    SourceConfig, SourceRules, StoreConfig, UnknownEvents,
+    ServerConfig, SourceConfig, SourceRules, StoreConfig, UnknownEvents,
 };
 use crate::error::Problem;
 use crate::parse::SourceMap;

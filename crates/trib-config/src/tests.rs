@@ -791,7 +791,10 @@ fn retention_maps_event_types_names_and_classes() {
     assert_eq!(ttl(EventType::Screen, None), Some("default"));
     // A configured class takes a trait from a default class.
     assert_eq!(retention.traits.class_of("phone"), Some(("device", day)));
-    assert_eq!(retention.traits.class_of("email"), Some(("contact", 90 * day)));
+    assert_eq!(
+        retention.traits.class_of("email"),
+        Some(("contact", 90 * day))
+    );
     assert_eq!(retention.traits.class_of("first_name"), None);
 }
 
@@ -818,9 +821,7 @@ fn retention_errors_name_the_toml_path() {
         "retention.traits.contact: must be positive",
     );
     check_error(
-        &with_source(
-            "version = 1\n[retention.classes]\na = [\"plan\"]\nb = [\"plan\"]\n",
-        ),
+        &with_source("version = 1\n[retention.classes]\na = [\"plan\"]\nb = [\"plan\"]\n"),
         "retention.classes.b[0]: trait \"plan\" is already in class \"a\"",
     );
     check_error(

@@ -128,11 +128,17 @@ mod tests {
             Some(("Order Completed", day))
         );
         assert_eq!(ttl(EventType::Page, None), Some(("page", 2 * day)));
-        assert_eq!(ttl(EventType::Track, Some("Other")), Some(("default", 3 * day)));
+        assert_eq!(
+            ttl(EventType::Track, Some("Other")),
+            Some(("default", 3 * day))
+        );
         assert_eq!(ttl(EventType::Identify, None), Some(("default", 3 * day)));
         let keep = EventRetention::default();
         assert!(keep.is_empty());
-        assert_eq!(keep.ttl_for(EventType::Track, Some("Order Completed")), None);
+        assert_eq!(
+            keep.ttl_for(EventType::Track, Some("Order Completed")),
+            None
+        );
     }
 
     #[test]

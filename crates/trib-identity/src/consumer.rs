@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::runtime::Handle;
 use tokio::sync::{oneshot, watch};
-use trib_log::EventLog;
 use trib_core::retention::TraitRetention;
+use trib_log::EventLog;
 use trib_store::{ChangeBatch, ConsumerOffsets, EventRef, ProfileId, ProfileStore, StoreError};
 
 use crate::engine::{

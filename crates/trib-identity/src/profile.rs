@@ -262,7 +262,12 @@ impl Profile {
     /// A source whose latest observation is too old goes whole (every observation it keeps is
     /// older). Otherwise its latest stays, and an older earliest, max or min is replaced by the
     /// latest (if it is not empty), the only observation still known.
-    pub(crate) fn expire_trait(&mut self, rules: &IdentityRules, name: &str, cutoff_ms: i64) -> u64 {
+    pub(crate) fn expire_trait(
+        &mut self,
+        rules: &IdentityRules,
+        name: &str,
+        cutoff_ms: i64,
+    ) -> u64 {
         let Some(per_source) = self.observations.get_mut(name) else {
             return 0;
         };
@@ -497,9 +502,21 @@ mod tests {
     fn expiring_a_trait_drops_old_observations_and_recomputes_the_golden_value() {
         let rules = rules("first_seen");
         let mut profile = Profile::new("p".into());
-        profile.observe("email", obs(json!("old@example.com"), "crm", 100), Survivorship::FirstSeen);
-        profile.observe("email", obs(json!("new@example.com"), "crm", 900), Survivorship::FirstSeen);
-        profile.observe("email", obs(json!("web@example.com"), "web", 50), Survivorship::FirstSeen);
+        profile.observe(
+            "email",
+            obs(json!("old@example.com"), "crm", 100),
+            Survivorship::FirstSeen,
+        );
+        profile.observe(
+            "email",
+            obs(json!("new@example.com"), "crm", 900),
+            Survivorship::FirstSeen,
+        );
+        profile.observe(
+            "email",
+            obs(json!("web@example.com"), "web", 50),
+            Survivorship::FirstSeen,
+        );
         profile.recompute(&rules, None);
         assert_eq!(profile.traits["email"].value, json!("web@example.com"));
 

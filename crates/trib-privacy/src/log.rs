@@ -181,10 +181,10 @@ impl<L: EventLog> EventLog for SealedLog<L> {
         let all_cached = records.iter().all(|record| {
             record.payload.is_empty()
                 || Subject::from_hex(&record.key)
-                .zip(sealed_key_id(&Subject([0; 32]), &record.payload).ok())
-                .is_some_and(|(subject, key_id)| {
-                    self.keystore.cached_dek(&subject, key_id).is_some()
-                })
+                    .zip(sealed_key_id(&Subject([0; 32]), &record.payload).ok())
+                    .is_some_and(|(subject, key_id)| {
+                        self.keystore.cached_dek(&subject, key_id).is_some()
+                    })
         });
         let result = if all_cached {
             open_records(&self.keystore, &context, records)

@@ -99,7 +99,10 @@ async fn purge_partition(
     partition: u32,
     report: &mut EventPurgeReport,
 ) -> Result<(), LogError> {
-    let start = log.committed_offset(CONSUMER, partition).await?.unwrap_or(0);
+    let start = log
+        .committed_offset(CONSUMER, partition)
+        .await?
+        .unwrap_or(0);
     let end = log.end_offset(partition).await?;
     // The first offset not settled yet; everything before it is.
     let mut unsettled: Option<u64> = None;

@@ -57,11 +57,11 @@ async fn expired_events_are_blanked_per_type_and_the_rest_is_kept() {
     let log = MemoryLog::new(1);
     log.append(vec![
         event("u1", "track", Some("Order Completed"), 40), // 0: expired
-        event("u1", "page", None, 8),                       // 1: expired
-        event("u1", "identify", None, 4_000),               // 2: no TTL
-        event("u1", "track", Some("Order Completed"), 10),  // 3: expires in 20 days
-        event("u1", "track", Some("Signed Up"), 4_000),     // 4: no TTL, no default
-        event("u1", "page", None, 2),                       // 5: expires in 5 days
+        event("u1", "page", None, 8),                      // 1: expired
+        event("u1", "identify", None, 4_000),              // 2: no TTL
+        event("u1", "track", Some("Order Completed"), 10), // 3: expires in 20 days
+        event("u1", "track", Some("Signed Up"), 4_000),    // 4: no TTL, no default
+        event("u1", "page", None, 2),                      // 5: expires in 5 days
     ])
     .await
     .unwrap();
@@ -104,9 +104,14 @@ async fn expired_events_are_blanked_per_type_and_the_rest_is_kept() {
 async fn the_default_ttl_covers_every_other_event_and_no_policy_does_nothing() {
     let log = MemoryLog::new(2);
     let users = ["a", "b", "c", "d"];
-    log.append(users.iter().map(|u| event(u, "identify", None, 100)).collect())
-        .await
-        .unwrap();
+    log.append(
+        users
+            .iter()
+            .map(|u| event(u, "identify", None, 100))
+            .collect(),
+    )
+    .await
+    .unwrap();
     let nothing = purge_events(&log, &log, &EventRetention::default(), NOW_MS)
         .await
         .unwrap();

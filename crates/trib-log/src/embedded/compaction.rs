@@ -61,7 +61,13 @@ pub(super) fn blank_partition(
         let Some(rewritten) = write_blanked_copy(segment, &chosen)? else {
             continue;
         };
-        install(shared, segment, rewritten.temporary, rewritten.index, rewritten.len)?;
+        install(
+            shared,
+            segment,
+            rewritten.temporary,
+            rewritten.index,
+            rewritten.len,
+        )?;
         report.blanked += rewritten.blanked;
     }
     Ok(report)
@@ -217,4 +223,3 @@ pub(super) fn remove_unfinished_copies(partition_dir: &Path) -> Result<(), LogEr
     }
     Ok(())
 }
-

@@ -701,7 +701,7 @@ async fn without_fsync_records_are_still_stored_and_reopened() {
 /// A one-partition log whose segments roll after about three records.
 fn small_segments(dir: &Path) -> EmbeddedLogOptions {
     EmbeddedLogOptions {
-        segment_max_bytes: 3 * encoded_record_bytes(&numbered(1, 0)[0]) as u64,
+        segment_max_bytes: 3 * encoded_record_bytes(&numbered(1, 0)[0]),
         ..options(dir, 1)
     }
 }

@@ -182,7 +182,12 @@ async fn blanked_records_read_back_empty_through_the_sealed_log() {
     assert_eq!(read.len(), 12);
     for stored in &read {
         let blanked = [0, 2].contains(&stored.offset);
-        assert_eq!(stored.payload.is_empty(), blanked, "offset {}", stored.offset);
+        assert_eq!(
+            stored.payload.is_empty(),
+            blanked,
+            "offset {}",
+            stored.offset
+        );
         assert_eq!(stored.dedup_id, Some(format!("m-{}", stored.offset)));
     }
 }
