@@ -136,6 +136,8 @@ async fn read_log(
     }
     let records = records
         .into_iter()
+        // An empty payload is an erased or blanked (retention) record: nothing to show.
+        .filter(|record| !record.payload.is_empty())
         .map(|record| {
             let text = String::from_utf8(record.payload.to_vec())
                 .map_err(|error| ApiError::internal(&error))?;

@@ -9,12 +9,12 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use trib_audit::AuditLog;
-use trib_config::{Config, LogStorage, StoreConfig};
+use trib_config::{Config, LogStorage, RetentionConfig, StoreConfig};
 use trib_consent::{ConsentConsumer, ConsentReader, Ledger};
 use trib_identity::consumer::{ConsumerOptions, IdentityConsumer};
 use trib_identity::{Engine, Keyer};
 use trib_log::{
-    Durability, EmbeddedLog, EmbeddedLogOptions, EventLog, MemoryLog, MemoryLogOptions,
+    Compactable, Durability, EmbeddedLog, EmbeddedLogOptions, EventLog, MemoryLog, MemoryLogOptions,
 };
 use trib_store::ProfileStore;
 
@@ -101,6 +101,8 @@ pub(crate) struct Server {
     identity: Arc<IdentityConsumer>,
     audit: Arc<AuditLog>,
     consent: ConsentConsumer,
+    /// The background retention purge, when `[retention]` sets a TTL.
+    retention: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
 }
 
 impl Server {
@@ -117,7 +119,7 @@ impl Server {
         } else {
             Some(open_at_rest(&config.server.data_dir)?)
         };
-        let mut events = open_log(
+        let (mut events, compactor) = open_compactable_log(
             config,
             &config.server.data_dir.join("events"),
             config.log.partitions,
@@ -222,6 +224,14 @@ impl Server {
                 keyer,
                 rules: privacy_rules,
             });
+        let retention = config.retention.is_enabled().then(|| {
+            spawn_retention(
+                &config.retention,
+                events.clone(),
+                compactor,
+                identity.clone(),
+            )
+        });
         let listener = tokio::net::TcpListener::bind(config.server.listen)
             .await
             .with_context(|| format!("failed to listen on {}", config.server.listen))?;
@@ -246,6 +256,7 @@ impl Server {
             identity,
             audit,
             consent,
+            retention,
         })
     }
 
@@ -270,6 +281,11 @@ impl Server {
     pub(crate) async fn shutdown(self) -> anyhow::Result<()> {
         let _ = self.stop.send(());
         self.task.await.context("the server task failed")??;
+        // The purge holds a reference to the identity consumer: stop it first.
+        if let Some((stop, task)) = self.retention {
+            let _ = stop.send(());
+            task.await.context("the retention task failed")?;
+        }
         // The API held the other reference to the consumer; stopping it finishes its round.
         let consent = self.consent;
         tokio::task::spawn_blocking(move || consent.stop()).await?;
@@ -292,12 +308,23 @@ pub(crate) fn open_log(
     dir: &Path,
     partitions: u32,
 ) -> anyhow::Result<Arc<dyn EventLog>> {
+    Ok(open_compactable_log(config, dir, partitions)?.0)
+}
+
+/// Opens a log as [`open_log`] does, with a second handle on it that can blank records (for
+/// the retention purge, which reads through the sealing decorator but blanks underneath it).
+pub(crate) fn open_compactable_log(
+    config: &Config,
+    dir: &Path,
+    partitions: u32,
+) -> anyhow::Result<(Arc<dyn EventLog>, Arc<dyn Compactable>)> {
     Ok(match config.log.storage {
         LogStorage::Memory => {
             let mut options = MemoryLogOptions::new(partitions);
             options.dedup_window = config.ingest.dedup_window;
             options.max_queued_records = config.log.max_queued_records;
-            Arc::new(MemoryLog::with_options(options))
+            let log = Arc::new(MemoryLog::with_options(options));
+            (log.clone(), log)
         }
         LogStorage::Embedded => {
             let mut options = EmbeddedLogOptions::new(dir.to_path_buf());
@@ -309,13 +336,85 @@ pub(crate) fn open_log(
             };
             options.dedup_window = config.ingest.dedup_window;
             options.max_queued_records = config.log.max_queued_records;
-            Arc::new(
-                EmbeddedLog::open(options).with_context(|| {
+            let log =
+                Arc::new(EmbeddedLog::open(options).with_context(|| {
                     format!("failed to open the event log in {}", dir.display())
-                })?,
-            )
+                })?);
+            (log.clone(), log)
         }
     })
+}
+
+/// Starts the retention purge: now, then every `interval`, blank expired events and expire
+/// trait observations; returns the stop signal and the task.
+fn spawn_retention(
+    config: &RetentionConfig,
+    events: Arc<dyn EventLog>,
+    compactor: Arc<dyn Compactable>,
+    identity: Arc<IdentityConsumer>,
+) -> (oneshot::Sender<()>, JoinHandle<()>) {
+    let (stop, mut stopped) = oneshot::channel::<()>();
+    let interval = config.interval;
+    let event_policy = config.events.clone();
+    let trait_policy = Arc::new(config.traits.clone());
+    let task = tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = &mut stopped => return,
+                _ = ticks.tick() => {}
+            }
+            let run = run_retention(
+                &*events,
+                &*compactor,
+                &identity,
+                &event_policy,
+                &trait_policy,
+            );
+            tokio::select! {
+                _ = &mut stopped => return,
+                () = run => {}
+            }
+        }
+    });
+    (stop, task)
+}
+
+/// One retention run; logs counts only (no event or trait values).
+async fn run_retention(
+    events: &dyn EventLog,
+    compactor: &dyn Compactable,
+    identity: &IdentityConsumer,
+    event_policy: &trib_core::retention::EventRetention,
+    trait_policy: &Arc<trib_core::retention::TraitRetention>,
+) {
+    let started = std::time::Instant::now();
+    let now = jiff::Timestamp::now();
+    let now_ms = now.as_millisecond();
+    match trib_retention::purge_events(events, compactor, event_policy, now_ms).await {
+        Ok(report) => tracing::info!(
+            scanned = report.scanned,
+            blanked = report.blanked_total(),
+            deferred = report.deferred,
+            unreadable = report.unreadable,
+            "retention: event purge done"
+        ),
+        Err(error) => tracing::warn!(%error, "retention: the event purge failed"),
+    }
+    if !trait_policy.is_empty() {
+        match identity.expire_traits(now_ms, trait_policy.clone()).await {
+            Ok(report) => tracing::info!(
+                profiles = report.profiles,
+                changed = report.changed,
+                observations = report.expired.values().sum::<u64>(),
+                "retention: trait expiry done"
+            ),
+            Err(error) => tracing::warn!(%error, "retention: the trait expiry failed"),
+        }
+    }
+    metrics::gauge!("tributary_retention_last_run_timestamp_seconds").set(now.as_second() as f64);
+    metrics::histogram!("tributary_retention_run_seconds").record(started.elapsed().as_secs_f64());
 }
 
 /// Set (to anything) to run `serve` without encryption at rest, only to measure what

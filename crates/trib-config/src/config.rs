@@ -45,6 +45,43 @@ pub struct Config {
     /// consent event (see [`trib_consent::rules`]). Absent: `email_marketing`,
     /// `personalization` and `analytics`, each needing consent.
     pub privacy: trib_consent::PrivacyRules,
+    /// `[retention]`: how long events and profile traits are kept. Absent: everything is kept
+    /// forever.
+    pub retention: RetentionConfig,
+}
+
+/// The `[retention]` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetentionConfig {
+    /// `interval`: how often the background purge runs, a positive duration. Default `"1h"`.
+    pub interval: Duration,
+    /// `[retention.events]`: TTL per track event name, per call type (`page`, `screen`,
+    /// `identify`, `group`, `alias`) and `default` for every other event. Absent: kept forever.
+    pub events: trib_core::retention::EventRetention,
+    /// `[retention.traits]` (TTL per class) over `[retention.classes]` (trait names per class;
+    /// defaults `contact` and `name`). A trait in no class with a TTL is kept forever.
+    pub traits: trib_core::retention::TraitRetention,
+}
+
+impl RetentionConfig {
+    pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60 * 60);
+
+    /// Whether anything can expire (the purge has work to do).
+    pub fn is_enabled(&self) -> bool {
+        !self.events.is_empty() || !self.traits.is_empty()
+    }
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            interval: Self::DEFAULT_INTERVAL,
+            events: trib_core::retention::EventRetention::default(),
+            traits: trib_core::retention::TraitRetention {
+                classes: trib_core::retention::TraitRetention::default_classes(),
+            },
+        }
+    }
 }
 
 /// The `[store]` table: the profile store.

@@ -144,6 +144,7 @@ impl Config {
             identity: trib_identity::IdentityRules::default(),
             store: crate::config::StoreConfig::default(),
             privacy: trib_consent::PrivacyRules::default(),
+            retention: crate::config::RetentionConfig::default(),
         };
         Ok((config, generated))
     }

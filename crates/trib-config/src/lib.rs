@@ -33,7 +33,8 @@ mod raw;
 
 pub use config::{
     CONFIG_VERSION, Config, DEFAULT_DATA_DIR, FieldRule, IngestConfig, LogConfig, LogStorage,
-    ServerConfig, SourceConfig, SourceRules, StoreConfig, UnknownEvents, process_env,
+    RetentionConfig, ServerConfig, SourceConfig, SourceRules, StoreConfig, UnknownEvents,
+    process_env,
 };
 pub use error::{ConfigError, Problem};
 pub use interpolate::EnvLookup;

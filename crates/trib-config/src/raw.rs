@@ -14,8 +14,8 @@ use serde::Deserialize;
 use trib_core::Secret;
 
 use crate::config::{
-    CONFIG_VERSION, Config, FieldRule, IngestConfig, LogConfig, LogStorage, ServerConfig,
-    SourceConfig, SourceRules, StoreConfig, UnknownEvents,
+    CONFIG_VERSION, Config, FieldRule, IngestConfig, LogConfig, LogStorage, RetentionConfig,
+    ServerConfig, SourceConfig, SourceRules, StoreConfig, UnknownEvents,
 };
 use crate::error::Problem;
 use crate::parse::SourceMap;
@@ -45,6 +45,17 @@ pub(crate) struct RawConfig {
     store: RawStore,
     #[serde(default)]
     privacy: RawPrivacy,
+    #[serde(default)]
+    retention: RawRetention,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetention {
+    interval: Option<String>,
+    events: Option<BTreeMap<String, String>>,
+    traits: Option<BTreeMap<String, String>>,
+    classes: Option<BTreeMap<String, Vec<String>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -187,12 +198,14 @@ impl RawConfig {
         };
         let store = self.store.validate(&mut problems);
         let privacy = self.privacy.validate(&mut problems);
+        let retention = self.retention.validate(&mut problems);
 
         if let (true, Some(identity)) = (problems.problems.is_empty(), identity) {
             Ok(Config {
                 identity,
                 store,
                 privacy,
+                retention,
                 server,
                 ingest,
                 log,
@@ -204,6 +217,112 @@ impl RawConfig {
         } else {
             Err(problems.problems)
         }
+    }
+}
+
+impl RawRetention {
+    fn validate(self, problems: &mut Problems<'_>) -> RetentionConfig {
+        use trib_core::EventType;
+        use trib_core::retention::{EventRetention, TraitClass, TraitRetention};
+        let table = TomlPath::key("retention");
+        let mut config = RetentionConfig::default();
+        if let Some(text) = self.interval {
+            match parse_positive_days(&text) {
+                Ok(interval) => config.interval = interval,
+                Err(message) => problems.push(&table.join("interval"), message),
+            }
+        }
+
+        let mut events = EventRetention::default();
+        for (key, text) in self.events.unwrap_or_default() {
+            let path = table.join("events").join(&key);
+            let ttl = match parse_positive_days(&text) {
+                Ok(ttl) => ttl,
+                Err(message) => {
+                    problems.push(&path, message);
+                    continue;
+                }
+            };
+            match key.as_str() {
+                "" => problems.push(&path, "an event type or name must not be empty"),
+                "default" => events.default = Some(ttl),
+                "track" => problems.push(
+                    &path,
+                    "name the track event (\"Order Completed\") or use `default`",
+                ),
+                other => match other.parse::<EventType>() {
+                    Ok(kind) => {
+                        events.call_types.insert(kind, ttl);
+                    }
+                    Err(_) => {
+                        events.track_events.insert(key, ttl);
+                    }
+                },
+            }
+        }
+        config.events = events;
+
+        let mut classes = TraitRetention::default_classes();
+        let mut owner: BTreeMap<String, String> = BTreeMap::new();
+        for (name, traits) in self.classes.unwrap_or_default() {
+            let path = table.join("classes").join(&name);
+            if name.is_empty() {
+                problems.push(&path, "a class name must not be empty");
+                continue;
+            }
+            for (index, trait_name) in traits.iter().enumerate() {
+                if trait_name.is_empty() {
+                    problems.push(&path.at(index), "a trait name must not be empty");
+                } else if let Some(other) = owner.insert(trait_name.clone(), name.clone()) {
+                    problems.push(
+                        &path.at(index),
+                        format!("trait {trait_name:?} is already in class {other:?}"),
+                    );
+                }
+            }
+            let class = TraitClass {
+                name: name.clone(),
+                traits,
+                ttl: None,
+            };
+            match classes.iter_mut().find(|existing| existing.name == name) {
+                Some(existing) => *existing = class,
+                None => classes.push(class),
+            }
+        }
+        // A default class keeps its traits only where no configured class claims them.
+        for class in &mut classes {
+            let name = class.name.clone();
+            class
+                .traits
+                .retain(|t| owner.get(t).is_none_or(|owner| *owner == name));
+        }
+        for (name, text) in self.traits.unwrap_or_default() {
+            let path = table.join("traits").join(&name);
+            let ttl = match parse_positive_days(&text) {
+                Ok(ttl) => ttl,
+                Err(message) => {
+                    problems.push(&path, message);
+                    continue;
+                }
+            };
+            match classes.iter_mut().find(|class| class.name == name) {
+                Some(class) => class.ttl = Some(ttl),
+                None => {
+                    let known: Vec<&str> = classes.iter().map(|c| c.name.as_str()).collect();
+                    problems.push(
+                        &path,
+                        format!(
+                            "unknown class {name:?}: declare it in [retention.classes] \
+                             (known: {})",
+                            known.join(", ")
+                        ),
+                    );
+                }
+            }
+        }
+        config.traits = TraitRetention { classes };
+        config
     }
 }
 
@@ -810,6 +929,25 @@ fn positive(value: Option<i64>, path: &TomlPath, problems: &mut Problems<'_>) ->
             problems.push(path, format!("must be greater than 0, got {value}"));
             None
         }
+    }
+}
+
+/// Parses a positive retention duration: as [`parse_positive_duration`], plus days and weeks
+/// (`"30d"`, `"2w"`, `"P90D"`) counted as 24 hours and 7 days (months and years are refused:
+/// their length varies).
+fn parse_positive_days(text: &str) -> Result<Duration, String> {
+    if let Ok(duration) = parse_positive_duration(text) {
+        return Ok(duration);
+    }
+    let span: jiff::Span = text.parse().map_err(|_| {
+        format!("must be a duration such as \"30d\", \"12h\" or \"90m\", got {text:?}")
+    })?;
+    let signed = span
+        .to_duration(jiff::SpanRelativeTo::days_are_24_hours())
+        .map_err(|_| format!("must use weeks, days or smaller units, got {text:?}"))?;
+    match Duration::try_from(signed) {
+        Ok(duration) if !duration.is_zero() => Ok(duration),
+        _ => Err(format!("must be positive, got {text:?}")),
     }
 }
 

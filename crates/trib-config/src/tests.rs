@@ -139,6 +139,7 @@ fn every_key_is_read() {
         ],
         identity: trib_identity::IdentityRules::default(),
         privacy: trib_consent::PrivacyRules::default(),
+        retention: crate::RetentionConfig::default(),
         store: StoreConfig::default(),
     };
     assert_eq!(config.server, expected.server);
@@ -742,4 +743,89 @@ fn privacy_problems_name_their_path() {
     for (table, expected) in cases {
         check_error(&with_source(&format!("version = 1\n{table}")), expected);
     }
+}
+
+#[test]
+fn retention_is_off_by_default_with_the_default_classes() {
+    let config = check_ok(MINIMAL);
+    assert_eq!(config.retention, crate::RetentionConfig::default());
+    assert!(!config.retention.is_enabled());
+    assert_eq!(config.retention.interval, Duration::from_secs(3600));
+    let names: Vec<&str> = config
+        .retention
+        .traits
+        .classes
+        .iter()
+        .map(|class| class.name.as_str())
+        .collect();
+    assert_eq!(names, ["contact", "name"]);
+}
+
+#[test]
+fn retention_maps_event_types_names_and_classes() {
+    use trib_core::EventType;
+    let config = check_ok(&with_source(
+        r#"
+        version = 1
+        [retention]
+        interval = "10m"
+        [retention.events]
+        "Order Completed" = "30d"
+        page = "7d"
+        default = "365d"
+        [retention.traits]
+        contact = "90d"
+        device = "1d"
+        [retention.classes]
+        device = ["device_id", "phone"]
+        "#,
+    ));
+    let retention = &config.retention;
+    let day = Duration::from_secs(86_400);
+    assert!(retention.is_enabled());
+    assert_eq!(retention.interval, Duration::from_secs(600));
+    assert_eq!(retention.events.track_events["Order Completed"], 30 * day);
+    assert_eq!(retention.events.call_types[&EventType::Page], 7 * day);
+    assert_eq!(retention.events.default, Some(365 * day));
+    let ttl = |kind, name| retention.events.ttl_for(kind, name).map(|t| t.label);
+    assert_eq!(ttl(EventType::Screen, None), Some("default"));
+    // A configured class takes a trait from a default class.
+    assert_eq!(retention.traits.class_of("phone"), Some(("device", day)));
+    assert_eq!(
+        retention.traits.class_of("email"),
+        Some(("contact", 90 * day))
+    );
+    assert_eq!(retention.traits.class_of("first_name"), None);
+}
+
+#[test]
+fn retention_errors_name_the_toml_path() {
+    check_error(
+        &with_source("version = 1\n[retention]\ninterval = \"0s\"\n"),
+        "line 3: retention.interval: must be positive",
+    );
+    check_error(
+        &with_source("version = 1\n[retention.events]\n\"Order Completed\" = \"soon\"\n"),
+        "retention.events.\"Order Completed\": must be a duration",
+    );
+    check_error(
+        &with_source("version = 1\n[retention.events]\ntrack = \"1d\"\n"),
+        "retention.events.track: name the track event",
+    );
+    check_error(
+        &with_source("version = 1\n[retention.traits]\nhealth = \"1d\"\n"),
+        "retention.traits.health: unknown class \"health\"",
+    );
+    check_error(
+        &with_source("version = 1\n[retention.traits]\ncontact = \"-1d\"\n"),
+        "retention.traits.contact: must be positive",
+    );
+    check_error(
+        &with_source("version = 1\n[retention.classes]\na = [\"plan\"]\nb = [\"plan\"]\n"),
+        "retention.classes.b[0]: trait \"plan\" is already in class \"a\"",
+    );
+    check_error(
+        &with_source("version = 1\n[retention]\nkeep = \"1d\"\n"),
+        "keep",
+    );
 }

@@ -15,3 +15,5 @@ mod quarantine;
 
 pub use gate::{EventGate, OpenGate, Refusal};
 pub use quarantine::QuarantinedMessage;
+
+pub mod retention;

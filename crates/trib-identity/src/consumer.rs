@@ -20,11 +20,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::runtime::Handle;
 use tokio::sync::{oneshot, watch};
+use trib_core::retention::TraitRetention;
 use trib_log::EventLog;
 use trib_store::{ChangeBatch, ConsumerOffsets, EventRef, ProfileId, ProfileStore, StoreError};
 
 use crate::engine::{
-    Engine, EngineError, ErasureReport, Exclusion, LogEvent, MatchReport, UnmergeReport,
+    Engine, EngineError, ErasureReport, Exclusion, LogEvent, MatchReport, TraitExpiryReport,
+    UnmergeReport,
 };
 
 /// The consumer name under which offsets are committed in the profile store.
@@ -72,6 +74,11 @@ enum Command {
         item: u64,
         merge: bool,
         reply: oneshot::Sender<Result<bool, EngineError>>,
+    },
+    ExpireTraits {
+        now_ms: i64,
+        policy: Arc<TraitRetention>,
+        reply: oneshot::Sender<Result<TraitExpiryReport, EngineError>>,
     },
     Stop,
 }
@@ -197,6 +204,26 @@ impl IdentityConsumer {
         let (reply, answer) = oneshot::channel();
         self.commands
             .send(Command::Decide { item, merge, reply })
+            .map_err(|_| EngineError::Invalid("the identity consumer stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| EngineError::Invalid("the identity consumer stopped".into()))?
+    }
+
+    /// Drops trait observations older than their class's TTL on the consumer's thread (see
+    /// [`Engine::expire_traits`]); the changed profiles are written before this returns.
+    pub async fn expire_traits(
+        &self,
+        now_ms: i64,
+        policy: Arc<TraitRetention>,
+    ) -> Result<TraitExpiryReport, EngineError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::ExpireTraits {
+                now_ms,
+                policy,
+                reply,
+            })
             .map_err(|_| EngineError::Invalid("the identity consumer stopped".into()))?;
         answer
             .await
@@ -485,6 +512,14 @@ fn run<S: ProfileStore + Clone>(
             }
             Some(Command::Decide { item, merge, reply }) => {
                 let _ = reply.send(engine.decide_review(item, merge));
+                continue;
+            }
+            Some(Command::ExpireTraits {
+                now_ms,
+                policy,
+                reply,
+            }) => {
+                let _ = reply.send(engine.expire_traits(now_ms, &policy));
                 continue;
             }
             None => {}

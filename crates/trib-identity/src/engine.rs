@@ -59,10 +59,14 @@ pub mod journal {
     pub const ERASURE: &str = "erasure";
     /// An erased identifier came back with consent; its tombstone no longer stands.
     pub const ERASURE_LIFTED: &str = "erasure_lifted";
+    /// Trait observations older than their class's TTL were dropped (counts per class only).
+    pub const RETENTION: &str = "retention";
 }
 
 mod erase;
+mod expire;
 pub use erase::{ErasureReport, LogKeys};
+pub use expire::TraitExpiryReport;
 
 /// Why the engine stopped.
 #[derive(Debug, thiserror::Error)]

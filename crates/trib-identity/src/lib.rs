@@ -19,7 +19,7 @@ pub mod view;
 pub use config::{IdentityConfig, IdentityRules, Survivorship};
 pub use engine::{
     Engine, EngineError, EngineStats, ErasureReport, Exclusion, LogEvent, MatchReport, ReviewItem,
-    UnmergeReport,
+    TraitExpiryReport, UnmergeReport,
 };
 pub use keys::Keyer;
 pub use profile::Profile;

@@ -255,6 +255,56 @@ impl Profile {
         });
     }
 
+    /// Drops the observations of trait `name` made before `cutoff_ms` (event time) and
+    /// recomputes its golden value; the trait goes when nothing is left. Returns how many
+    /// sources' observations of the trait were dropped or trimmed.
+    ///
+    /// A source whose latest observation is too old goes whole (every observation it keeps is
+    /// older). Otherwise its latest stays, and an older earliest, max or min is replaced by the
+    /// latest (if it is not empty), the only observation still known.
+    pub(crate) fn expire_trait(
+        &mut self,
+        rules: &IdentityRules,
+        name: &str,
+        cutoff_ms: i64,
+    ) -> u64 {
+        let Some(per_source) = self.observations.get_mut(name) else {
+            return 0;
+        };
+        let mut expired = 0;
+        per_source.retain(|_, observations| {
+            if observations.latest.at_ms < cutoff_ms {
+                expired += 1;
+                return false;
+            }
+            let latest = &observations.latest;
+            let replacement = (!is_empty_value(&latest.value)).then(|| latest.clone());
+            let mut trimmed = false;
+            for slot in [
+                &mut observations.earliest,
+                &mut observations.max,
+                &mut observations.min,
+            ] {
+                if slot.as_ref().is_some_and(|o| o.at_ms < cutoff_ms) {
+                    *slot = replacement.clone();
+                    trimmed = true;
+                }
+            }
+            expired += u64::from(trimmed);
+            true
+        });
+        if expired == 0 {
+            return 0;
+        }
+        if per_source.is_empty() {
+            self.observations.remove(name);
+            self.traits.remove(name);
+        } else {
+            self.recompute(rules, Some(&[name.to_owned()]));
+        }
+        expired
+    }
+
     /// Recomputes the golden value of the named traits (all when `names` is `None`).
     pub(crate) fn recompute(&mut self, rules: &IdentityRules, names: Option<&[String]>) {
         let names: Vec<String> = match names {
@@ -446,6 +496,39 @@ mod tests {
         }
         profile.recompute(&rules, None);
         assert_eq!(profile.traits["t"].sources, vec!["b".to_owned()]);
+    }
+
+    #[test]
+    fn expiring_a_trait_drops_old_observations_and_recomputes_the_golden_value() {
+        let rules = rules("first_seen");
+        let mut profile = Profile::new("p".into());
+        profile.observe(
+            "email",
+            obs(json!("old@example.com"), "crm", 100),
+            Survivorship::FirstSeen,
+        );
+        profile.observe(
+            "email",
+            obs(json!("new@example.com"), "crm", 900),
+            Survivorship::FirstSeen,
+        );
+        profile.observe(
+            "email",
+            obs(json!("web@example.com"), "web", 50),
+            Survivorship::FirstSeen,
+        );
+        profile.recompute(&rules, None);
+        assert_eq!(profile.traits["email"].value, json!("web@example.com"));
+
+        // web goes whole, crm's earliest is replaced by its latest.
+        assert_eq!(profile.expire_trait(&rules, "email", 500), 2);
+        assert_eq!(profile.traits["email"].value, json!("new@example.com"));
+        assert_eq!(profile.observations["email"].len(), 1);
+        assert_eq!(profile.expire_trait(&rules, "email", 500), 0, "idempotent");
+
+        assert_eq!(profile.expire_trait(&rules, "email", 1_000), 1);
+        assert!(!profile.traits.contains_key("email"));
+        assert!(!profile.observations.contains_key("email"));
     }
 
     #[test]

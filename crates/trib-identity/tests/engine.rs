@@ -748,3 +748,77 @@ fn erasing_an_unknown_or_erased_profile_is_an_error() {
         Err(EngineError::UnknownProfile(_))
     ));
 }
+
+#[test]
+fn expired_trait_observations_leave_profiles_with_a_counts_only_journal_entry() {
+    use std::time::Duration;
+    use trib_core::retention::TraitRetention;
+
+    let mut log = Log::default();
+    log.push(
+        0,
+        json!({"type": "identify", "userId": "u-1",
+        "traits": {"email": "old@example.com", "first_name": "Ada", "plan": "free"},
+        "timestamp": "2026-03-01T10:00:00Z"}),
+    );
+    log.push(
+        0,
+        json!({"type": "identify", "userId": "u-2",
+        "traits": {"email": "recent@example.com"}, "timestamp": "2026-04-20T10:00:00Z"}),
+    );
+    let store = Arc::new(MemoryStore::new());
+    let mut engine = engine(store.clone(), default_rules());
+    engine.process(&log.events, None).unwrap();
+
+    let mut classes = TraitRetention::default_classes();
+    classes[0].ttl = Some(Duration::from_secs(30 * 86_400)); // contact
+    let policy = TraitRetention { classes };
+    let now_ms = jiff::Timestamp::from_second(1_777_550_400)
+        .unwrap()
+        .as_millisecond(); // 2026-04-30
+    let report = engine.expire_traits(now_ms, &policy).unwrap();
+    assert_eq!(report.profiles, 2);
+    assert_eq!(report.changed, 1);
+    assert_eq!(report.expired, BTreeMap::from([("contact".to_owned(), 1)]));
+
+    let old = store
+        .get(&lookup(&*store, "user_id", "u-1").unwrap())
+        .unwrap();
+    let Some(ProfileState::Active(record)) = old else {
+        panic!("u-1 is not active")
+    };
+    let profile = trib_identity::engine::decode(&record).unwrap();
+    assert!(!profile.traits.contains_key("email"));
+    assert!(!profile.observations.contains_key("email"));
+    assert_eq!(
+        profile.traits["first_name"].value,
+        json!("Ada"),
+        "class without a TTL"
+    );
+    assert_eq!(
+        profile.traits["plan"].value,
+        json!("free"),
+        "trait in no class"
+    );
+    let entries = store.journal(&record.id, 100).unwrap();
+    let retention: Vec<_> = entries
+        .iter()
+        .filter(|e| e.kind == journal::RETENTION)
+        .collect();
+    assert_eq!(retention.len(), 1);
+    let doc: Value = serde_json::from_slice(&retention[0].doc).unwrap();
+    assert_eq!(doc, json!({"expired": {"contact": 1}, "traits_removed": 1}));
+
+    let recent = store
+        .get(&lookup(&*store, "user_id", "u-2").unwrap())
+        .unwrap();
+    let Some(ProfileState::Active(record)) = recent else {
+        panic!("u-2 is not active")
+    };
+    let profile = trib_identity::engine::decode(&record).unwrap();
+    assert_eq!(profile.traits["email"].value, json!("recent@example.com"));
+
+    // A second run finds nothing more.
+    let again = engine.expire_traits(now_ms, &policy).unwrap();
+    assert_eq!((again.changed, again.expired.len()), (0, 0));
+}

@@ -23,9 +23,13 @@
 //! Readers see only acknowledged records, read on blocking threads with their own file handles,
 //! and find their starting point through a sparse in-memory index (one entry per ~4 KiB).
 //!
-//! Not done yet, deliberately: retention (old segments are never deleted), compaction, and
-//! replication. Consumer offsets are not checked against the end of the partition.
+//! Records of sealed segments can be blanked ([`Compactable`](crate::Compactable), the
+//! `compaction` module): their payloads are emptied by rewriting the segment beside itself and
+//! renaming it into place, for retention and erasure.
+//!
+//! Not done yet, deliberately: deleting old segments, key-based compaction, and replication. Consumer offsets are not checked against the end of the partition.
 
+mod compaction;
 mod consumers;
 mod files;
 mod format;
@@ -52,7 +56,10 @@ use self::segment::PartitionShared;
 use self::writer::{AppendRequest, RecordRouting, WriteSettings, Writer, WriterMessage};
 use crate::dedup::{DedupIndex, dedup_hash};
 use crate::limits::{QueueBound, check_consumer_name, check_partition, check_record_sizes, now_ms};
-use crate::{AppendOutcome, EventLog, LogError, Record, StoredRecord, partition_for};
+use crate::{
+    AppendOutcome, BlankReport, Compactable, EventLog, LogError, Record, StoredRecord,
+    partition_for,
+};
 
 /// Whether `append` waits for the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -189,6 +196,7 @@ impl EmbeddedLog {
             failure: Mutex::new(None),
             dedup_entries: AtomicUsize::new(dedup.len()),
             batches_written: AtomicU64::new(0),
+            compaction: Mutex::new(()),
         });
         let settings = WriteSettings {
             durability: options.durability,
@@ -388,6 +396,32 @@ impl EventLog for EmbeddedLog {
     }
 }
 
+/// Blanks records of sealed segments only; offsets in the active (last) segment of a partition
+/// come back in [`BlankReport::not_sealed`], to be blanked once a later segment has started.
+#[async_trait]
+impl Compactable for EmbeddedLog {
+    async fn blank(&self, partition: u32, offsets: &[u64]) -> Result<BlankReport, LogError> {
+        check_partition(partition, self.shared.partition_count)?;
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(LogError::Closed);
+        }
+        if offsets.is_empty() {
+            return Ok(BlankReport::default());
+        }
+        let shared = Arc::clone(&self.shared);
+        let offsets = offsets.to_vec();
+        tokio::task::spawn_blocking(move || {
+            let _serial = shared
+                .compaction
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            compaction::blank_partition(&shared.partitions[partition as usize], &offsets)
+        })
+        .await
+        .map_err(|error| LogError::io("blanking records", std::io::Error::other(error)))?
+    }
+}
+
 impl Drop for EmbeddedLog {
     fn drop(&mut self) {
         self.shared.closed.store(true, Ordering::Release);
@@ -414,6 +448,8 @@ struct Shared {
     failure: Mutex<Option<String>>,
     dedup_entries: AtomicUsize,
     batches_written: AtomicU64,
+    /// Serializes segment rewrites (`blank`).
+    compaction: Mutex<()>,
 }
 
 impl Shared {

@@ -162,6 +162,34 @@ impl<T: EventLog + ?Sized> EventLog for std::sync::Arc<T> {
     }
 }
 
+/// What [`Compactable::blank`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BlankReport {
+    /// Records whose payload was emptied (records already empty are not counted).
+    pub blanked: u64,
+    /// Requested offsets that could not be blanked yet because they are not in a sealed
+    /// segment (the partition's active segment, or past its end), ascending.
+    pub not_sealed: Vec<u64>,
+}
+
+/// A log whose records can be blanked in place: the payload becomes empty while the offset,
+/// key, deduplication id and timestamp stay, so offsets stay consecutive, consumers' positions
+/// stay valid and deduplication still recognises the record. An empty payload is the log's
+/// contract for "removed" (retention, erasure); readers skip it.
+#[async_trait]
+pub trait Compactable: Send + Sync {
+    /// Empties the payloads of the records of `partition` at `offsets`, durably before it
+    /// returns. Offsets that cannot be blanked now are reported, not an error.
+    async fn blank(&self, partition: u32, offsets: &[u64]) -> Result<BlankReport, LogError>;
+}
+
+#[async_trait]
+impl<T: Compactable + ?Sized> Compactable for std::sync::Arc<T> {
+    async fn blank(&self, partition: u32, offsets: &[u64]) -> Result<BlankReport, LogError> {
+        (**self).blank(partition, offsets).await
+    }
+}
+
 /// Returns the partition of `key` among `partition_count` partitions.
 ///
 /// The hash (XXH3-64, seed 0) is part of the on-disk contract: changing it would move keys

@@ -20,7 +20,8 @@ use async_trait::async_trait;
 use crate::dedup::{DedupIndex, dedup_hash};
 use crate::limits::{QueueBound, check_consumer_name, check_partition, check_record_sizes, now_ms};
 use crate::{
-    AppendOutcome, EmbeddedLogOptions, EventLog, LogError, Record, StoredRecord, partition_for,
+    AppendOutcome, BlankReport, Compactable, EmbeddedLogOptions, EventLog, LogError, Record,
+    StoredRecord, partition_for,
 };
 
 /// Settings of a [`MemoryLog`]; [`MemoryLogOptions::new`] gives the defaults.
@@ -212,6 +213,37 @@ impl EventLog for MemoryLog {
     async fn close(&self) -> Result<(), LogError> {
         self.closed.store(true, Ordering::Release);
         Ok(())
+    }
+}
+
+/// Every stored record can be blanked (there are no segments); offsets past the end are
+/// reported in [`BlankReport::not_sealed`].
+#[async_trait]
+impl Compactable for MemoryLog {
+    async fn blank(&self, partition: u32, offsets: &[u64]) -> Result<BlankReport, LogError> {
+        check_partition(partition, self.partition_count)?;
+        if self.closed.load(Ordering::Acquire) {
+            return Err(LogError::Closed);
+        }
+        let mut state = self.lock();
+        let stored = &mut state.partitions[partition as usize];
+        let mut report = BlankReport::default();
+        for &offset in offsets {
+            match usize::try_from(offset)
+                .ok()
+                .and_then(|index| stored.get_mut(index))
+            {
+                Some(record) if !record.payload.is_empty() => {
+                    record.payload = bytes::Bytes::new();
+                    report.blanked += 1;
+                }
+                Some(_) => {}
+                None => report.not_sealed.push(offset),
+            }
+        }
+        report.not_sealed.sort_unstable();
+        report.not_sealed.dedup();
+        Ok(report)
     }
 }
 

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use trib_log::{AppendOutcome, EventLog, LogError, Record, StoredRecord};
+use trib_log::{AppendOutcome, BlankReport, Compactable, EventLog, LogError, Record, StoredRecord};
 
 use crate::PrivacyError;
 use crate::blind::{BlindIndex, Subject};
@@ -179,11 +179,12 @@ impl<L: EventLog> EventLog for SealedLog<L> {
         let records = self.inner.read(partition, from, max_records).await?;
         let context: Arc<[u8]> = Arc::from(self.name.as_bytes());
         let all_cached = records.iter().all(|record| {
-            Subject::from_hex(&record.key)
-                .zip(sealed_key_id(&Subject([0; 32]), &record.payload).ok())
-                .is_some_and(|(subject, key_id)| {
-                    self.keystore.cached_dek(&subject, key_id).is_some()
-                })
+            record.payload.is_empty()
+                || Subject::from_hex(&record.key)
+                    .zip(sealed_key_id(&Subject([0; 32]), &record.payload).ok())
+                    .is_some_and(|(subject, key_id)| {
+                        self.keystore.cached_dek(&subject, key_id).is_some()
+                    })
         });
         let result = if all_cached {
             open_records(&self.keystore, &context, records)
@@ -225,7 +226,16 @@ impl<L: EventLog> EventLog for SealedLog<L> {
     }
 }
 
-/// Opens every record's payload in place; shredded ones become empty.
+/// Blanking goes straight to the wrapped log: a blanked record has no sealed payload left, and
+/// reads back empty like an erased one.
+#[async_trait]
+impl<L: EventLog + Compactable> Compactable for SealedLog<L> {
+    async fn blank(&self, partition: u32, offsets: &[u64]) -> Result<BlankReport, LogError> {
+        self.inner.blank(partition, offsets).await
+    }
+}
+
+/// Opens every record's payload in place; shredded and blanked ones become empty.
 fn open_records(
     keystore: &KeyStore,
     context: &[u8],
@@ -234,6 +244,10 @@ fn open_records(
     // Records of one subject usually come in runs: keep the last key at hand.
     let mut last: Option<(Subject, u64, Option<Arc<Dek>>)> = None;
     for record in &mut records {
+        if record.payload.is_empty() {
+            // Blanked in the wrapped log (retention): nothing to open.
+            continue;
+        }
         let subject =
             Subject::from_hex(&record.key).ok_or_else(|| PrivacyError::CorruptCiphertext {
                 subject: format!("(unparseable key at offset {})", record.offset),

@@ -8,5 +8,6 @@ mod durability;
 mod import;
 mod postgres;
 mod privacy;
+mod retention;
 mod sdk;
 mod support;

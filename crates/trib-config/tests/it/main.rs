@@ -40,6 +40,7 @@ fn the_full_example_sets_every_key_to_its_default() {
     let config = Config::load_with_env(&examples_dir().join("tributary.toml"), &fake_env).unwrap();
     assert_eq!(config.ingest, trib_config::IngestConfig::default());
     assert_eq!(config.log, trib_config::LogConfig::default());
+    assert_eq!(config.retention, trib_config::RetentionConfig::default());
     let server = trib_config::ServerConfig::default();
     assert_eq!(config.server.listen, server.listen);
     assert_eq!(config.server.data_dir, server.data_dir);

@@ -98,11 +98,36 @@ pub(super) fn encode_frame(
     offset: u64,
     record: &Record,
 ) -> Result<(), LogError> {
-    let dedup_id = record.dedup_id.as_deref().unwrap_or("");
-    let body_len = BODY_FIXED_LEN + record.key.len() + dedup_id.len() + record.payload.len();
+    encode_frame_parts(
+        buffer,
+        offset,
+        record.timestamp_ms,
+        record.key.as_bytes(),
+        record.dedup_id.as_deref().map(str::as_bytes),
+        &record.payload,
+    )
+}
+
+/// Appends the frame of a record given by its parts to `buffer` (also used to rewrite frames
+/// of a sealed segment).
+pub(super) fn encode_frame_parts(
+    buffer: &mut Vec<u8>,
+    offset: u64,
+    timestamp_ms: i64,
+    key: &[u8],
+    dedup_id: Option<&[u8]>,
+    payload: &[u8],
+) -> Result<(), LogError> {
+    let flags = if dedup_id.is_some() {
+        FLAG_HAS_DEDUP_ID
+    } else {
+        0
+    };
+    let dedup_id = dedup_id.unwrap_or_default();
+    let body_len = BODY_FIXED_LEN + key.len() + dedup_id.len() + payload.len();
     let (Ok(body_len_u32), Ok(key_len), Ok(dedup_id_len)) = (
         u32::try_from(body_len),
-        u32::try_from(record.key.len()),
+        u32::try_from(key.len()),
         u32::try_from(dedup_id.len()),
     ) else {
         return Err(too_large(body_len));
@@ -110,24 +135,19 @@ pub(super) fn encode_frame(
     if body_len as u64 > MAX_BODY_LEN {
         return Err(too_large(body_len));
     }
-    let flags = if record.dedup_id.is_some() {
-        FLAG_HAS_DEDUP_ID
-    } else {
-        0
-    };
 
     let start = buffer.len();
     buffer.reserve(FRAME_PREFIX_LEN + body_len);
     buffer.extend_from_slice(&body_len_u32.to_le_bytes());
     buffer.extend_from_slice(&[0; 4]);
     buffer.extend_from_slice(&offset.to_le_bytes());
-    buffer.extend_from_slice(&record.timestamp_ms.to_le_bytes());
+    buffer.extend_from_slice(&timestamp_ms.to_le_bytes());
     buffer.push(flags);
     buffer.extend_from_slice(&key_len.to_le_bytes());
     buffer.extend_from_slice(&dedup_id_len.to_le_bytes());
-    buffer.extend_from_slice(record.key.as_bytes());
-    buffer.extend_from_slice(dedup_id.as_bytes());
-    buffer.extend_from_slice(&record.payload);
+    buffer.extend_from_slice(key);
+    buffer.extend_from_slice(dedup_id);
+    buffer.extend_from_slice(payload);
     let checksum = crc32fast::hash(&buffer[start + FRAME_PREFIX_LEN..]);
     buffer[start + 4..start + FRAME_PREFIX_LEN].copy_from_slice(&checksum.to_le_bytes());
     Ok(())

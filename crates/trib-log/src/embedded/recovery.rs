@@ -51,6 +51,7 @@ pub(super) fn recover_partition(
 ) -> Result<RecoveredPartition, LogError> {
     let dir = partition_dir(&options.dir, partition);
     create_dir(&dir)?;
+    super::compaction::remove_unfinished_copies(&dir)?;
     let mut bases = list_segments(&dir)?;
     remove_unfinished_last_segment(&dir, &mut bases)?;
 

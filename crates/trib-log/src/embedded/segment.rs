@@ -134,7 +134,7 @@ impl SegmentHandle {
     }
 
     /// Returns the shared read-only handle, opening it on first use.
-    fn read_file(&self) -> Result<Arc<File>, LogError> {
+    pub(super) fn read_file(&self) -> Result<Arc<File>, LogError> {
         let mut slot = self
             .read_file
             .lock()

@@ -155,3 +155,39 @@ async fn a_payload_copied_into_another_log_does_not_open() {
     let error = quarantine.read(partition, 0, 10).await.unwrap_err();
     assert!(error.to_string().contains("quarantine"), "{error}");
 }
+
+/// Blanking through the sealed log empties records in the wrapped log; they read back empty,
+/// like erased ones, and the other records still open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blanked_records_read_back_empty_through_the_sealed_log() {
+    use trib_log::Compactable;
+    let dir = tempfile::tempdir().unwrap();
+    let keystore = open_store(dir.path());
+    let blind = Arc::new(BlindIndex::new([3; 32]));
+    let inner = EmbeddedLog::open(EmbeddedLogOptions {
+        partitions: 1,
+        segment_max_bytes: 400,
+        ..EmbeddedLogOptions::new(dir.path().join("events"))
+    })
+    .unwrap();
+    let log = SealedLog::new(inner, keystore, blind, "events");
+    for number in 0..12 {
+        log.append(vec![record("dora@example.com", number)])
+            .await
+            .unwrap();
+    }
+    let report = log.blank(0, &[0, 2]).await.unwrap();
+    assert_eq!(report.blanked, 2);
+    let read = read_all(&log).await;
+    assert_eq!(read.len(), 12);
+    for stored in &read {
+        let blanked = [0, 2].contains(&stored.offset);
+        assert_eq!(
+            stored.payload.is_empty(),
+            blanked,
+            "offset {}",
+            stored.offset
+        );
+        assert_eq!(stored.dedup_id, Some(format!("m-{}", stored.offset)));
+    }
+}
