@@ -5,6 +5,8 @@
 #
 # With `encryption`: each run is the durable server as shipped (encryption at rest on), then the
 # same server with TRIBUTARY_UNENCRYPTED_BENCHMARK=1, interleaved; prints both and the cost.
+# WARMUP (seconds, default 3) sets the load generator's warm-up: with WARMUP=30 every one of the
+# 100,000 generated people has been seen (and has a data key) before measuring starts.
 #
 # For each of RUNS runs: durable (embedded log, fsync) closed loop, then the ceiling (the same
 # server with `storage = "memory"`, persistence switched off), each on a fresh data directory;
@@ -45,7 +47,7 @@ run() { # name port result-file loadgen-args...
   env ${SERVER_ENV:-} "$bin/tributary" serve --config "$work/$name.toml" > "$work/server.log" 2>&1 &
   local server=$!
   for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$port/readyz" && break; sleep 0.1; done
-  "$bin/trib-loadgen" --url "http://127.0.0.1:$port" --write-key wk_bench --duration "$duration" -q --json "$@" > "$out"
+  "$bin/trib-loadgen" --url "http://127.0.0.1:$port" --write-key wk_bench --duration "$duration" --warmup "${WARMUP:-3}" -q --json "$@" > "$out"
   kill -TERM "$server"; wait "$server" || true
 }
 

@@ -176,28 +176,26 @@ impl<L: EventLog> EventLog for SealedLog<L> {
         from: u64,
         max_records: usize,
     ) -> Result<Vec<StoredRecord>, LogError> {
-        let records = self.inner.read(partition, from, max_records).await?;
-        let context: Arc<[u8]> = Arc::from(self.name.as_bytes());
-        let all_cached = records.iter().all(|record| {
-            record.payload.is_empty()
-                || Subject::from_hex(&record.key)
-                    .zip(sealed_key_id(&Subject([0; 32]), &record.payload).ok())
-                    .is_some_and(|(subject, key_id)| {
-                        self.keystore.cached_dek(&subject, key_id).is_some()
-                    })
-        });
-        let result = if all_cached {
-            open_records(&self.keystore, &context, records)
-        } else {
-            let keystore = self.keystore.clone();
-            tokio::task::spawn_blocking(move || open_records(&keystore, &context, records))
-                .await
-                .map_err(|error| PrivacyError::KeyCreation {
-                    reason: format!("the key lookup task failed: {error}"),
-                })
-                .and_then(|result| result)
-        };
-        result.map_err(|error| self.error("opening", error))
+        let mut records = self.inner.read(partition, from, max_records).await?;
+        // One pass on this thread with the keys in the cache; only records whose key is not
+        // cached go to a blocking task (the key store may have to read SQLite).
+        let context = self.name.as_bytes();
+        let missing = open_cached(&self.keystore, context, &mut records)
+            .map_err(|error| self.error("opening", error))?;
+        if missing.is_empty() {
+            return Ok(records);
+        }
+        let keystore = self.keystore.clone();
+        let context: Arc<[u8]> = Arc::from(context);
+        tokio::task::spawn_blocking(move || {
+            open_records(&keystore, &context, &mut records, &missing).map(|()| records)
+        })
+        .await
+        .map_err(|error| PrivacyError::KeyCreation {
+            reason: format!("the key lookup task failed: {error}"),
+        })
+        .and_then(|result| result)
+        .map_err(|error| self.error("opening", error))
     }
 
     async fn end_offset(&self, partition: u32) -> Result<u64, LogError> {
@@ -235,31 +233,59 @@ impl<L: EventLog + Compactable> Compactable for SealedLog<L> {
     }
 }
 
-/// Opens every record's payload in place; shredded and blanked ones become empty.
+fn subject_of(record: &StoredRecord) -> Result<Subject, PrivacyError> {
+    Subject::from_hex(&record.key).ok_or_else(|| PrivacyError::CorruptCiphertext {
+        subject: format!("(unparseable key at offset {})", record.offset),
+        reason: "the stored key is not a subject",
+    })
+}
+
+/// Opens in place every record whose data key is in the cache (keeping the last key at hand:
+/// records of one subject often come in runs); returns the indexes of the others. Blanked
+/// records (empty payloads, retention) are left as they are.
+fn open_cached(
+    keystore: &KeyStore,
+    context: &[u8],
+    records: &mut [StoredRecord],
+) -> Result<Vec<usize>, PrivacyError> {
+    let mut missing = Vec::new();
+    let mut last: Option<(Subject, u64, Arc<Dek>)> = None;
+    for (index, record) in records.iter_mut().enumerate() {
+        if record.payload.is_empty() {
+            continue;
+        }
+        let subject = subject_of(record)?;
+        let key_id = sealed_key_id(&subject, &record.payload)?;
+        let dek = match &last {
+            Some((s, k, dek)) if *s == subject && *k == key_id => Some(dek.clone()),
+            _ => keystore.cached_dek(&subject, key_id),
+        };
+        match dek {
+            Some(dek) => {
+                record.payload = Bytes::from(open_with(&dek, &subject, context, &record.payload)?);
+                last = Some((subject, key_id, dek));
+            }
+            None => missing.push(index),
+        }
+    }
+    Ok(missing)
+}
+
+/// Opens in place the records at `indexes`, reading keys from the key store (blocking);
+/// shredded ones become empty.
 fn open_records(
     keystore: &KeyStore,
     context: &[u8],
-    mut records: Vec<StoredRecord>,
-) -> Result<Vec<StoredRecord>, PrivacyError> {
-    // Records of one subject usually come in runs: keep the last key at hand.
+    records: &mut [StoredRecord],
+    indexes: &[usize],
+) -> Result<(), PrivacyError> {
     let mut last: Option<(Subject, u64, Option<Arc<Dek>>)> = None;
-    for record in &mut records {
-        if record.payload.is_empty() {
-            // Blanked in the wrapped log (retention): nothing to open.
-            continue;
-        }
-        let subject =
-            Subject::from_hex(&record.key).ok_or_else(|| PrivacyError::CorruptCiphertext {
-                subject: format!("(unparseable key at offset {})", record.offset),
-                reason: "the stored key is not a subject",
-            })?;
+    for &index in indexes {
+        let record = &mut records[index];
+        let subject = subject_of(record)?;
         let key_id = sealed_key_id(&subject, &record.payload)?;
         let dek = match &last {
-            Some((last_subject, last_key_id, dek))
-                if *last_subject == subject && *last_key_id == key_id =>
-            {
-                dek.clone()
-            }
+            Some((s, k, dek)) if *s == subject && *k == key_id => dek.clone(),
             _ => {
                 let dek = keystore.dek_for_read(&subject, key_id)?;
                 last = Some((subject, key_id, dek.clone()));
@@ -271,5 +297,5 @@ fn open_records(
             None => Bytes::new(),
         };
     }
-    Ok(records)
+    Ok(())
 }
