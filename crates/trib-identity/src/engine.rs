@@ -495,6 +495,19 @@ impl<S: ProfileStore> Engine<S> {
         )))
     }
 
+    /// The active id `profile` resolves to (following merges), or why there is none.
+    fn require_active(&mut self, profile: ProfileId) -> Result<ProfileId, EngineError> {
+        match self.resolve_active(profile)? {
+            Some(id) => Ok(id),
+            None => Err(match self.store.get(&profile)? {
+                None => EngineError::UnknownProfile(profile.to_string()),
+                Some(_) => EngineError::DeletedProfile {
+                    id: profile.to_string(),
+                },
+            }),
+        }
+    }
+
     fn type_name(&self, kind: usize) -> &str {
         &self.rules.types[kind].name
     }
@@ -987,14 +1000,7 @@ impl<S: ProfileStore> Engine<S> {
         exclusion: Exclusion,
         read: &mut dyn FnMut(EventRef) -> Result<Bytes, EngineError>,
     ) -> Result<UnmergeReport, EngineError> {
-        let Some(id) = self.resolve_active(profile)? else {
-            return Err(match self.store.get(&profile)? {
-                None => EngineError::UnknownProfile(profile.to_string()),
-                Some(_) => EngineError::DeletedProfile {
-                    id: profile.to_string(),
-                },
-            });
-        };
+        let id = self.require_active(profile)?;
         let Some(current) = self.profiles.get(&id) else {
             return Err(EngineError::UnknownProfile(id.to_string()));
         };

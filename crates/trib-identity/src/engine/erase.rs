@@ -148,14 +148,7 @@ impl<S: ProfileStore> Engine<S> {
         profile: ProfileId,
         read: &mut dyn FnMut(EventRef) -> Result<Bytes, EngineError>,
     ) -> Result<ErasureReport, EngineError> {
-        let Some(id) = self.resolve_active(profile)? else {
-            return Err(match self.store.get(&profile)? {
-                None => EngineError::UnknownProfile(profile.to_string()),
-                Some(_) => EngineError::DeletedProfile {
-                    id: profile.to_string(),
-                },
-            });
-        };
+        let id = self.require_active(profile)?;
         let Some(current) = self.profiles.remove(&id) else {
             return Err(EngineError::UnknownProfile(id.to_string()));
         };
