@@ -62,8 +62,8 @@ enum Command {
         #[command(subcommand)]
         command: profiles::ProfilesCommand,
     },
-    /// Consent and suppression of a running server: a person's consent history, recording
-    /// consent, suppressing and lifting suppressions.
+    /// Privacy requests to a running server: consent history and recording, suppressions,
+    /// erasure and subject access export; offline verification of signed receipts and exports.
     Privacy {
         #[command(subcommand)]
         command: privacy::PrivacyCommand,
