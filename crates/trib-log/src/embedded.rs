@@ -396,8 +396,9 @@ impl EventLog for EmbeddedLog {
     }
 }
 
-/// Blanks records of sealed segments only; offsets in the active (last) segment of a partition
-/// come back in [`BlankReport::not_sealed`], to be blanked once a later segment has started.
+/// Blanks records of sealed segments; when some requested offsets are in a partition's active
+/// segment, that segment is sealed first ([`EmbeddedLog::roll`]) and they are blanked too.
+/// Offsets past the end come back in [`BlankReport::not_sealed`].
 #[async_trait]
 impl Compactable for EmbeddedLog {
     async fn blank(&self, partition: u32, offsets: &[u64]) -> Result<BlankReport, LogError> {
@@ -408,8 +409,46 @@ impl Compactable for EmbeddedLog {
         if offsets.is_empty() {
             return Ok(BlankReport::default());
         }
+        let first = self.blank_sealed(partition, offsets.to_vec()).await?;
+        if first.not_sealed.is_empty() || !self.roll(partition).await? {
+            return Ok(first);
+        }
+        let second = self.blank_sealed(partition, first.not_sealed).await?;
+        Ok(BlankReport {
+            blanked: first.blanked + second.blanked,
+            not_sealed: second.not_sealed,
+        })
+    }
+}
+
+impl EmbeddedLog {
+    /// Seals `partition`'s active segment, if it holds records, and starts a new one; returns
+    /// whether it did. Records appended before the call are in the sealed segment. Retention
+    /// uses it so that expired records in a quiet partition can be blanked.
+    pub async fn roll(&self, partition: u32) -> Result<bool, LogError> {
+        check_partition(partition, self.shared.partition_count)?;
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(LogError::Closed);
+        }
+        let Some(sender) = self.sender.as_ref() else {
+            return Err(LogError::Closed);
+        };
+        let (reply, answer) = oneshot::channel();
+        if sender
+            .send(WriterMessage::Roll { partition, reply })
+            .is_err()
+        {
+            return Err(LogError::Closed);
+        }
+        answer.await.map_err(|_| LogError::Closed)?
+    }
+
+    async fn blank_sealed(
+        &self,
+        partition: u32,
+        offsets: Vec<u64>,
+    ) -> Result<BlankReport, LogError> {
         let shared = Arc::clone(&self.shared);
-        let offsets = offsets.to_vec();
         tokio::task::spawn_blocking(move || {
             let _serial = shared
                 .compaction

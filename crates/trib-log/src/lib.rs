@@ -167,8 +167,8 @@ impl<T: EventLog + ?Sized> EventLog for std::sync::Arc<T> {
 pub struct BlankReport {
     /// Records whose payload was emptied (records already empty are not counted).
     pub blanked: u64,
-    /// Requested offsets that could not be blanked yet because they are not in a sealed
-    /// segment (the partition's active segment, or past its end), ascending.
+    /// Requested offsets that could not be blanked: past the partition's end, or (for logs that
+    /// cannot seal on demand) in its active segment; ascending.
     pub not_sealed: Vec<u64>,
 }
 

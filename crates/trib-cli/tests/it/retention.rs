@@ -12,10 +12,9 @@ fn old_events_and_old_contact_traits_expire_while_recent_ones_stay() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start_with(
         &dir.path().join("data"),
+        // The embedded log, as shipped: the purge seals a partition's active segment to blank
+        // an expired record in it.
         r#"
-[log]
-storage = "memory"
-
 [retention]
 interval = "1s"
 

@@ -721,10 +721,12 @@ async fn blanking_empties_chosen_payloads_of_sealed_segments_and_keeps_everythin
     assert!(segment_files(dir.path(), 0).len() >= 3);
     let before = read_all(&log).await;
 
-    // 9 is in the active segment; 42 does not exist.
+    // 9 is in the active segment, which is sealed first; 42 does not exist.
+    let files_before = segment_files(dir.path(), 0).len();
     let report = log.blank(0, &[1, 4, 9, 42]).await.unwrap();
-    assert_eq!(report.blanked, 2);
-    assert_eq!(report.not_sealed, vec![9, 42]);
+    assert_eq!(report.blanked, 3);
+    assert_eq!(report.not_sealed, vec![42]);
+    assert_eq!(segment_files(dir.path(), 0).len(), files_before + 1);
     let check = |after: &[StoredRecord]| {
         assert_eq!(after.len(), before.len());
         for (old, new) in before.iter().zip(after) {
@@ -732,7 +734,7 @@ async fn blanking_empties_chosen_payloads_of_sealed_segments_and_keeps_everythin
                 (old.offset, &old.key, &old.dedup_id, old.timestamp_ms),
                 (new.offset, &new.key, &new.dedup_id, new.timestamp_ms)
             );
-            if [1, 4].contains(&new.offset) {
+            if [1, 4, 9].contains(&new.offset) {
                 assert!(new.payload.is_empty(), "offset {} not blanked", new.offset);
             } else {
                 assert_eq!(new.payload, old.payload, "offset {} changed", new.offset);
@@ -742,8 +744,10 @@ async fn blanking_empties_chosen_payloads_of_sealed_segments_and_keeps_everythin
     check(&read_all(&log).await);
     // Reads from the middle of a rewritten segment find their start again.
     assert_eq!(log.read(0, 4, 2).await.unwrap()[0].offset, 4);
-    // Blanking again changes nothing.
-    assert_eq!(log.blank(0, &[1, 4]).await.unwrap().blanked, 0);
+    // Blanking again changes nothing, and an empty active segment is not sealed again.
+    assert_eq!(log.blank(0, &[1, 4, 9]).await.unwrap().blanked, 0);
+    assert!(!log.roll(0).await.unwrap());
+    assert_eq!(segment_files(dir.path(), 0).len(), files_before + 1);
     // The deduplication id of a blanked record is still known...
     assert_eq!(
         log.append(numbered(1, 1)).await.unwrap(),

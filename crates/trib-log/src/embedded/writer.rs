@@ -44,6 +44,12 @@ const MAX_RETAINED_BUFFER_BYTES: usize = 8 * 1024 * 1024;
 
 pub(super) enum WriterMessage {
     Append(AppendRequest),
+    /// Seals the partition's active segment (when it holds records) and starts a new one, after
+    /// everything queued before it is written; answers whether it rolled.
+    Roll {
+        partition: u32,
+        reply: oneshot::Sender<Result<bool, LogError>>,
+    },
     /// Answered once everything queued before it is written and the thread is about to stop.
     Close(oneshot::Sender<()>),
 }
@@ -120,6 +126,7 @@ impl Writer {
         let mut batch = Vec::new();
         while let Ok(first) = receiver.recv() {
             let mut close_replies = Vec::new();
+            let mut rolls = Vec::new();
             let mut batch_records = 0;
             let mut next_message = Some(first);
             while let Some(message) = next_message.take() {
@@ -132,12 +139,19 @@ impl Writer {
                         close_replies.push(reply);
                         break;
                     }
+                    WriterMessage::Roll { partition, reply } => {
+                        rolls.push((partition, reply));
+                        break;
+                    }
                 }
                 if batch_records < MAX_BATCH_RECORDS {
                     next_message = receiver.try_recv().ok();
                 }
             }
             self.process_batch(&mut batch);
+            for (partition, reply) in rolls {
+                let _ = reply.send(self.roll_partition(partition as usize));
+            }
             if !close_replies.is_empty() {
                 self.finish();
                 // Whatever was queued after the close request is refused.
@@ -147,6 +161,9 @@ impl Writer {
                             let _ = request.reply.send(Err(LogError::Closed));
                         }
                         WriterMessage::Close(reply) => close_replies.push(reply),
+                        WriterMessage::Roll { reply, .. } => {
+                            let _ = reply.send(Err(LogError::Closed));
+                        }
                     }
                 }
                 for reply in close_replies {
@@ -156,6 +173,46 @@ impl Writer {
             }
         }
         self.finish();
+    }
+
+    /// Seals a partition's active segment if it holds records, durably, and publishes the new
+    /// segment list; a failure stops the writer as a failed append does.
+    fn roll_partition(&mut self, index: usize) -> Result<bool, LogError> {
+        if let Some(reason) = &self.failure {
+            return Err(LogError::WriterFailed {
+                reason: reason.clone(),
+            });
+        }
+        let settings = self.settings;
+        let Some(partition) = self.partitions.get_mut(index) else {
+            return Ok(false);
+        };
+        if partition.active_written + partition.buffer.len() as u64 <= SEGMENT_HEADER_LEN {
+            return Ok(false);
+        }
+        let rolled = partition.roll(settings);
+        let newly_touched = !partition.touched;
+        partition.touched = true;
+        if newly_touched {
+            self.touched.push(index);
+        }
+        let result = rolled.and_then(|()| self.write_and_sync());
+        match result {
+            Ok(()) => {
+                self.publish();
+                Ok(true)
+            }
+            Err(error) => {
+                let reason = error.to_string();
+                tracing::error!(error = %error, "sealing a segment failed; the log accepts no more appends until reopened");
+                self.shared.record_failure(&reason);
+                self.failure = Some(reason);
+                for index in self.touched.drain(..) {
+                    self.partitions[index].touched = false;
+                }
+                Err(error)
+            }
+        }
     }
 
     /// Writes one batch durably and answers its requests.
