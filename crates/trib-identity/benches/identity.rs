@@ -112,7 +112,8 @@ fn main() {
         Arc::new(SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap());
     run("embedded SQLite store", sqlite.clone(), &events, 100_000);
     lookups(&*sqlite, users);
-    consume(&events);
+    consume(&events, false);
+    consume(&events, true);
 }
 
 /// Lookup by email as `GET /v1/profiles/lookup?email=` does it (blind-index key, identifier
@@ -149,18 +150,24 @@ fn lookups(store: &dyn ProfileStore, users: usize) {
 }
 
 /// The real consumer (reading an in-memory log, SQLite written on its own thread) until it
-/// has caught up.
-fn consume(events: &[LogEvent]) {
+/// has caught up; `sealed`: with encryption at rest as `serve` runs it (the log's payloads
+/// and the store's documents sealed, data keys in a key store).
+fn consume(events: &[LogEvent], sealed: bool) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .unwrap();
-    let log: Arc<dyn trib_log::EventLog> = Arc::new(trib_log::MemoryLog::with_options({
+    let keys_dir = tempfile::tempdir().unwrap();
+    let at_rest = sealed.then(|| trib_privacy::AtRest::open(keys_dir.path(), [4; 32]).unwrap());
+    let mut log: Arc<dyn trib_log::EventLog> = Arc::new(trib_log::MemoryLog::with_options({
         let mut options = trib_log::MemoryLogOptions::new(8);
         options.max_queued_records = events.len() + 1;
         options
     }));
+    if let Some(at_rest) = &at_rest {
+        log = at_rest.seal_log(log, "events", None);
+    }
     runtime.block_on(async {
         for chunk in events.chunks(10_000) {
             let records = chunk
@@ -176,8 +183,11 @@ fn consume(events: &[LogEvent]) {
         }
     });
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn ProfileStore> =
+    let mut store: Arc<dyn ProfileStore> =
         Arc::new(SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap());
+    if let Some(at_rest) = &at_rest {
+        store = at_rest.seal_store(store);
+    }
     let engine = Engine::new(
         store.clone(),
         Arc::new(IdentityRules::default()),
@@ -196,7 +206,8 @@ fn consume(events: &[LogEvent]) {
     let elapsed = started.elapsed().as_secs_f64();
     consumer.stop();
     println!(
-        "consumer, SQLite written on its own thread: {} events in {elapsed:.2} s = {:.0} events/s; profiles {}",
+        "consumer, SQLite written on its own thread{}: {} events in {elapsed:.2} s = {:.0} events/s; profiles {}",
+        if sealed { ", encrypted at rest" } else { "" },
         events.len(),
         events.len() as f64 / elapsed,
         store.count_active().unwrap(),

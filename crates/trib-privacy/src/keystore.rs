@@ -297,9 +297,12 @@ impl KeyStore {
             Ok(())
         })?;
         inner.remember(epoch, found.iter());
+        // A set, not `Vec::contains`: a profile store batch asks for tens of thousands of new
+        // subjects at once, and a linear check made that quadratic.
+        let mut seen = std::collections::HashSet::with_capacity(subjects.len());
         let mut missing: Vec<Subject> = Vec::new();
         for (subject, cached) in subjects.iter().zip(&cached) {
-            if cached.is_none() && !found.contains_key(subject) && !missing.contains(subject) {
+            if cached.is_none() && !found.contains_key(subject) && seen.insert(*subject) {
                 missing.push(*subject);
             }
         }
