@@ -1204,4 +1204,56 @@ type = "integer"
         let future = import_file(&options, Path::new("x.csv"));
         assert_send(&future);
     }
+
+    #[tokio::test]
+    async fn consent_columns_become_segment_category_preferences() {
+        let setup = Setup::memory();
+        let path = setup.file(
+            "consents.csv",
+            b"id,Email,Newsletter,Ads\nc1,ada@example.com,yes,0\nc2,bob@example.com,no,\nc3,cy@example.com,maybe,1\n",
+        );
+        let mapping = mapping(
+            r#"
+[[columns]]
+column = "id"
+target = "crm_id"
+required = true
+
+[[columns]]
+column = "Email"
+target = "email"
+
+[[columns]]
+column = "Newsletter"
+target = "consent.email_marketing"
+
+[[columns]]
+column = "Ads"
+target = "consent.advertising"
+type = "boolean"
+"#,
+        );
+        let report = setup.import(&mapping, &path).await.unwrap();
+        assert_counts(&report, 3, 2, 1, 0);
+        assert_eq!(reasons(&report), vec![("invalid_value", 1)]);
+        let events = setup.events().await;
+        assert_eq!(
+            events[0]["context"]["consent"],
+            json!({"categoryPreferences": {"email_marketing": true, "advertising": false}})
+        );
+        assert_eq!(
+            events[1]["context"]["consent"],
+            json!({"categoryPreferences": {"email_marketing": false}})
+        );
+        let quarantined = setup.quarantined().await;
+        assert_eq!(
+            quarantined[0].field.as_deref(),
+            Some("consent.email_marketing")
+        );
+        assert!(
+            quarantined[0].reason.contains("true or false"),
+            "{}",
+            quarantined[0].reason
+        );
+    }
 }

@@ -196,6 +196,9 @@ pub(crate) enum Target {
     Trait(Vec<String>),
     /// A path under `properties`.
     Property(Vec<String>),
+    /// A Segment consent category: `context.consent.categoryPreferences.<category>`, a
+    /// boolean (`true` grants, `false` denies or withdraws).
+    Consent(String),
 }
 
 impl Target {
@@ -206,6 +209,16 @@ impl Target {
             "anonymous_id" => return Ok(Target::AnonymousId),
             "email" | "phone" | "crm_id" => return Ok(Target::ExternalId(target.to_owned())),
             _ => {}
+        }
+        if let Some(category) = target.strip_prefix("consent.") {
+            if !is_plain_name(category) {
+                return Err(
+                    "the consent category after `consent.` must be 1 to 64 characters from \
+                     a-z, 0-9, `_` and `-`"
+                        .to_owned(),
+                );
+            }
+            return Ok(Target::Consent(category.to_owned()));
         }
         if let Some(id_type) = target.strip_prefix("id.") {
             if !is_plain_name(id_type) {
@@ -224,7 +237,7 @@ impl Target {
             _ => {
                 return Err(
                     "must be user_id, anonymous_id, email, phone, crm_id, id.<type>, \
-                     traits.<name> or properties.<name>"
+                     traits.<name>, properties.<name> or consent.<category>"
                         .to_owned(),
                 );
             }
@@ -326,6 +339,15 @@ impl ImportMapping {
                 }
             };
             match &target {
+                Target::Consent(category) => {
+                    let key = format!("consent.{category}");
+                    if let Some(first) = external_ids.insert(key.clone(), index) {
+                        problem(
+                            at("target"),
+                            format!("`{key}` is already the target of columns[{first}]"),
+                        );
+                    }
+                }
                 Target::UserId | Target::AnonymousId => {
                     identifiers += 1;
                     let name = column.target.as_str();

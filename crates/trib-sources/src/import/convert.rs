@@ -370,6 +370,7 @@ impl Plan {
         let mut external_ids: Vec<(&str, String)> = Vec::new();
         let mut traits = JsonMap::new();
         let mut properties = JsonMap::new();
+        let mut consent = JsonMap::new();
         let mut dropped = Vec::new();
 
         for (column_index, column) in self.columns.iter().enumerate() {
@@ -413,6 +414,32 @@ impl Plan {
                 }
                 Target::Trait(path) => insert_path(&mut traits, path, value),
                 Target::Property(path) => insert_path(&mut properties, path, value),
+                Target::Consent(category) => {
+                    let granted = match &value {
+                        Value::Bool(granted) => Some(*granted),
+                        Value::String(text) => {
+                            match read_text(text, ValueType::Boolean, None, &self.time_zone) {
+                                Ok(Some(Value::Bool(granted))) => Some(granted),
+                                _ => None,
+                            }
+                        }
+                        Value::Number(n) if n.as_i64() == Some(1) => Some(true),
+                        Value::Number(n) if n.as_i64() == Some(0) => Some(false),
+                        _ => None,
+                    };
+                    let Some(granted) = granted else {
+                        return Err(Problem::new(
+                            "invalid_value",
+                            Some(&column.target_name),
+                            format!(
+                                "row {number}, column `{}`: a consent must be true or false \
+                                 (or yes/no, 1/0)",
+                                column.location.column
+                            ),
+                        ));
+                    };
+                    consent.insert(category.clone(), Value::Bool(granted));
+                }
             }
         }
 
@@ -471,6 +498,11 @@ impl Plan {
                 })
                 .collect();
             context.insert("externalIds".to_owned(), Value::Array(ids));
+        }
+        if !consent.is_empty() {
+            let mut preferences = JsonMap::new();
+            preferences.insert("categoryPreferences".to_owned(), Value::Object(consent));
+            context.insert("consent".to_owned(), Value::Object(preferences));
         }
 
         let (traits, properties) = match self.kind {
