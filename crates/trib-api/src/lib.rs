@@ -262,20 +262,29 @@ impl Route {
     }
 }
 
+fn route(
+    method: Method,
+    path: &'static str,
+    access: Access,
+    handler: MethodRouter<Arc<AppState>>,
+) -> Route {
+    Route {
+        info: RouteInfo {
+            method,
+            path,
+            access,
+            audit: None,
+        },
+        handler,
+    }
+}
+
 fn on_get<H, T>(path: &'static str, access: Access, handler: H) -> Route
 where
     H: Handler<T, Arc<AppState>>,
     T: 'static,
 {
-    Route {
-        info: RouteInfo {
-            method: Method::GET,
-            path,
-            access,
-            audit: None,
-        },
-        handler: get(handler),
-    }
+    route(Method::GET, path, access, get(handler))
 }
 
 fn on_post<H, T>(path: &'static str, access: Access, handler: H) -> Route
@@ -283,15 +292,7 @@ where
     H: Handler<T, Arc<AppState>>,
     T: 'static,
 {
-    Route {
-        info: RouteInfo {
-            method: Method::POST,
-            path,
-            access,
-            audit: None,
-        },
-        handler: post(handler),
-    }
+    route(Method::POST, path, access, post(handler))
 }
 
 fn on_delete<H, T>(path: &'static str, access: Access, handler: H) -> Route
@@ -299,15 +300,7 @@ where
     H: Handler<T, Arc<AppState>>,
     T: 'static,
 {
-    Route {
-        info: RouteInfo {
-            method: Method::DELETE,
-            path,
-            access,
-            audit: None,
-        },
-        handler: delete(handler),
-    }
+    route(Method::DELETE, path, access, delete(handler))
 }
 
 /// The route table: every route, its handler and its [`Access`]. Add routes here only.

@@ -334,11 +334,7 @@ impl KeyStore {
             return Ok(deks.into_iter().map(Some).collect());
         }
         let store = self.clone();
-        tokio::task::spawn_blocking(move || store.deks_for_write_partial(&subjects))
-            .await
-            .map_err(|error| PrivacyError::KeyCreation {
-                reason: format!("the key lookup task failed: {error}"),
-            })?
+        run_blocking(move || store.deks_for_write_partial(&subjects)).await
     }
 
     /// Returns the data key `key_id` of `subject`, or `None` when that key was destroyed
@@ -920,6 +916,17 @@ fn select_dek(
                 .optional()
         })
         .map_err(|source| database(path, "looking up a key", source))
+}
+
+/// Runs key store work (SQLite, blocking) off the async runtime.
+pub(crate) async fn run_blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, PrivacyError> + Send + 'static,
+) -> Result<T, PrivacyError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|error| PrivacyError::KeyCreation {
+            reason: format!("the key lookup task failed: {error}"),
+        })?
 }
 
 fn open_connection(path: &Path, busy_timeout: Duration) -> Result<Connection, PrivacyError> {

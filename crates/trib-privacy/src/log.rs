@@ -8,7 +8,7 @@ use trib_log::{AppendOutcome, BlankReport, Compactable, EventLog, LogError, Reco
 
 use crate::PrivacyError;
 use crate::blind::{BlindIndex, Subject};
-use crate::keystore::{Dek, KeyStore};
+use crate::keystore::{Dek, KeyStore, run_blocking};
 use crate::seal::{SEAL_OVERHEAD, open_with, seal_with, sealed_key_id};
 
 /// Wraps an event log so that it never stores a clear key or payload.
@@ -124,17 +124,13 @@ impl<L: EventLog> EventLog for SealedLog<L> {
             if !returning.is_empty() {
                 let keystore = self.keystore.clone();
                 let all = subjects.clone();
-                deks = tokio::task::spawn_blocking(move || {
+                deks = run_blocking(move || {
                     for subject in &returning {
                         keystore.clear_tombstone(subject)?;
                     }
                     keystore.deks_for_write_partial(&all)
                 })
                 .await
-                .map_err(|error| PrivacyError::KeyCreation {
-                    reason: format!("the key lookup task failed: {error}"),
-                })
-                .and_then(|result| result)
                 .map_err(|error| self.error("sealing", error))?;
             }
         }
@@ -187,14 +183,10 @@ impl<L: EventLog> EventLog for SealedLog<L> {
         }
         let keystore = self.keystore.clone();
         let context: Arc<[u8]> = Arc::from(context);
-        tokio::task::spawn_blocking(move || {
+        run_blocking(move || {
             open_records(&keystore, &context, &mut records, &missing).map(|()| records)
         })
         .await
-        .map_err(|error| PrivacyError::KeyCreation {
-            reason: format!("the key lookup task failed: {error}"),
-        })
-        .and_then(|result| result)
         .map_err(|error| self.error("opening", error))
     }
 

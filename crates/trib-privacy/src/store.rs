@@ -69,26 +69,22 @@ impl<S: ProfileStore> SealedStore<S> {
         blind.subject_in_domain(PROFILE_DOMAIN, id.as_bytes())
     }
 
-    /// Data keys for `ids`, creating missing ones; a profile id whose key was shredded gets a
+    /// Data keys for profile `subjects`, creating missing ones; a profile id whose key was shredded gets a
     /// new one (whether a person may come back is the identity layer's decision).
-    fn write_keys(&self, ids: &[ProfileId]) -> Result<Vec<Arc<Dek>>, StoreError> {
-        let subjects: Vec<Subject> = ids
-            .iter()
-            .map(|id| Self::profile_subject(&self.blind, id))
-            .collect();
+    fn write_keys(&self, subjects: &[Subject]) -> Result<Vec<Arc<Dek>>, StoreError> {
         let mut deks = self
             .keystore
-            .deks_for_write_partial(&subjects)
+            .deks_for_write_partial(subjects)
             .map_err(backend)?;
         if deks.iter().any(Option::is_none) {
-            for (dek, subject) in deks.iter().zip(&subjects) {
+            for (dek, subject) in deks.iter().zip(subjects) {
                 if dek.is_none() {
                     self.keystore.clear_tombstone(subject).map_err(backend)?;
                 }
             }
             deks = self
                 .keystore
-                .deks_for_write_partial(&subjects)
+                .deks_for_write_partial(subjects)
                 .map_err(backend)?;
         }
         deks.into_iter()
@@ -161,21 +157,25 @@ impl<S: ProfileStore> ProfileStore for SealedStore<S> {
         if ids.is_empty() {
             return self.inner.apply(batch);
         }
-        let deks = self.write_keys(&ids)?;
-        let key_of = |id: &ProfileId| -> Result<(&Arc<Dek>, Subject), StoreError> {
+        let subjects: Vec<Subject> = ids
+            .iter()
+            .map(|id| Self::profile_subject(&self.blind, id))
+            .collect();
+        let deks = self.write_keys(&subjects)?;
+        let key_of = |id: &ProfileId| -> Result<(&Arc<Dek>, &Subject), StoreError> {
             let index = ids
                 .binary_search(id)
                 .map_err(|_| StoreError::Backend("encryption at rest: missing key".into()))?;
-            Ok((&deks[index], Self::profile_subject(&self.blind, id)))
+            Ok((&deks[index], &subjects[index]))
         };
         let mut sealed = batch.clone();
         for record in &mut sealed.upserts {
             let (dek, subject) = key_of(&record.id)?;
-            record.doc = Self::seal(dek, &subject, DOC_CONTEXT, &record.doc)?;
+            record.doc = Self::seal(dek, subject, DOC_CONTEXT, &record.doc)?;
         }
         for entry in &mut sealed.journal {
             let (dek, subject) = key_of(&entry.profile)?;
-            entry.doc = Self::seal(dek, &subject, JOURNAL_CONTEXT, &entry.doc)?;
+            entry.doc = Self::seal(dek, subject, JOURNAL_CONTEXT, &entry.doc)?;
         }
         self.inner.apply(&sealed)
     }
