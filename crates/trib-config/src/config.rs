@@ -48,6 +48,9 @@ pub struct Config {
     /// `[retention]`: how long events and profile traits are kept. Absent: everything is kept
     /// forever.
     pub retention: RetentionConfig,
+    /// `[[destinations]]`: the ESPs profiles are synced to (see [`crate::destinations`]).
+    /// Absent: none.
+    pub destinations: Vec<crate::destinations::DestinationConfig>,
 }
 
 /// The `[retention]` table.

@@ -145,6 +145,7 @@ impl Config {
             store: crate::config::StoreConfig::default(),
             privacy: trib_consent::PrivacyRules::default(),
             retention: crate::config::RetentionConfig::default(),
+            destinations: Vec::new(),
         };
         Ok((config, generated))
     }

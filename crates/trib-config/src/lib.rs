@@ -24,6 +24,7 @@
 //! crates that receive a [`Config`].
 
 mod config;
+pub mod destinations;
 mod error;
 mod interpolate;
 mod keys;
@@ -36,6 +37,7 @@ pub use config::{
     RetentionConfig, ServerConfig, SourceConfig, SourceRules, StoreConfig, UnknownEvents,
     process_env,
 };
+pub use destinations::{DestinationConfig, DestinationType, FieldSource, SyncMode};
 pub use error::{ConfigError, Problem};
 pub use interpolate::EnvLookup;
 pub use keys::{ADMIN_KEY_ENV, DEFAULT_SOURCE_NAME, GeneratedKey, KEYS_FILE_NAME, WRITE_KEY_ENV};

@@ -47,6 +47,7 @@ pub(crate) struct RawConfig {
     privacy: RawPrivacy,
     #[serde(default)]
     retention: RawRetention,
+    destinations: Option<Vec<crate::destinations::RawDestination>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -152,13 +153,13 @@ struct RawFullFieldRule {
 }
 
 /// Collects problems, each with its path and line.
-struct Problems<'a> {
+pub(crate) struct Problems<'a> {
     source_map: &'a SourceMap<'a>,
     problems: Vec<Problem>,
 }
 
 impl Problems<'_> {
-    fn push(&mut self, path: &TomlPath, message: impl Into<String>) {
+    pub(crate) fn push(&mut self, path: &TomlPath, message: impl Into<String>) {
         self.problems.push(self.source_map.problem(path, message));
     }
 }
@@ -199,6 +200,12 @@ impl RawConfig {
         let store = self.store.validate(&mut problems);
         let privacy = self.privacy.validate(&mut problems);
         let retention = self.retention.validate(&mut problems);
+        let purpose_names: Vec<String> = privacy.purposes.iter().map(|p| p.name.clone()).collect();
+        let destinations = crate::destinations::validate_destinations(
+            self.destinations,
+            &purpose_names,
+            &mut problems,
+        );
 
         if let (true, Some(identity)) = (problems.problems.is_empty(), identity) {
             Ok(Config {
@@ -206,6 +213,7 @@ impl RawConfig {
                 store,
                 privacy,
                 retention,
+                destinations,
                 server,
                 ingest,
                 log,
@@ -935,7 +943,7 @@ fn positive(value: Option<i64>, path: &TomlPath, problems: &mut Problems<'_>) ->
 /// Parses a positive retention duration: as [`parse_positive_duration`], plus days and weeks
 /// (`"30d"`, `"2w"`, `"P90D"`) counted as 24 hours and 7 days (months and years are refused:
 /// their length varies).
-fn parse_positive_days(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_positive_days(text: &str) -> Result<Duration, String> {
     if let Ok(duration) = parse_positive_duration(text) {
         return Ok(duration);
     }
@@ -952,7 +960,7 @@ fn parse_positive_days(text: &str) -> Result<Duration, String> {
 }
 
 /// Parses a friendly (`"24h"`, `"1h 30m"`) or ISO 8601 (`"PT24H"`) duration that must be positive.
-fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_positive_duration(text: &str) -> Result<Duration, String> {
     let signed: jiff::SignedDuration = text
         .parse()
         .map_err(|_| format!("must be a duration such as \"24h\" or \"90s\", got {text:?}"))?;

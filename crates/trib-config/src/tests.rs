@@ -140,6 +140,7 @@ fn every_key_is_read() {
         identity: trib_identity::IdentityRules::default(),
         privacy: trib_consent::PrivacyRules::default(),
         retention: crate::RetentionConfig::default(),
+        destinations: Vec::new(),
         store: StoreConfig::default(),
     };
     assert_eq!(config.server, expected.server);
@@ -828,4 +829,103 @@ fn retention_errors_name_the_toml_path() {
         &with_source("version = 1\n[retention]\nkeep = \"1d\"\n"),
         "keep",
     );
+}
+
+#[test]
+fn destinations_parse_with_defaults_credentials_from_env_and_field_sources() {
+    let config = check_ok(&with_source(
+        r#"
+version = 1
+
+[[destinations]]
+name = "newsletter"
+type = "mailchimp"
+api_key = "${ADMIN_KEY}"
+list_id = "abc123"
+base_url = "http://127.0.0.1:4010"
+mode = "mirror"
+
+[destinations.fields]
+FNAME = "firstName"
+CITY = "traits.address.city"
+PHONE = "identifiers.phone"
+"#,
+    ));
+    let [destination] = config.destinations.as_slice() else {
+        panic!("one destination expected: {:?}", config.destinations)
+    };
+    assert_eq!(destination.kind, DestinationType::Mailchimp);
+    assert_eq!(destination.credential.expose(), "ak_from_env");
+    assert_eq!(destination.purpose, "email_marketing");
+    assert_eq!(destination.mode, SyncMode::Mirror);
+    assert_eq!(destination.batch_window, Duration::from_millis(250));
+    assert_eq!(
+        destination.fields,
+        vec![
+            (
+                "CITY".to_owned(),
+                FieldSource::Trait("address.city".to_owned())
+            ),
+            (
+                "FNAME".to_owned(),
+                FieldSource::Trait("firstName".to_owned())
+            ),
+            (
+                "PHONE".to_owned(),
+                FieldSource::Identifier("phone".to_owned())
+            ),
+        ]
+    );
+}
+
+#[test]
+fn destination_mistakes_are_reported_with_their_paths() {
+    let base = "version = 1\n";
+    for (entry, expected) in [
+        (
+            "type = \"mailchimp\"\nname = \"m\"\napi_key = \"k\"",
+            "destinations[0].list_id: required",
+        ),
+        (
+            "type = \"hubspot\"\nname = \"h\"",
+            "destinations[0].token: required for type \"hubspot\"",
+        ),
+        (
+            "type = \"hubspot\"\nname = \"h\"\ntoken = \"t\"\nlist_id = \"x\"",
+            "destinations[0].list_id: not a setting of type \"hubspot\"",
+        ),
+        (
+            "type = \"klaviyo\"\nname = \"k\"",
+            "destinations[0].type: unknown type \"klaviyo\"",
+        ),
+        (
+            "type = \"webhook\"\nname = \"w\"\nsecret = \"s\"\nurl = \"ftp://x\"",
+            "destinations[0].url: must be an http:// or https:// URL",
+        ),
+        (
+            "type = \"sendgrid\"\nname = \"s\"\napi_key = \"k\"\npurpose = \"sales\"",
+            "destinations[0].purpose: \"sales\" is not a declared purpose",
+        ),
+        (
+            "type = \"sendgrid\"\nname = \"s p\"\napi_key = \"k\"",
+            "destinations[0].name: must be 1 to 64",
+        ),
+        (
+            "type = \"sendgrid\"\nname = \"s\"\napi_key = \"k\"\nmode = \"sync\"",
+            "destinations[0].mode: unknown mode",
+        ),
+        (
+            "type = \"sendgrid\"\nname = \"s\"\napi_key = \"k\"\nbatch_window = \"soon\"",
+            "destinations[0].batch_window: must be a duration",
+        ),
+        (
+            "type = \"sendgrid\"\nname = \"s\"\napi_key = \"k\"\n[destinations.fields]\nX = \"identifiers.\"",
+            "destinations[0].fields.X: name an identifier type",
+        ),
+    ] {
+        check_error(
+            &with_source(&format!("{base}\n[[destinations]]\n{entry}\n")),
+            expected,
+        );
+    }
 }

@@ -1,0 +1,717 @@
+//! The sync engine: one worker per destination, so a failing or slow ESP never slows the
+//! others.
+//!
+//! A worker loops over:
+//! 1. **Feed → pending.** Read the profile change feed after the destination's cursor and
+//!    enqueue each changed profile in `sync.db` (same transaction as the cursor).
+//! 2. **Deletions** due (erasure, mirror mode): in batches, through [`Connector::delete`].
+//! 3. **Upserts** due: wait up to `batch_window` for more changes (micro-batching), load the
+//!    profiles, map them, drop those whose digests equal what the ESP confirmed (zero calls),
+//!    ask the [`Gatekeeper`] for a permit per profile (consent and suppression for the
+//!    destination's purpose, checked now, not when the change happened), and push the rest in
+//!    batches of the connector's maximum, several batches in flight up to its concurrency.
+//! 4. **Outcomes.** Confirmed → record the ESP id and digests, observe freshness; not applied
+//!    or a retryable class → back off exponentially with full jitter (honouring the ESP's
+//!    `Retry-After`) within the retry window; an invalid record, a fatal error or an expired
+//!    window → dead letter.
+//!
+//! Ordering per (profile, destination) holds because a profile is in at most one batch at a
+//! time and every push sends the profile's *latest* state (read when the batch is built).
+//! A scheduled reconcile re-enqueues every profile; the diff makes that cheap.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rand::RngExt;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use trib_config::{DestinationConfig, SyncMode};
+use trib_consent::{Gatekeeper, Permitted};
+use trib_store::{ChangeKind, ProfileId, ProfileState, ProfileStore};
+
+use crate::connector::{CallError, Connector, Contact, DeleteTarget, ErrorClass, ItemOutcome};
+use crate::map::{Digester, EMAIL_FIELD, changed_fields, desired};
+use crate::state::{Confirmed, Deletion, Pending, SyncState};
+
+/// The longest retry delay.
+const MAX_BACKOFF: Duration = Duration::from_secs(5 * 60);
+
+/// One configured destination and its connector.
+#[derive(Clone)]
+pub struct Destination {
+    pub config: DestinationConfig,
+    pub connector: Arc<dyn Connector>,
+}
+
+/// Engine-wide settings.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// How often an idle worker looks at the change feed.
+    pub poll_interval: Duration,
+    /// Changes read from the feed per page.
+    pub feed_page: usize,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self {
+            poll_interval: Duration::from_millis(100),
+            feed_page: 2_000,
+        }
+    }
+}
+
+/// Why the engine could not do its work (the worker logs it and tries again).
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+    #[error("profile store: {0}")]
+    Store(#[from] trib_store::StoreError),
+    #[error("a blocking task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// The running engine: its workers and the switch that stops them.
+pub struct SyncEngine {
+    stop: watch::Sender<bool>,
+    workers: JoinSet<()>,
+}
+
+/// What a worker shares with its batches.
+struct Worker {
+    destination: Destination,
+    store: Arc<dyn ProfileStore>,
+    state: Arc<SyncState>,
+    gate: Gatekeeper,
+    digester: Digester,
+    options: EngineOptions,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+impl SyncEngine {
+    /// Starts one worker per destination.
+    pub fn start(
+        destinations: Vec<Destination>,
+        store: Arc<dyn ProfileStore>,
+        state: Arc<SyncState>,
+        gate: Gatekeeper,
+        digester: Digester,
+        options: EngineOptions,
+    ) -> Self {
+        let (stop, stopped) = watch::channel(false);
+        let mut workers = JoinSet::new();
+        for destination in destinations {
+            let worker = Arc::new(Worker {
+                destination,
+                store: store.clone(),
+                state: state.clone(),
+                gate: gate.clone(),
+                digester: digester.clone(),
+                options: options.clone(),
+            });
+            workers.spawn(worker.run(stopped.clone()));
+        }
+        Self { stop, workers }
+    }
+
+    /// Stops the workers after their current round (in-flight batches finish and record
+    /// their outcomes; what was not sent stays pending in `sync.db`).
+    pub async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        while self.workers.join_next().await.is_some() {}
+    }
+}
+
+/// The outcome of building one pending profile's push.
+enum Prepared {
+    Push {
+        pending: Pending,
+        permit: Box<Permitted<Contact>>,
+        digests: BTreeMap<String, String>,
+    },
+    /// Nothing to send (unchanged, not permitted, gone): retire the pending row.
+    Settle(Pending),
+}
+
+impl Worker {
+    fn name(&self) -> &str {
+        &self.destination.config.name
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&SyncState) -> Result<T, crate::state::StateError> + Send + 'static,
+    ) -> Result<T, EngineError> {
+        let state = self.state.clone();
+        Ok(tokio::task::spawn_blocking(move || work(&state)).await??)
+    }
+
+    async fn run(self: Arc<Self>, mut stopped: watch::Receiver<bool>) {
+        let mut next_reconcile =
+            tokio::time::Instant::now() + self.destination.config.reconcile_interval;
+        loop {
+            if *stopped.borrow() {
+                return;
+            }
+            let idle = match self.round().await {
+                Ok(idle) => idle,
+                Err(error) => {
+                    tracing::warn!(destination = self.name(), %error, "sync round failed; retrying");
+                    metrics::counter!("tributary_sync_round_errors_total", "destination" => self.name().to_owned()).increment(1);
+                    true
+                }
+            };
+            if tokio::time::Instant::now() >= next_reconcile {
+                next_reconcile =
+                    tokio::time::Instant::now() + self.destination.config.reconcile_interval;
+                if let Err(error) = self.reconcile().await {
+                    tracing::warn!(destination = self.name(), %error, "reconcile failed");
+                }
+            }
+            if idle {
+                tokio::select! {
+                    _ = tokio::time::sleep(self.options.poll_interval) => {}
+                    _ = stopped.changed() => {}
+                }
+            }
+        }
+    }
+
+    /// One round; `Ok(true)` when there was nothing to do.
+    async fn round(&self) -> Result<bool, EngineError> {
+        let fed = self.feed().await?;
+        let deleted = self.deletions().await?;
+        let pushed = self.upserts().await?;
+        self.publish_counts().await?;
+        Ok(!fed && !deleted && !pushed)
+    }
+
+    /// Moves feed entries after the cursor into `pending`. `Ok(true)` if any.
+    async fn feed(&self) -> Result<bool, EngineError> {
+        let name = self.name().to_owned();
+        let cursor = self.blocking(move |s| s.cursor(&name)).await?;
+        let store = self.store.clone();
+        let page = self.options.feed_page;
+        let changes =
+            tokio::task::spawn_blocking(move || store.changes(None, cursor, page)).await??;
+        let Some(last) = changes.last().map(|c| c.seq) else {
+            return Ok(false);
+        };
+        let mut enqueue = Vec::with_capacity(changes.len());
+        let mut gone = Vec::new();
+        for change in &changes {
+            match change.kind {
+                ChangeKind::Upserted => enqueue.push((change.id, change.seq, change.updated_at_ms)),
+                // The survivor appears in the feed on its own; the merged-away id's ESP
+                // record shares the survivor's email more often than not, so it is never
+                // deleted automatically (see ARCHITECTURE.md, sync).
+                ChangeKind::MergedInto(_) => {}
+                ChangeKind::Deleted => gone.push(change.id),
+            }
+        }
+        let name = self.name().to_owned();
+        let now = now_ms();
+        self.blocking(move |s| s.enqueue(&name, &enqueue, Some(last), now))
+            .await?;
+        if self.destination.config.mode == SyncMode::Mirror {
+            for profile in gone {
+                self.mirror_delete(profile, "deleted").await?;
+            }
+        }
+        Ok(true)
+    }
+
+    /// Mirror mode: queue the deletion of a profile's ESP record unless another live
+    /// profile's record has the same ESP id.
+    async fn mirror_delete(
+        &self,
+        profile: ProfileId,
+        reason: &'static str,
+    ) -> Result<(), EngineError> {
+        let name = self.name().to_owned();
+        self.blocking(move |s| {
+            if let Some(esp_id) = s.confirmed_esp_id(&name, profile)?
+                && !s.esp_id_shared(&name, profile, &esp_id)?
+            {
+                s.queue_deletion(&name, profile, reason, now_ms())?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn deletions(&self) -> Result<bool, EngineError> {
+        let limits = self.destination.connector.limits();
+        let name = self.name().to_owned();
+        let limit = limits.max_delete_batch.max(1) * limits.max_concurrency.max(1);
+        let due = self
+            .blocking(move |s| s.due_deletions(&name, now_ms(), limit))
+            .await?;
+        if due.is_empty() {
+            return Ok(false);
+        }
+        let mut calls = JoinSet::new();
+        for chunk in due.chunks(limits.max_delete_batch.max(1)) {
+            let chunk = chunk.to_vec();
+            let connector = self.destination.connector.clone();
+            calls.spawn(async move {
+                let targets = chunk
+                    .iter()
+                    .map(|d| DeleteTarget {
+                        profile_id: d.profile.to_string(),
+                        esp_id: d.esp_id.clone(),
+                    })
+                    .collect();
+                let result = connector.delete(targets).await;
+                (chunk, result)
+            });
+        }
+        while let Some(joined) = calls.join_next().await {
+            let (chunk, result) = joined?;
+            self.record_deletions(chunk, result).await?;
+        }
+        Ok(true)
+    }
+
+    async fn record_deletions(
+        &self,
+        chunk: Vec<Deletion>,
+        result: Result<Vec<ItemOutcome>, CallError>,
+    ) -> Result<(), EngineError> {
+        let outcomes = outcomes_for(chunk.len(), result);
+        for (deletion, (outcome, retry_after)) in chunk.into_iter().zip(outcomes) {
+            let name = self.name().to_owned();
+            let now = now_ms();
+            let decision = self.decide(
+                &outcome,
+                deletion.attempts,
+                deletion.first_failed_ms,
+                retry_after,
+            );
+            match decision {
+                Decision::Done => {
+                    self.count("tributary_sync_deleted_total");
+                    self.blocking(move |s| s.finish_deletion(&name, &deletion, None, now))
+                        .await?;
+                }
+                Decision::Retry { at_ms, class } => {
+                    self.count_class("tributary_sync_retried_total", class);
+                    let attempts = deletion.attempts + 1;
+                    let first = deletion.first_failed_ms.unwrap_or(now);
+                    self.blocking(move |s| {
+                        s.reschedule_deletion(deletion.id, attempts, at_ms, first)
+                    })
+                    .await?;
+                }
+                Decision::Dead { class, detail } => {
+                    self.count_class("tributary_sync_dead_lettered_total", class);
+                    tracing::warn!(
+                        destination = self.name(),
+                        class = class.as_str(),
+                        "deletion dead-lettered"
+                    );
+                    self.blocking(move |s| {
+                        s.finish_deletion(&name, &deletion, Some((class.as_str(), &detail)), now)
+                    })
+                    .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn upserts(&self) -> Result<bool, EngineError> {
+        let limits = self.destination.connector.limits();
+        let max_batch = self
+            .destination
+            .config
+            .max_batch
+            .map_or(limits.max_batch, |m| m.min(limits.max_batch))
+            .max(1);
+        let in_flight = limits.max_concurrency.max(1);
+        let name = self.name().to_owned();
+        let limit = max_batch * in_flight;
+        let mut due = self
+            .blocking(move |s| s.due(&name, now_ms(), limit))
+            .await?;
+        if due.is_empty() {
+            return Ok(false);
+        }
+        // Micro-batching: a fresh change waits up to the window for companions, unless a
+        // full batch is already waiting.
+        let window = self.destination.config.batch_window;
+        let oldest = due
+            .iter()
+            .map(|p| p.next_at_ms.max(p.first_change_ms))
+            .min()
+            .unwrap_or(0);
+        let ready_at = oldest + window.as_millis() as i64;
+        if due.len() < max_batch && ready_at > now_ms() {
+            tokio::time::sleep(Duration::from_millis((ready_at - now_ms()).max(0) as u64)).await;
+            let name = self.name().to_owned();
+            due = self
+                .blocking(move |s| s.due(&name, now_ms(), limit))
+                .await?;
+        }
+
+        let prepared = self.prepare(due).await?;
+        let mut pushes = Vec::new();
+        for item in prepared {
+            match item {
+                Prepared::Settle(pending) => {
+                    let name = self.name().to_owned();
+                    self.blocking(move |s| s.settle(&name, pending.profile, pending.seq, now_ms()))
+                        .await?;
+                }
+                Prepared::Push {
+                    pending,
+                    permit,
+                    digests,
+                } => pushes.push((pending, permit, digests)),
+            }
+        }
+        let mut calls = JoinSet::new();
+        while !pushes.is_empty() {
+            let rest = pushes.split_off(pushes.len().min(max_batch));
+            let batch = std::mem::replace(&mut pushes, rest);
+            let connector = self.destination.connector.clone();
+            let mut meta = Vec::with_capacity(batch.len());
+            let mut permits = Vec::with_capacity(batch.len());
+            for (pending, permit, digests) in batch {
+                let subscribed = permit.value().subscribed;
+                meta.push((pending, digests, subscribed));
+                permits.push(*permit);
+            }
+            metrics::counter!("tributary_sync_sent_total", "destination" => self.name().to_owned())
+                .increment(meta.len() as u64);
+            calls.spawn(async move {
+                let result = connector.upsert(permits).await;
+                (meta, result)
+            });
+        }
+        while let Some(joined) = calls.join_next().await {
+            let (meta, result) = joined?;
+            self.record_upserts(meta, result).await?;
+        }
+        Ok(true)
+    }
+
+    /// Loads, maps, diffs and permits the due profiles.
+    async fn prepare(&self, due: Vec<Pending>) -> Result<Vec<Prepared>, EngineError> {
+        let ids: Vec<ProfileId> = due.iter().map(|p| p.profile).collect();
+        let store = self.store.clone();
+        let states = {
+            let ids = ids.clone();
+            tokio::task::spawn_blocking(move || store.get_many(&ids)).await??
+        };
+        let name = self.name().to_owned();
+        let confirmed = self.blocking(move |s| s.confirmed(&name, &ids)).await?;
+        let config = &self.destination.config;
+        let partial = self.destination.connector.limits().partial_updates;
+        let mut out = Vec::with_capacity(due.len());
+        for (pending, state) in due.into_iter().zip(states) {
+            let record = match state {
+                Some(ProfileState::Active(record)) => record,
+                // Merged or deleted meanwhile: the feed carries what follows.
+                _ => {
+                    out.push(Prepared::Settle(pending));
+                    continue;
+                }
+            };
+            let profile = match trib_identity::engine::decode(&record) {
+                Ok(profile) => profile,
+                Err(error) => {
+                    tracing::warn!(destination = self.name(), %error, "undecodable profile skipped");
+                    self.skip("undecodable");
+                    out.push(Prepared::Settle(pending));
+                    continue;
+                }
+            };
+            let wanted = match desired(&profile, &config.fields) {
+                Ok(wanted) => wanted,
+                Err(reason) => {
+                    self.skip(reason.code());
+                    out.push(Prepared::Settle(pending));
+                    continue;
+                }
+            };
+            let digests = self.digester.digests(&wanted);
+            let previous = confirmed.get(&pending.profile);
+            // Marketing status: whether the person consented to email marketing itself
+            // (the destination's purpose may be another one).
+            let subscribed = config.purpose == "email_marketing"
+                || self
+                    .gate
+                    .permit(
+                        &profile.identifiers,
+                        "email_marketing",
+                        Some(&config.name),
+                        (),
+                    )
+                    .is_ok();
+            let same_contact =
+                previous.is_some_and(|c| c.digests.get(EMAIL_FIELD) == digests.get(EMAIL_FIELD));
+            let unchanged = previous.is_some_and(|c| {
+                same_contact && c.digests == digests && c.subscribed == subscribed
+            });
+            let fields = match previous {
+                Some(confirmed) if same_contact && partial => {
+                    changed_fields(&wanted, &digests, &confirmed.digests)
+                }
+                _ => wanted.fields.clone(),
+            };
+            let contact = Contact {
+                profile_id: pending.profile.to_string(),
+                email: wanted.email,
+                fields,
+                desired: wanted.fields,
+                subscribed,
+                esp_id: previous.filter(|_| same_contact).map(|c| c.esp_id.clone()),
+            };
+            // Checked now, for this destination: a withdrawal or suppression recorded since the
+            // change refuses the push.
+            let permit = self.gate.permit(
+                &profile.identifiers,
+                &config.purpose,
+                Some(&config.name),
+                contact,
+            );
+            let permit = match permit {
+                Ok(permit) => permit,
+                Err(denied) => {
+                    self.skip(denied.reason.code());
+                    if config.mode == SyncMode::Mirror && previous.is_some() {
+                        self.mirror_delete(pending.profile, "consent").await?;
+                    }
+                    out.push(Prepared::Settle(pending));
+                    continue;
+                }
+            };
+            if unchanged {
+                metrics::counter!("tributary_sync_unchanged_total", "destination" => self.name().to_owned()).increment(1);
+                out.push(Prepared::Settle(pending));
+                continue;
+            }
+            if !same_contact && config.mode == SyncMode::Mirror && previous.is_some() {
+                // The key email changed: the old contact leaves the destination.
+                self.mirror_delete(pending.profile, "email_changed").await?;
+            }
+            out.push(Prepared::Push {
+                pending,
+                permit: Box::new(permit),
+                digests,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn record_upserts(
+        &self,
+        meta: Vec<(Pending, BTreeMap<String, String>, bool)>,
+        result: Result<Vec<ItemOutcome>, CallError>,
+    ) -> Result<(), EngineError> {
+        let outcomes = outcomes_for(meta.len(), result);
+        for ((pending, digests, subscribed), (outcome, retry_after)) in
+            meta.into_iter().zip(outcomes)
+        {
+            let name = self.name().to_owned();
+            let now = now_ms();
+            match self.decide(
+                &outcome,
+                pending.attempts,
+                pending.first_failed_ms,
+                retry_after,
+            ) {
+                Decision::Done => {
+                    let ItemOutcome::Confirmed { esp_id } = outcome else {
+                        unreachable!("Done is decided for Confirmed only")
+                    };
+                    self.count("tributary_sync_confirmed_total");
+                    let freshness = (now - pending.first_change_ms).max(0) as f64 / 1000.0;
+                    metrics::histogram!("tributary_sync_freshness_seconds", "destination" => self.name().to_owned())
+                        .record(freshness);
+                    let confirmed = Confirmed {
+                        esp_id,
+                        digests,
+                        subscribed,
+                        confirmed_at_ms: now,
+                    };
+                    self.blocking(move |s| {
+                        s.complete(&name, pending.profile, pending.seq, &confirmed, now)
+                    })
+                    .await?;
+                }
+                Decision::Retry { at_ms, class } => {
+                    self.count_class("tributary_sync_retried_total", class);
+                    let first = pending.first_failed_ms.unwrap_or(now);
+                    let attempts = pending.attempts + 1;
+                    self.blocking(move |s| {
+                        s.reschedule(&name, pending.profile, attempts, at_ms, first)
+                    })
+                    .await?;
+                }
+                Decision::Dead { class, detail } => {
+                    self.count_class("tributary_sync_dead_lettered_total", class);
+                    tracing::warn!(
+                        destination = self.name(),
+                        class = class.as_str(),
+                        "record dead-lettered"
+                    );
+                    let first = pending.first_failed_ms.unwrap_or(now);
+                    let attempts = pending.attempts + 1;
+                    self.blocking(move |s| {
+                        s.dead_letter(
+                            &name,
+                            pending.profile,
+                            class.as_str(),
+                            &detail,
+                            attempts,
+                            first,
+                            now,
+                        )
+                    })
+                    .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// What to do with one record's outcome.
+    fn decide(
+        &self,
+        outcome: &ItemOutcome,
+        attempts: u32,
+        first_failed_ms: Option<i64>,
+        retry_after: Option<Duration>,
+    ) -> Decision {
+        let (class, detail) = match outcome {
+            ItemOutcome::Confirmed { .. } => return Decision::Done,
+            ItemOutcome::NotApplied { detail } => {
+                (ErrorClass::Transient, format!("not applied: {detail}"))
+            }
+            ItemOutcome::Failed { class, detail } => (*class, detail.clone()),
+        };
+        self.count_class("tributary_sync_failed_total", class);
+        let now = now_ms();
+        let first = first_failed_ms.unwrap_or(now);
+        let window = self.destination.config.retry_window.as_millis() as i64;
+        if !class.is_retryable() || now - first >= window {
+            return Decision::Dead { class, detail };
+        }
+        let at_ms = now
+            + backoff(self.destination.config.retry_base, attempts, retry_after).as_millis() as i64;
+        Decision::Retry { at_ms, class }
+    }
+
+    /// A profile that is re-enqueued by the scheduled reconcile.
+    async fn reconcile(&self) -> Result<(), EngineError> {
+        let mut after = 0;
+        loop {
+            let store = self.store.clone();
+            let page = self.options.feed_page;
+            let changes =
+                tokio::task::spawn_blocking(move || store.changes(None, after, page)).await??;
+            let Some(last) = changes.last().map(|c| c.seq) else {
+                return Ok(());
+            };
+            after = last;
+            let enqueue: Vec<_> = changes
+                .iter()
+                .filter(|c| c.kind == ChangeKind::Upserted)
+                .map(|c| (c.id, c.seq, now_ms()))
+                .collect();
+            let name = self.name().to_owned();
+            self.blocking(move |s| s.enqueue(&name, &enqueue, None, now_ms()))
+                .await?;
+        }
+    }
+
+    async fn publish_counts(&self) -> Result<(), EngineError> {
+        let name = self.name().to_owned();
+        let counts = self.blocking(move |s| s.counts(&name)).await?;
+        let label = self.name().to_owned();
+        metrics::gauge!("tributary_sync_pending", "destination" => label.clone())
+            .set(counts.pending as f64);
+        metrics::gauge!("tributary_sync_dead_letters", "destination" => label)
+            .set(counts.dead_letters as f64);
+        Ok(())
+    }
+
+    fn skip(&self, reason: &str) {
+        metrics::counter!("tributary_sync_skipped_total", "destination" => self.name().to_owned(), "reason" => reason.to_owned())
+            .increment(1);
+    }
+
+    fn count(&self, metric: &'static str) {
+        metrics::counter!(metric, "destination" => self.name().to_owned()).increment(1);
+    }
+
+    fn count_class(&self, metric: &'static str, class: ErrorClass) {
+        metrics::counter!(metric, "destination" => self.name().to_owned(), "class" => class.as_str())
+            .increment(1);
+    }
+}
+
+enum Decision {
+    Done,
+    Retry { at_ms: i64, class: ErrorClass },
+    Dead { class: ErrorClass, detail: String },
+}
+
+/// One outcome per record: the connector's, or the call's error for every record.
+fn outcomes_for(
+    len: usize,
+    result: Result<Vec<ItemOutcome>, CallError>,
+) -> Vec<(ItemOutcome, Option<Duration>)> {
+    match result {
+        Ok(outcomes) if outcomes.len() == len => outcomes.into_iter().map(|o| (o, None)).collect(),
+        Ok(outcomes) => {
+            let detail = format!(
+                "connector answered {} outcomes for {len} records",
+                outcomes.len()
+            );
+            (0..len)
+                .map(|_| {
+                    (
+                        ItemOutcome::Failed {
+                            class: ErrorClass::Transient,
+                            detail: detail.clone(),
+                        },
+                        None,
+                    )
+                })
+                .collect()
+        }
+        Err(error) => (0..len)
+            .map(|_| {
+                (
+                    ItemOutcome::Failed {
+                        class: error.class,
+                        detail: error.to_string(),
+                    },
+                    error.retry_after,
+                )
+            })
+            .collect(),
+    }
+}
+
+/// Exponential backoff with full jitter: a random delay in `[base·2ⁿ/2, base·2ⁿ]`, capped,
+/// and never sooner than the ESP asked.
+pub fn backoff(base: Duration, attempts: u32, retry_after: Option<Duration>) -> Duration {
+    let ceiling = base
+        .saturating_mul(1u32 << attempts.min(16))
+        .min(MAX_BACKOFF);
+    let millis = ceiling.as_millis() as u64;
+    let jittered = Duration::from_millis(rand::rng().random_range(millis / 2..=millis.max(1)));
+    retry_after.map_or(jittered, |after| jittered.max(after))
+}

@@ -1,0 +1,492 @@
+//! The engine's behaviour against a scripted connector (a test double of the `Connector`
+//! trait, not of an ESP: ESP contracts are tested against the simulators).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use trib_config::{DestinationConfig, DestinationType, FieldSource, SyncMode};
+use trib_consent::{
+    Gatekeeper, Ledger, LegalBasis, NewEntry, Permitted, PrivacyRules, Proof, Purpose, Status,
+};
+use trib_core::Secret;
+use trib_identity::Keyer;
+use trib_identity::profile::{GoldenTrait, IdentifierEntry, Profile};
+use trib_store::{ChangeBatch, MemoryStore, ProfileId, ProfileRecord, ProfileStore};
+use trib_sync::map::Digester;
+use trib_sync::{
+    CallError, Connector, Contact, DeleteTarget, Destination, DestinationKind, EngineOptions,
+    ErrorClass, ItemOutcome, Limits, SyncEngine, SyncState,
+};
+
+/// What the scripted connector was asked, and what it holds.
+#[derive(Default)]
+struct Script {
+    /// Email → outcomes to answer before applying (front first).
+    failures: HashMap<String, VecDeque<ItemOutcome>>,
+    /// Every upsert call: (email, fields sent).
+    calls: Vec<Vec<(String, BTreeMap<String, Value>)>>,
+    deletes: Vec<Vec<String>>,
+    /// email → fields held.
+    held: BTreeMap<String, BTreeMap<String, Value>>,
+}
+
+#[derive(Clone, Default)]
+struct Scripted(Arc<Mutex<Script>>);
+
+impl Scripted {
+    fn with<T>(&self, f: impl FnOnce(&mut Script) -> T) -> T {
+        f(&mut self.0.lock().expect("script lock"))
+    }
+}
+
+#[async_trait::async_trait]
+impl Connector for Scripted {
+    fn kind(&self) -> DestinationKind {
+        DestinationKind::Webhook
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            max_batch: 2,
+            max_delete_batch: 10,
+            max_concurrency: 2,
+            rate_max: None,
+            rate_interval: Duration::from_secs(1),
+            partial_updates: true,
+        }
+    }
+
+    async fn upsert(&self, batch: Vec<Permitted<Contact>>) -> Result<Vec<ItemOutcome>, CallError> {
+        self.with(|script| {
+            script.calls.push(
+                batch
+                    .iter()
+                    .map(|p| (p.value().email.clone(), p.value().fields.clone()))
+                    .collect(),
+            );
+            Ok(batch
+                .into_iter()
+                .map(|permit| {
+                    let contact = permit.into_inner();
+                    if let Some(outcome) = script
+                        .failures
+                        .get_mut(&contact.email)
+                        .and_then(VecDeque::pop_front)
+                    {
+                        return outcome;
+                    }
+                    let held = script.held.entry(contact.email.clone()).or_default();
+                    held.extend(contact.fields);
+                    ItemOutcome::Confirmed {
+                        esp_id: format!("esp-{}", contact.email),
+                    }
+                })
+                .collect())
+        })
+    }
+
+    async fn delete(&self, targets: Vec<DeleteTarget>) -> Result<Vec<ItemOutcome>, CallError> {
+        self.with(|script| {
+            script
+                .deletes
+                .push(targets.iter().map(|t| t.esp_id.clone()).collect());
+            Ok(targets
+                .into_iter()
+                .map(|target| {
+                    let email = target.esp_id.trim_start_matches("esp-").to_owned();
+                    script.held.remove(&email);
+                    ItemOutcome::Confirmed {
+                        esp_id: target.esp_id,
+                    }
+                })
+                .collect())
+        })
+    }
+}
+
+struct Harness {
+    store: Arc<MemoryStore>,
+    state: Arc<SyncState>,
+    ledger: Arc<Ledger>,
+    keyer: Keyer,
+    connector: Scripted,
+    engine: Option<SyncEngine>,
+    _dir: tempfile::TempDir,
+}
+
+fn config(purpose: &str, mode: SyncMode) -> DestinationConfig {
+    DestinationConfig {
+        name: "esp".to_owned(),
+        kind: DestinationType::Webhook,
+        purpose: purpose.to_owned(),
+        mode,
+        credential: Secret::new("secret".to_owned()),
+        list_id: None,
+        list_ids: Vec::new(),
+        url: Some("http://127.0.0.1:9".to_owned()),
+        base_url: None,
+        fields: vec![
+            (
+                "FNAME".to_owned(),
+                FieldSource::Trait("firstName".to_owned()),
+            ),
+            ("PLAN".to_owned(), FieldSource::Trait("plan".to_owned())),
+            (
+                "CITY".to_owned(),
+                FieldSource::Trait("address.city".to_owned()),
+            ),
+        ],
+        batch_window: Duration::from_millis(20),
+        reconcile_interval: Duration::from_secs(3600),
+        retry_window: Duration::from_secs(60),
+        retry_base: Duration::from_millis(10),
+        max_batch: None,
+    }
+}
+
+impl Harness {
+    fn start(config: DestinationConfig) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ledger = Arc::new(Ledger::open_in(dir.path()).expect("ledger"));
+        let keyer = Keyer::new(&[7; 32]);
+        let rules = PrivacyRules {
+            purposes: vec![
+                Purpose {
+                    name: "email_marketing".to_owned(),
+                    legal_basis: LegalBasis::LegitimateInterest,
+                    basis_note: Some("test".to_owned()),
+                },
+                Purpose {
+                    name: "personalization".to_owned(),
+                    legal_basis: LegalBasis::Consent,
+                    basis_note: None,
+                },
+            ],
+            ..PrivacyRules::default()
+        };
+        let gate = Gatekeeper::new(ledger.clone(), keyer.clone(), Arc::new(rules));
+        let store = Arc::new(MemoryStore::new());
+        let state = Arc::new(SyncState::in_memory().expect("state"));
+        let connector = Scripted::default();
+        let engine = SyncEngine::start(
+            vec![Destination {
+                config,
+                connector: Arc::new(connector.clone()),
+            }],
+            store.clone(),
+            state.clone(),
+            gate,
+            Digester::new(&[9; 32]),
+            EngineOptions {
+                poll_interval: Duration::from_millis(10),
+                feed_page: 100,
+            },
+        );
+        Self {
+            store,
+            state,
+            ledger,
+            keyer,
+            connector,
+            engine: Some(engine),
+            _dir: dir,
+        }
+    }
+
+    fn put(&self, n: u8, traits: Value) -> ProfileId {
+        let id = ProfileId::from_bytes([n; 16]);
+        let email = format!("person{n}@example.com");
+        let profile = Profile {
+            id: id.to_string(),
+            identifiers: vec![IdentifierEntry {
+                kind: "email".to_owned(),
+                value: email,
+                first_seen_ms: 0,
+                source: "test".to_owned(),
+                message_id: format!("m{n}"),
+            }],
+            traits: traits
+                .as_object()
+                .expect("traits object")
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        GoldenTrait {
+                            value: v.clone(),
+                            rule: "most_recent".to_owned(),
+                            sources: vec!["test".to_owned()],
+                            at_ms: 0,
+                        },
+                    )
+                })
+                .collect(),
+            observations: BTreeMap::new(),
+            sources: vec!["test".to_owned()],
+            merged_ids: Vec::new(),
+            merge_count: 0,
+        };
+        let doc = trib_identity::engine::encode(&profile).expect("encode");
+        self.store
+            .apply(&ChangeBatch {
+                at_ms: 1,
+                upserts: vec![ProfileRecord {
+                    id,
+                    updated_at_ms: 1,
+                    doc: doc.into(),
+                }],
+                ..ChangeBatch::default()
+            })
+            .expect("apply");
+        id
+    }
+
+    fn settled(&self) -> bool {
+        let counts = self.state.counts("esp").expect("counts");
+        counts.pending == 0 && counts.deletions_pending == 0
+    }
+
+    fn wait(&self, what: &str, condition: impl Fn(&Self) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !condition(self) {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn calls(&self) -> usize {
+        self.connector.with(|s| s.calls.len())
+    }
+
+    async fn stop(mut self) {
+        if let Some(engine) = self.engine.take() {
+            engine.stop().await;
+        }
+    }
+}
+
+fn email(n: u8) -> String {
+    format!("person{n}@example.com")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_are_pushed_once_and_unchanged_profiles_cost_no_call() {
+    let h = Harness::start(config("email_marketing", SyncMode::Upsert));
+    for n in 1..=3 {
+        h.put(
+            n,
+            json!({"firstName": format!("P{n}"), "plan": "pro", "address": {"city": "Oslo"}}),
+        );
+    }
+    h.wait("3 contacts", |h| {
+        h.connector.with(|s| s.held.len()) == 3 && h.settled()
+    });
+    // Two per batch at most (the connector's limit).
+    assert!(h.connector.with(|s| s.calls.iter().all(|c| c.len() <= 2)));
+    assert_eq!(
+        h.connector.with(|s| s.held[&email(2)].clone()),
+        BTreeMap::from([
+            ("CITY".to_owned(), json!("Oslo")),
+            ("FNAME".to_owned(), json!("P2")),
+            ("PLAN".to_owned(), json!("pro")),
+        ])
+    );
+    let calls = h.calls();
+
+    // The same state again: a feed entry, but no call.
+    h.put(
+        1,
+        json!({"firstName": "P1", "plan": "pro", "address": {"city": "Oslo"}}),
+    );
+    h.wait("the unchanged profile to settle", |h| {
+        h.settled() && h.state.cursor("esp").expect("cursor") >= 4
+    });
+    assert_eq!(
+        h.calls(),
+        calls,
+        "an unchanged profile must cost no API call"
+    );
+
+    // One field changed, one removed: only those are sent (the removed one cleared).
+    h.put(2, json!({"firstName": "Pat", "plan": "pro"}));
+    h.wait("the update", |h| h.calls() == calls + 1 && h.settled());
+    let last = h
+        .connector
+        .with(|s| s.calls.last().cloned().expect("a call"));
+    assert_eq!(
+        last,
+        vec![(
+            email(2),
+            BTreeMap::from([
+                ("CITY".to_owned(), json!("")),
+                ("FNAME".to_owned(), json!("Pat")),
+            ])
+        )]
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_failures_and_unapplied_pushes_are_retried_until_confirmed() {
+    let h = Harness::start(config("email_marketing", SyncMode::Upsert));
+    h.connector.with(|s| {
+        s.failures.insert(
+            email(1),
+            VecDeque::from([
+                ItemOutcome::Failed {
+                    class: ErrorClass::Transient,
+                    detail: "503".to_owned(),
+                },
+                ItemOutcome::NotApplied {
+                    detail: "empty result".to_owned(),
+                },
+            ]),
+        );
+    });
+    h.put(1, json!({"firstName": "Ann"}));
+    h.wait("confirmation", |h| {
+        h.connector.with(|s| s.held.contains_key(&email(1))) && h.settled()
+    });
+    assert_eq!(h.calls(), 3, "two failures, then the push that applied");
+    assert!(h.state.dead_letters(None).expect("dlq").is_empty());
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_records_are_dead_lettered_at_once_and_replayed_on_request() {
+    let h = Harness::start(config("email_marketing", SyncMode::Upsert));
+    h.connector.with(|s| {
+        s.failures.insert(
+            email(1),
+            VecDeque::from([ItemOutcome::Failed {
+                class: ErrorClass::InvalidRecord,
+                detail: "merge field PLAN is invalid".to_owned(),
+            }]),
+        );
+    });
+    h.put(1, json!({"firstName": "Ann", "plan": "???"}));
+    h.put(2, json!({"firstName": "Bob"}));
+    h.wait("a dead letter", |h| {
+        h.state.dead_letters(Some("esp")).expect("dlq").len() == 1 && h.settled()
+    });
+    let letters = h.state.dead_letters(Some("esp")).expect("dlq");
+    assert_eq!(letters[0].class, "invalid_record");
+    assert_eq!(
+        letters[0].profile_id,
+        ProfileId::from_bytes([1; 16]).to_string()
+    );
+    assert_eq!(letters[0].attempts, 1, "an invalid record is not retried");
+    assert!(
+        h.connector.with(|s| s.held.contains_key(&email(2))),
+        "the other record went through"
+    );
+
+    assert_eq!(h.state.replay("esp", None, 0).expect("replay"), 1);
+    h.wait("the replayed record", |h| {
+        h.connector.with(|s| s.held.contains_key(&email(1))) && h.settled()
+    });
+    assert!(h.state.dead_letters(None).expect("dlq").is_empty());
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retryable_errors_are_dead_lettered_when_the_retry_window_ends() {
+    let mut config = config("email_marketing", SyncMode::Upsert);
+    config.retry_window = Duration::from_millis(50);
+    let h = Harness::start(config);
+    h.connector.with(|s| {
+        s.failures.insert(
+            email(1),
+            (0..1000)
+                .map(|_| ItemOutcome::Failed {
+                    class: ErrorClass::Auth,
+                    detail: "401".to_owned(),
+                })
+                .collect(),
+        );
+    });
+    h.put(1, json!({"firstName": "Ann"}));
+    h.wait("a dead letter", |h| {
+        h.state.dead_letters(None).expect("dlq").len() == 1
+    });
+    let letter = &h.state.dead_letters(None).expect("dlq")[0];
+    assert_eq!(letter.class, "auth");
+    assert!(
+        letter.attempts >= 2,
+        "retried within the window: {}",
+        letter.attempts
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn profiles_without_consent_for_the_purpose_are_never_sent() {
+    let h = Harness::start(config("personalization", SyncMode::Upsert));
+    h.put(1, json!({"firstName": "Ann"}));
+    h.put(2, json!({"firstName": "Bob"}));
+    h.wait("both settled", |h| {
+        h.settled() && h.state.cursor("esp").expect("cursor") >= 2
+    });
+    assert_eq!(h.calls(), 0, "nobody consented to personalization");
+
+    h.ledger
+        .record(&[NewEntry {
+            ident_key: h.keyer.ident_key("email", &email(2)),
+            purpose: "personalization".to_owned(),
+            status: Status::Granted,
+            at_ms: 5,
+            source: "api:test".to_owned(),
+            legal_basis: LegalBasis::Consent,
+            proof: Proof::default(),
+        }])
+        .expect("grant");
+    h.put(1, json!({"firstName": "Ann2"}));
+    h.put(2, json!({"firstName": "Bob2"}));
+    h.wait("the consented profile", |h| {
+        h.connector.with(|s| s.held.contains_key(&email(2))) && h.settled()
+    });
+    assert!(!h.connector.with(|s| s.held.contains_key(&email(1))));
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erasure_deletes_the_contact_at_every_destination_that_holds_it() {
+    let h = Harness::start(config("email_marketing", SyncMode::Upsert));
+    let ann = h.put(1, json!({"firstName": "Ann"}));
+    let bob = h.put(2, json!({"firstName": "Bob"}));
+    h.wait("both confirmed", |h| {
+        h.connector.with(|s| s.held.len()) == 2 && h.settled()
+    });
+    let queued = h
+        .state
+        .queue_erasure("er_1", &["esp".to_owned(), "other".to_owned()], &[ann], 0)
+        .expect("queue");
+    assert_eq!(
+        queued,
+        BTreeMap::from([("esp".to_owned(), 1), ("other".to_owned(), 0)])
+    );
+    h.wait("the deletion", |h| {
+        h.settled() && !h.connector.with(|s| s.held.contains_key(&email(1)))
+    });
+    assert_eq!(
+        h.connector.with(|s| s.deletes.clone()),
+        vec![vec![format!("esp-{}", email(1))]]
+    );
+    let status = h.state.erasure_status("er_1").expect("status");
+    let by_destination: BTreeMap<_, _> = status
+        .iter()
+        .map(|d| (d.destination.as_str(), d.status.as_str()))
+        .collect();
+    assert_eq!(
+        by_destination,
+        BTreeMap::from([("esp", "deleted"), ("other", "none_held")])
+    );
+    assert!(
+        h.connector.with(|s| s.held.contains_key(&email(2))),
+        "only the erased person is deleted"
+    );
+    let _ = bob;
+    h.stop().await;
+}
