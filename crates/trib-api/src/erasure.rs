@@ -42,6 +42,8 @@ pub struct ErasureState {
     pub receipts_dir: PathBuf,
     /// The configured destinations, each of which gets a deletion queued.
     pub destinations: Vec<String>,
+    /// The sync state where deletions are queued for the sync engine; `None` without one.
+    pub sync: Option<Arc<trib_sync::SyncState>>,
 }
 
 /// A person named in the body of an erasure or export: a profile id or one identifier.
@@ -143,6 +145,25 @@ pub(crate) async fn erase(
         None => None,
     };
     metrics::counter!("tributary_privacy_erasures_total").increment(1);
+    // Deletions at every destination that confirmed a record of one of the person's profile
+    // ids, carried out by the sync engine (by ESP id: no personal data is kept for it).
+    let queued = match &erasure.sync {
+        Some(sync) => {
+            let (sync, receipt, names, ids) = (
+                sync.clone(),
+                id.clone(),
+                erasure.destinations.clone(),
+                profile_ids.clone(),
+            );
+            let now = jiff::Timestamp::now().as_millisecond();
+            blocking(move || {
+                sync.queue_erasure(&receipt, &names, &ids, now)
+                    .map_err(|e| ApiError::internal(&e))
+            })
+            .await?
+        }
+        None => Default::default(),
+    };
 
     let (log_status, profile_status) = match shredded {
         Some(_) => ("crypto_shredded", "crypto_shredded"),
@@ -206,7 +227,16 @@ pub(crate) async fn erase(
         "destinations": erasure
             .destinations
             .iter()
-            .map(|name| json!({"destination": name, "status": "queued"}))
+            .map(|name| match queued.get(name) {
+                Some(0) => json!({"destination": name, "status": "none_held", "records": 0}),
+                Some(records) => json!({
+                    "destination": name,
+                    "status": "deletion_queued",
+                    "records": records,
+                    "detail": format!("see GET /v1/privacy/erasures/{id}/destinations for the outcome"),
+                }),
+                None => json!({"destination": name, "status": "not_synced", "detail": "the sync engine is not running"}),
+            })
             .collect::<Vec<Value>>(),
     });
     let signed = sign_document(&erasure.signer, &receipt);

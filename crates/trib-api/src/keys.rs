@@ -73,13 +73,17 @@ pub enum Scope {
     ConsentWrite,
     /// Scrape `GET /metrics`.
     MetricsRead,
+    /// Read destinations, their sync state and dead letters (`GET /v1/destinations...`).
+    DestinationsRead,
+    /// Replay dead letters (`POST /v1/destinations/{name}/dlq/replay`).
+    DestinationsWrite,
     /// Every scope.
     Admin,
 }
 
 impl Scope {
     /// Every scope, in a stable order.
-    pub const ALL: [Scope; 14] = [
+    pub const ALL: [Scope; 16] = [
         Scope::EventsRead,
         Scope::QuarantineRead,
         Scope::QuarantineWrite,
@@ -93,6 +97,8 @@ impl Scope {
         Scope::ConsentRead,
         Scope::ConsentWrite,
         Scope::MetricsRead,
+        Scope::DestinationsRead,
+        Scope::DestinationsWrite,
         Scope::Admin,
     ];
 
@@ -112,6 +118,8 @@ impl Scope {
             Scope::ConsentRead => "consent:read",
             Scope::ConsentWrite => "consent:write",
             Scope::MetricsRead => "metrics:read",
+            Scope::DestinationsRead => "destinations:read",
+            Scope::DestinationsWrite => "destinations:write",
             Scope::Admin => "admin",
         }
     }

@@ -36,7 +36,10 @@
 //! | DELETE | `/v1/privacy/suppressions` | `consent:write` |
 //! | POST | `/v1/privacy/erasures` | `privacy:erase` |
 //! | GET | `/v1/privacy/erasures/{id}` | `privacy:erase` |
+//! | GET | `/v1/privacy/erasures/{id}/destinations` | `privacy:erase` |
 //! | POST | `/v1/privacy/exports` | `privacy:export` |
+//! | GET | `/v1/destinations`, `/v1/destinations/{name}/dlq` | `destinations:read` |
+//! | POST | `/v1/destinations/{name}/dlq/replay` | `destinations:write` |
 //! | GET | `/metrics` | `metrics:read` |
 //! | GET | `/healthz`, `/readyz` | open |
 //!
@@ -50,6 +53,7 @@ mod admin;
 pub mod audit;
 mod auth;
 mod body;
+pub mod destinations;
 mod erasure;
 mod error;
 mod export;
@@ -125,6 +129,7 @@ pub struct AppState {
     audit: Option<Arc<trib_audit::AuditLog>>,
     consent: Option<ConsentState>,
     erasure: Option<ErasureState>,
+    destinations: Option<destinations::DestinationsState>,
 }
 
 impl AppState {
@@ -183,6 +188,7 @@ impl AppState {
             audit: None,
             consent: None,
             erasure: None,
+            destinations: None,
         })
     }
 
@@ -202,6 +208,12 @@ impl AppState {
     /// Enables the erasure routes (`/v1/privacy/erasures`).
     pub fn with_erasure(mut self, erasure: ErasureState) -> Self {
         self.erasure = Some(erasure);
+        self
+    }
+
+    /// Enables the destination routes (sync state, dead letters) over the sync state.
+    pub fn with_destinations(mut self, destinations: destinations::DestinationsState) -> Self {
+        self.destinations = Some(destinations);
         self
     }
 
@@ -307,9 +319,9 @@ where
 fn table() -> Vec<Route> {
     use Access::{Open, WebhookSignature, WriteKey};
     use Scope::{
-        ConsentRead, ConsentWrite, EventsRead, ImportsWrite, MetricsRead, PrivacyErase,
-        PrivacyExport, ProfilesRead, ProfilesWrite, QuarantineRead, QuarantineWrite, SchemasRead,
-        SchemasWrite,
+        ConsentRead, ConsentWrite, DestinationsRead, DestinationsWrite, EventsRead, ImportsWrite,
+        MetricsRead, PrivacyErase, PrivacyExport, ProfilesRead, ProfilesWrite, QuarantineRead,
+        QuarantineWrite, SchemasRead, SchemasWrite,
     };
     use trib_audit::Action::{Read, Write};
     use trib_audit::Purpose;
@@ -428,6 +440,27 @@ fn table() -> Vec<Route> {
             erasure::receipt,
         )
         .audited(Read, Purpose::PRIVACY_REQUEST),
+        on_get(
+            "/v1/privacy/erasures/{id}/destinations",
+            scope(PrivacyErase),
+            destinations::erasure_status,
+        )
+        .audited(Read, Purpose::PRIVACY_REQUEST),
+        on_get(
+            "/v1/destinations",
+            scope(DestinationsRead),
+            destinations::list,
+        ),
+        on_get(
+            "/v1/destinations/{name}/dlq",
+            scope(DestinationsRead),
+            destinations::dead_letters,
+        ),
+        on_post(
+            "/v1/destinations/{name}/dlq/replay",
+            scope(DestinationsWrite),
+            destinations::replay,
+        ),
         on_post("/v1/privacy/exports", scope(PrivacyExport), export::export)
             .audited(Read, Purpose::PRIVACY_REQUEST),
         on_get("/v1/events", scope(EventsRead), admin::list_events)

@@ -7,6 +7,7 @@
 
 mod audit;
 mod demo;
+mod destinations;
 mod events;
 mod identity;
 mod import;
@@ -79,6 +80,11 @@ enum Command {
         #[command(subcommand)]
         command: audit::AuditCommand,
     },
+    /// Destinations of a running server: sync state, dead letters and their replay.
+    Destinations {
+        #[command(subcommand)]
+        command: destinations::DestinationsCommand,
+    },
     /// Probabilistic matching on CSV files: dedupe, generate labelled data, evaluate, review.
     Identity {
         #[command(subcommand)]
@@ -121,6 +127,7 @@ fn main() -> ExitCode {
                     Command::Import(args) => import::run(args).await,
                     Command::Profiles { command } => profiles::run(command).await,
                     Command::Privacy { command } => privacy::run(command).await,
+                    Command::Destinations { command } => destinations::run(command).await,
                     Command::Identity { command } => identity::run_server(command).await,
                     Command::Config { .. }
                     | Command::Schemas { .. }

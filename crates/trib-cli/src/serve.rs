@@ -205,6 +205,18 @@ impl Server {
             tokio::runtime::Handle::current(),
         )
         .context("failed to start the consent consumer")?;
+        // What the sync engine owes each destination and what each ESP confirmed.
+        let sync_state = {
+            let data_dir = config.server.data_dir.clone();
+            Arc::new(
+                tokio::task::spawn_blocking(move || trib_sync::SyncState::open(&data_dir))
+                    .await
+                    .context("the sync state task failed")?
+                    .context("failed to open the sync state (sync.db)")?,
+            )
+        };
+        let destination_names: Vec<String> =
+            config.destinations.iter().map(|d| d.name.clone()).collect();
         let state = trib_api::AppState::new(config, logs, registry, metrics)?
             .with_profiles(trib_api::ProfilesState {
                 store: profiles.clone(),
@@ -217,7 +229,24 @@ impl Server {
                 at_rest,
                 signer: trib_api::signing::DocumentSigner::load_or_create(&config.server.data_dir)?,
                 receipts_dir: config.server.data_dir.join("privacy").join("erasures"),
-                destinations: Vec::new(),
+                destinations: destination_names,
+                sync: Some(sync_state.clone()),
+            })
+            .with_destinations(trib_api::destinations::DestinationsState {
+                sync: sync_state.clone(),
+                destinations: config
+                    .destinations
+                    .iter()
+                    .map(|d| trib_api::destinations::DestinationInfo {
+                        name: d.name.clone(),
+                        kind: d.kind.as_str().to_owned(),
+                        purpose: d.purpose.clone(),
+                        mode: match d.mode {
+                            trib_config::SyncMode::Upsert => "upsert".to_owned(),
+                            trib_config::SyncMode::Mirror => "mirror".to_owned(),
+                        },
+                    })
+                    .collect(),
             })
             .with_consent(trib_api::ConsentState {
                 ledger,

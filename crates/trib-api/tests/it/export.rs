@@ -99,6 +99,7 @@ async fn start() -> ExportServer {
             signer: trib_api::signing::DocumentSigner::load_or_create(dir.path()).unwrap(),
             receipts_dir: dir.path().join("privacy").join("erasures"),
             destinations: Vec::new(),
+            sync: None,
         });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

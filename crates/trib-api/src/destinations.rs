@@ -1,0 +1,143 @@
+//! The destinations' sync state: `GET /v1/destinations` (each destination with its pending,
+//! confirmed and dead-lettered counts), `GET /v1/destinations/{name}/dlq` (dead letters),
+//! `POST /v1/destinations/{name}/dlq/replay` (back to work: all, or `{"ids": [...]}`), and
+//! `GET /v1/privacy/erasures/{id}/destinations` (where an erasure's deletions stand now).
+//!
+//! Dead letters name profile ids and error classes, never personal values.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use trib_sync::SyncState;
+
+use crate::privacy::{blocking, parse_body};
+use crate::{ApiError, AppState};
+
+/// What the destination routes need.
+#[derive(Clone, Debug)]
+pub struct DestinationsState {
+    pub sync: Arc<SyncState>,
+    /// The configured destinations: name, type, purpose, mode.
+    pub destinations: Vec<DestinationInfo>,
+}
+
+/// One configured destination, as listed.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct DestinationInfo {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub purpose: String,
+    pub mode: String,
+}
+
+fn destinations(state: &AppState) -> Result<&DestinationsState, ApiError> {
+    state.destinations.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "sync_disabled",
+            "this server runs without the sync engine",
+        )
+    })
+}
+
+fn known<'a>(state: &'a DestinationsState, name: &str) -> Result<&'a DestinationInfo, ApiError> {
+    state
+        .destinations
+        .iter()
+        .find(|d| d.name == name)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "destination_not_found",
+                format!("no destination named {name:?} is configured"),
+            )
+        })
+}
+
+fn state_error(error: trib_sync::state::StateError) -> ApiError {
+    ApiError::internal(&error)
+}
+
+/// `GET /v1/destinations`.
+pub(crate) async fn list(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+    let destinations = destinations(&state)?.clone();
+    let listed = blocking(move || {
+        destinations
+            .destinations
+            .iter()
+            .map(|info| {
+                let counts = destinations.sync.counts(&info.name).map_err(state_error)?;
+                Ok(json!({
+                    "name": info.name,
+                    "type": info.kind,
+                    "purpose": info.purpose,
+                    "mode": info.mode,
+                    "pending": counts.pending,
+                    "confirmed": counts.confirmed,
+                    "deletions_pending": counts.deletions_pending,
+                    "dead_letters": counts.dead_letters,
+                }))
+            })
+            .collect::<Result<Vec<Value>, ApiError>>()
+    })
+    .await?;
+    Ok(Json(json!({ "destinations": listed })))
+}
+
+/// `GET /v1/destinations/{name}/dlq`.
+pub(crate) async fn dead_letters(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let destinations = destinations(&state)?;
+    known(destinations, &name)?;
+    let sync = destinations.sync.clone();
+    let letters = blocking(move || sync.dead_letters(Some(&name)).map_err(state_error)).await?;
+    Ok(Json(json!({ "dead_letters": letters })))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplayBody {
+    ids: Option<Vec<i64>>,
+}
+
+/// `POST /v1/destinations/{name}/dlq/replay`.
+pub(crate) async fn replay(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let destinations = destinations(&state)?;
+    known(destinations, &name)?;
+    let body: ReplayBody = if body.is_empty() {
+        ReplayBody::default()
+    } else {
+        parse_body(&body, "replay")?
+    };
+    let sync = destinations.sync.clone();
+    let now = jiff::Timestamp::now().as_millisecond();
+    let replayed = blocking(move || {
+        sync.replay(&name, body.ids.as_deref(), now)
+            .map_err(state_error)
+    })
+    .await?;
+    Ok(Json(json!({ "replayed": replayed })))
+}
+
+/// `GET /v1/privacy/erasures/{id}/destinations`: the erasure's deletions, per destination,
+/// as they stand now (the signed receipt shows them as queued when the erasure ran).
+pub(crate) async fn erasure_status(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let destinations = destinations(&state)?;
+    let sync = destinations.sync.clone();
+    let status = blocking(move || sync.erasure_status(&id).map_err(state_error)).await?;
+    Ok(Json(json!({ "destinations": status })))
+}
