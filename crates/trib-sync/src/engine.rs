@@ -217,15 +217,17 @@ impl Worker {
                 ChangeKind::Deleted => gone.push(change.id),
             }
         }
-        let name = self.name().to_owned();
-        let now = now_ms();
-        self.blocking(move |s| s.enqueue(&name, &enqueue, Some(last), now))
-            .await?;
+        // Deletions are queued before the cursor moves past them, so a crash in between
+        // reads them again (queueing is idempotent: the confirmed record is gone after).
         if self.destination.config.mode == SyncMode::Mirror {
             for profile in gone {
                 self.mirror_delete(profile, "deleted").await?;
             }
         }
+        let name = self.name().to_owned();
+        let now = now_ms();
+        self.blocking(move |s| s.enqueue(&name, &enqueue, Some(last), now))
+            .await?;
         Ok(true)
     }
 

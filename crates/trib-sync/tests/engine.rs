@@ -490,3 +490,27 @@ async fn an_erasure_deletes_the_contact_at_every_destination_that_holds_it() {
     let _ = bob;
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_mode_deletes_contacts_of_deleted_profiles_and_upsert_mode_keeps_them() {
+    for mode in [SyncMode::Mirror, SyncMode::Upsert] {
+        let h = Harness::start(config("email_marketing", mode));
+        let ann = h.put(1, json!({"firstName": "Ann"}));
+        h.wait("confirmed", |h| {
+            h.connector.with(|s| s.held.len()) == 1 && h.settled()
+        });
+        h.store
+            .apply(&ChangeBatch {
+                at_ms: 2,
+                deleted: vec![ann],
+                ..ChangeBatch::default()
+            })
+            .expect("delete");
+        h.wait("the deletion to be seen", |h| {
+            h.settled() && h.state.cursor("esp").expect("cursor") >= 2
+        });
+        let held = h.connector.with(|s| s.held.contains_key(&email(1)));
+        assert_eq!(held, mode == SyncMode::Upsert, "{mode:?}");
+        h.stop().await;
+    }
+}
