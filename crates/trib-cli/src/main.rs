@@ -16,6 +16,7 @@ mod privacy;
 mod profiles;
 mod schemas;
 mod serve;
+mod simulate;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -80,6 +81,9 @@ enum Command {
         #[command(subcommand)]
         command: audit::AuditCommand,
     },
+    /// Runs a stateful simulator of an ESP API (Mailchimp, HubSpot, SendGrid, a signed webhook)
+    /// with its documented limits and optional fault injection, to test syncs offline.
+    Simulate(simulate::SimulateArgs),
     /// Destinations of a running server: sync state, dead letters and their replay.
     Destinations {
         #[command(subcommand)]
@@ -128,6 +132,7 @@ fn main() -> ExitCode {
                     Command::Profiles { command } => profiles::run(command).await,
                     Command::Privacy { command } => privacy::run(command).await,
                     Command::Destinations { command } => destinations::run(command).await,
+                    Command::Simulate(args) => simulate::run(args).await,
                     Command::Identity { command } => identity::run_server(command).await,
                     Command::Config { .. }
                     | Command::Schemas { .. }
