@@ -11,7 +11,8 @@
 //!   `Confirmed{esp_id: contact id}` only when its `properties` carry every sent value;
 //!   no result and no error is `NotApplied`.
 //! * Delete: `POST /crm/v3/objects/contacts/gdpr-delete` `{"objectId": <id>}` per contact
-//!   (concurrently), 204 confirmed, 404 confirmed (already gone).
+//!   (concurrently); after a 204, `GET /crm/v3/objects/contacts/{id}` must answer 404 (else
+//!   `NotApplied`); a 404 to the delete means already gone and is confirmed.
 //! * Limits: 100 inputs per call, 100 calls per 10 s (the Free/Starter private-app limit;
 //!   the limiter rises to what `X-HubSpot-RateLimit-Max` advertises). Partial updates: yes.
 //!
@@ -26,7 +27,7 @@ use reqwest::Method;
 use serde_json::{Map, Value, json};
 use trib_consent::Permitted;
 
-use super::{collapse, run_each, trim_base, value_as_text, values_match};
+use super::{collapse, run_each, trim_base, value_as_text, values_match, verify_gone};
 use crate::connector::{
     CallError, Connector, Contact, DeleteTarget, DestinationKind, ErrorClass, ItemOutcome, Limits,
 };
@@ -268,17 +269,24 @@ impl Connector for HubspotConnector {
 
     async fn delete(&self, targets: Vec<DeleteTarget>) -> Result<Vec<ItemOutcome>, CallError> {
         let api = self.api.clone();
-        let url = format!("{}/crm/v3/objects/contacts/gdpr-delete", self.base);
+        let base = self.base.clone();
+        let url = format!("{base}/crm/v3/objects/contacts/gdpr-delete");
         let results = run_each(targets, move |target| {
             let api = api.clone();
             let url = url.clone();
+            let contact_url = format!("{base}/crm/v3/objects/contacts/{}", target.esp_id);
             async move {
                 let request = api
                     .request(Method::POST, &url)
                     .json(&json!({ "objectId": target.esp_id }));
                 let response = api.send("contacts.gdpr_delete", request).await?;
                 Ok(match response.status {
-                    200..=299 | 404 => ItemOutcome::Confirmed {
+                    // Read back: a 204 that deleted nothing must not count as erased.
+                    200..=299 => {
+                        return verify_gone(&api, "contacts.get", &contact_url, target.esp_id)
+                            .await;
+                    }
+                    404 => ItemOutcome::Confirmed {
                         esp_id: target.esp_id,
                     },
                     400 => ItemOutcome::Failed {

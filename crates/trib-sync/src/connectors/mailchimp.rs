@@ -10,7 +10,8 @@
 //! * Confirmation: the member in the response (or the batch result) must carry every sent
 //!   merge field's value; otherwise the record is [`ItemOutcome::NotApplied`].
 //! * Delete: `POST .../members/{hash}/actions/delete-permanent` (erasure; the email cannot be
-//!   re-added afterwards); 404 means already gone and is confirmed.
+//!   re-added afterwards), then `GET .../members/{hash}` must answer 404 (else
+//!   `NotApplied`); a 404 to the delete means already gone and is confirmed.
 //! * `esp_id` is the subscriber hash. Partial updates: yes (merge fields left out are kept).
 //!
 //! Mailchimp documents no rate limit and no rate-limit headers, only the connection cap; a
@@ -27,7 +28,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use trib_consent::Permitted;
 
-use super::{collapse, hex, poll_delay, run_each, trim_base, values_match};
+use super::{collapse, hex, poll_delay, run_each, trim_base, values_match, verify_gone};
 use crate::connector::{
     CallError, Connector, Contact, DeleteTarget, DestinationKind, ErrorClass, ItemOutcome, Limits,
 };
@@ -333,10 +334,8 @@ impl Connector for MailchimpConnector {
         let list_id = self.list_id.clone();
         let results = run_each(targets, move |target| {
             let api = api.clone();
-            let url = format!(
-                "{base}/3.0/lists/{list_id}/members/{}/actions/delete-permanent",
-                target.esp_id
-            );
+            let member_url = format!("{base}/3.0/lists/{list_id}/members/{}", target.esp_id);
+            let url = format!("{member_url}/actions/delete-permanent");
             async move {
                 if !is_subscriber_hash(&target.esp_id) {
                     return Ok(ItemOutcome::Failed {
@@ -347,6 +346,10 @@ impl Connector for MailchimpConnector {
                 let response = api
                     .send("members.delete_permanent", api.request(Method::POST, &url))
                     .await?;
+                if response.is_success() {
+                    // Read back: a 204 that deleted nothing must not count as erased.
+                    return verify_gone(&api, "members.get", &member_url, target.esp_id).await;
+                }
                 Ok(delete_outcome(&target, &response))
             }
         })

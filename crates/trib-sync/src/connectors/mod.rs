@@ -64,6 +64,23 @@ pub fn value_as_text(value: &Value) -> String {
     }
 }
 
+/// Whether `email` looks like an address the ESPs accept (one `@`, a non-empty local part, a
+/// dotted domain without empty labels, no whitespace, ≤254 characters). Records failing it
+/// are refused locally as `InvalidRecord` where an ESP would refuse them late or refuse the
+/// whole call (SendGrid's job errors, its search's 400).
+pub fn plausible_email(email: &str) -> bool {
+    if email.len() > 254 || email.chars().any(char::is_whitespace) {
+        return false;
+    }
+    let Some((local, domain)) = email.split_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && !domain.contains('@')
+        && domain.contains('.')
+        && domain.split('.').all(|label| !label.is_empty())
+}
+
 /// Lower-case hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
@@ -161,6 +178,29 @@ fn unreachable_error() -> CallError {
         retry_after: None,
         detail: "no results".to_owned(),
     }
+}
+
+/// Reads a deleted record back (`GET url`): 404 confirms the deletion, a 2xx means the ESP
+/// accepted the delete without applying it.
+pub(crate) async fn verify_gone(
+    api: &crate::http::Api,
+    endpoint: &'static str,
+    url: &str,
+    esp_id: String,
+) -> Result<ItemOutcome, CallError> {
+    let response = api
+        .send(endpoint, api.request(reqwest::Method::GET, url))
+        .await?;
+    Ok(match response.status {
+        404 | 410 => ItemOutcome::Confirmed { esp_id },
+        200..=299 => ItemOutcome::NotApplied {
+            detail: "record still present after the delete".to_owned(),
+        },
+        _ => ItemOutcome::Failed {
+            class: ErrorClass::Fatal,
+            detail: format!("{endpoint}: {}", response.error_summary()),
+        },
+    })
 }
 
 /// Exponential backoff for polling an ESP job: 100 ms doubling up to 2 s.

@@ -11,6 +11,13 @@
 //! * Confirmation: `POST /v3/marketing/contacts/search/emails` (≤100 emails per call) and a
 //!   comparison of every sent field → `Confirmed{esp_id: contact id}`, or `NotApplied`
 //!   (not found, a field differs: an errored job, or the search not yet showing the job).
+//!   SendGrid writes custom fields by id but returns them keyed by field **name**, so the
+//!   connector reads `GET /v3/marketing/field_definitions` (cached; refreshed at most once a
+//!   minute when an unknown id is sent) to compare them, and to send each custom value in
+//!   its field's type (`Number` fields as numbers, `Text`/`Date` as strings).
+//! * A record whose email is not a plausible address is refused locally
+//!   (`InvalidRecord`): SendGrid would only count it in the job's `errored_count`, and a
+//!   search including it fails as a whole (400).
 //! * Delete: `DELETE /v3/marketing/contacts?ids=a,b` (≤100 ids per call), then the job is
 //!   polled; a completed job confirms every id, and a 404 (no such contacts) does too.
 //! * **Partial updates: yes.** The spec's `UpdateContact` says "Any fields omitted from the
@@ -19,8 +26,8 @@
 //!   adopts `X-RateLimit-Limit`, pausing when `X-RateLimit-Remaining` reaches 0 until
 //!   `X-RateLimit-Reset`.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use reqwest::Method;
@@ -28,7 +35,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use trib_consent::Permitted;
 
-use super::{poll_delay, trim_base, value_as_text, values_match};
+use super::{plausible_email, poll_delay, trim_base, value_as_text, values_match};
 use crate::connector::{
     CallError, Connector, Contact, DeleteTarget, DestinationKind, ErrorClass, ItemOutcome, Limits,
 };
@@ -117,7 +124,15 @@ pub struct SendgridConnector {
     base: Arc<str>,
     list_ids: Vec<String>,
     job_deadline: Duration,
+    /// The custom field definitions and when they were read.
+    fields: Mutex<Option<(Arc<FieldDefinitions>, tokio::time::Instant)>>,
 }
+
+/// Custom field id (`e1_T`) → (name, type: `Text`, `Number` or `Date`).
+pub type FieldDefinitions = HashMap<String, (String, String)>;
+
+/// How often the field definitions may be re-read when an unknown id is sent.
+const FIELDS_REFRESH: Duration = Duration::from_secs(60);
 
 /// An import or delete job's status (the fields read here).
 #[derive(Debug, Deserialize)]
@@ -140,7 +155,40 @@ impl SendgridConnector {
             base: base.into(),
             list_ids: config.list_ids.clone(),
             job_deadline: config.job_deadline,
+            fields: Mutex::new(None),
         })
+    }
+
+    /// The custom field definitions, read once and again (at most once a minute) when one
+    /// of `needed` is unknown.
+    async fn field_definitions(&self, needed: &[&str]) -> Result<Arc<FieldDefinitions>, CallError> {
+        let cached = self
+            .fields
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if let Some((definitions, read_at)) = &cached {
+            let complete = needed.iter().all(|id| definitions.contains_key(*id));
+            if complete || read_at.elapsed() < FIELDS_REFRESH {
+                return Ok(definitions.clone());
+            }
+        }
+        let request = self.api.request(
+            Method::GET,
+            &format!("{}/v3/marketing/field_definitions", self.base),
+        );
+        let body: Value = self
+            .api
+            .send_expect_success("field_definitions.get", request)
+            .await?
+            .json("field_definitions.get")?;
+        let definitions = Arc::new(parse_field_definitions(&body));
+        *self
+            .fields
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some((definitions.clone(), tokio::time::Instant::now()));
+        Ok(definitions)
     }
 
     /// The HTTP client (its limiter), for the engine's metrics and tests.
@@ -153,6 +201,7 @@ impl SendgridConnector {
     async fn put_contacts(
         &self,
         contacts: &[Contact],
+        definitions: &FieldDefinitions,
         mut indices: Vec<usize>,
         outcomes: &mut [Option<ItemOutcome>],
     ) -> Result<Option<String>, CallError> {
@@ -163,7 +212,7 @@ impl SendgridConnector {
                 return Ok(None);
             }
             let chosen: Vec<&Contact> = indices.iter().map(|index| &contacts[*index]).collect();
-            let body = put_body(&self.list_ids, &chosen);
+            let body = put_body(&self.list_ids, &chosen, definitions);
             let request = self.api.request(Method::PUT, &url).json(&body);
             let response = self.api.send("contacts.put", request).await?;
             match response.status {
@@ -221,7 +270,11 @@ impl SendgridConnector {
     }
 
     /// Searches `contacts` by email and confirms each against what was sent.
-    async fn confirm(&self, contacts: &[&Contact]) -> Result<Vec<ItemOutcome>, CallError> {
+    async fn confirm(
+        &self,
+        contacts: &[&Contact],
+        definitions: &FieldDefinitions,
+    ) -> Result<Vec<ItemOutcome>, CallError> {
         let url = format!("{}/v3/marketing/contacts/search/emails", self.base);
         let mut outcomes = Vec::with_capacity(contacts.len());
         for chunk in contacts.chunks(MAX_SEARCH) {
@@ -241,7 +294,7 @@ impl SendgridConnector {
                 _ => return Err(response.error(ErrorClass::Fatal, "contacts.search_emails")),
             };
             for contact in chunk {
-                outcomes.push(confirm_contact(contact, &result));
+                outcomes.push(confirm_contact(contact, &result, definitions));
             }
         }
         Ok(outcomes)
@@ -260,10 +313,32 @@ impl Connector for SendgridConnector {
 
     async fn upsert(&self, batch: Vec<Permitted<Contact>>) -> Result<Vec<ItemOutcome>, CallError> {
         let contacts: Vec<Contact> = batch.into_iter().map(Permitted::into_inner).collect();
-        let mut outcomes: Vec<Option<ItemOutcome>> = vec![None; contacts.len()];
-        for chunk in split_for_put(&self.list_ids, &contacts) {
+        let mut outcomes: Vec<Option<ItemOutcome>> = contacts
+            .iter()
+            .map(|contact| {
+                (!plausible_email(&contact.email)).then(|| ItemOutcome::Failed {
+                    class: ErrorClass::InvalidRecord,
+                    detail: "email is not a valid address".to_owned(),
+                })
+            })
+            .collect();
+        let custom_ids: Vec<&str> = contacts
+            .iter()
+            .flat_map(|contact| contact.fields.keys())
+            .map(String::as_str)
+            .filter(|name| !RESERVED_FIELDS.contains(name))
+            .collect();
+        let definitions = if custom_ids.is_empty() {
+            Arc::new(FieldDefinitions::new())
+        } else {
+            self.field_definitions(&custom_ids).await?
+        };
+        let valid: Vec<usize> = (0..contacts.len())
+            .filter(|index| outcomes[*index].is_none())
+            .collect();
+        for chunk in split_for_put(&self.list_ids, &contacts, &valid, &definitions) {
             let Some(job_id) = self
-                .put_contacts(&contacts, chunk.clone(), &mut outcomes)
+                .put_contacts(&contacts, &definitions, chunk.clone(), &mut outcomes)
                 .await?
             else {
                 continue;
@@ -277,7 +352,7 @@ impl Connector for SendgridConnector {
                 .filter(|index| outcomes[*index].is_none())
                 .collect();
             let to_confirm: Vec<&Contact> = sent.iter().map(|index| &contacts[*index]).collect();
-            let confirmed = self.confirm(&to_confirm).await?;
+            let confirmed = self.confirm(&to_confirm, &definitions).await?;
             for (index, outcome) in sent.into_iter().zip(confirmed) {
                 outcomes[index] = Some(outcome);
             }
@@ -327,8 +402,8 @@ impl Connector for SendgridConnector {
 }
 
 /// One contact of the PUT body: `email`, reserved fields top-level (as text, but
-/// `alternate_emails` as a list), other fields under `custom_fields`.
-pub fn contact_body(contact: &Contact) -> Value {
+/// `alternate_emails` as a list), other fields under `custom_fields`, in their defined type.
+pub fn contact_body(contact: &Contact, definitions: &FieldDefinitions) -> Value {
     let mut body = Map::new();
     body.insert(
         "email".to_owned(),
@@ -347,7 +422,10 @@ pub fn contact_body(contact: &Contact) -> Value {
             };
             body.insert(name.clone(), value);
         } else {
-            custom.insert(name.clone(), value.clone());
+            let field_type = definitions
+                .get(name)
+                .map(|(_, field_type)| field_type.as_str());
+            custom.insert(name.clone(), typed_custom_value(value, field_type));
         }
     }
     if !custom.is_empty() {
@@ -356,11 +434,45 @@ pub fn contact_body(contact: &Contact) -> Value {
     Value::Object(body)
 }
 
+/// A custom field value in its field's type: numbers for `Number` (when the value reads as
+/// one), text for `Text` and `Date`, as it is for an unknown field (SendGrid refuses it).
+pub fn typed_custom_value(value: &Value, field_type: Option<&str>) -> Value {
+    match (field_type, value) {
+        (Some("Number"), Value::String(text)) => text
+            .trim()
+            .parse::<i64>()
+            .map(Value::from)
+            .or_else(|_| text.trim().parse::<f64>().map(Value::from))
+            .unwrap_or_else(|_| value.clone()),
+        (Some("Text" | "Date"), Value::Number(_) | Value::Bool(_)) => {
+            Value::String(value_as_text(value))
+        }
+        _ => value.clone(),
+    }
+}
+
+/// Reads `GET /v3/marketing/field_definitions` (`custom_fields: [{id, name, field_type}]`).
+pub fn parse_field_definitions(body: &Value) -> FieldDefinitions {
+    let mut definitions = FieldDefinitions::new();
+    let fields = body.get("custom_fields").and_then(Value::as_array);
+    for field in fields.into_iter().flatten() {
+        let text = |key: &str| field.get(key).and_then(Value::as_str).map(str::to_owned);
+        if let (Some(id), Some(name)) = (text("id"), text("name")) {
+            definitions.insert(id, (name, text("field_type").unwrap_or_default()));
+        }
+    }
+    definitions
+}
+
 /// The PUT body for `contacts`.
-pub fn put_body(list_ids: &[String], contacts: &[&Contact]) -> Value {
+pub fn put_body(
+    list_ids: &[String],
+    contacts: &[&Contact],
+    definitions: &FieldDefinitions,
+) -> Value {
     let contacts: Vec<Value> = contacts
         .iter()
-        .map(|contact| contact_body(contact))
+        .map(|contact| contact_body(contact, definitions))
         .collect();
     let mut body = Map::new();
     if !list_ids.is_empty() {
@@ -370,24 +482,39 @@ pub fn put_body(list_ids: &[String], contacts: &[&Contact]) -> Value {
     Value::Object(body)
 }
 
-/// Splits contacts (by index) into PUTs of ≤30,000 contacts and ≤6 MB each.
-pub fn split_for_put(list_ids: &[String], contacts: &[Contact]) -> Vec<Vec<usize>> {
-    split_by(list_ids, contacts, MAX_CONTACTS_PER_PUT, MAX_PUT_BYTES)
+/// Splits the contacts at `indices` into PUTs of ≤30,000 contacts and ≤6 MB each.
+pub fn split_for_put(
+    list_ids: &[String],
+    contacts: &[Contact],
+    indices: &[usize],
+    definitions: &FieldDefinitions,
+) -> Vec<Vec<usize>> {
+    split_by(
+        list_ids,
+        contacts,
+        indices,
+        definitions,
+        (MAX_CONTACTS_PER_PUT, MAX_PUT_BYTES),
+    )
 }
 
 fn split_by(
     list_ids: &[String],
     contacts: &[Contact],
-    max_count: usize,
-    max_bytes: usize,
+    indices: &[usize],
+    definitions: &FieldDefinitions,
+    (max_count, max_bytes): (usize, usize),
 ) -> Vec<Vec<usize>> {
-    let envelope = put_body(list_ids, &[]).to_string().len();
+    let envelope = put_body(list_ids, &[], definitions).to_string().len();
     let mut chunks = Vec::new();
     let mut current = Vec::new();
     let mut bytes = envelope;
-    for (index, contact) in contacts.iter().enumerate() {
+    for &index in indices {
         // The contact's JSON plus a separating comma.
-        let size = contact_body(contact).to_string().len() + 1;
+        let size = contact_body(&contacts[index], definitions)
+            .to_string()
+            .len()
+            + 1;
         if !current.is_empty() && (current.len() >= max_count || bytes + size > max_bytes) {
             chunks.push(std::mem::take(&mut current));
             bytes = envelope;
@@ -434,8 +561,13 @@ pub fn refused_positions(body: &Value, count: usize) -> BTreeMap<usize, String> 
     refused
 }
 
-/// Confirms one contact against the search result: found, and every sent field equal.
-pub fn confirm_contact(contact: &Contact, search: &Value) -> ItemOutcome {
+/// Confirms one contact against the search result: found, and every sent field equal
+/// (custom fields are returned keyed by name).
+pub fn confirm_contact(
+    contact: &Contact,
+    search: &Value,
+    definitions: &FieldDefinitions,
+) -> ItemOutcome {
     let email = contact.email.to_lowercase();
     let found = search
         .get("result")
@@ -462,9 +594,11 @@ pub fn confirm_contact(contact: &Contact, search: &Value) -> ItemOutcome {
         let held = if RESERVED_FIELDS.contains(&name.as_str()) {
             found.get(name)
         } else {
-            found
-                .get("custom_fields")
-                .and_then(|custom| custom.get(name))
+            let custom = found.get("custom_fields");
+            let by_name = definitions
+                .get(name)
+                .and_then(|(field_name, _)| custom.and_then(|custom| custom.get(field_name)));
+            by_name.or_else(|| custom.and_then(|custom| custom.get(name)))
         };
         if !values_match(value, held) {
             return ItemOutcome::NotApplied {
@@ -502,24 +636,29 @@ mod tests {
         }
     }
 
+    fn definitions() -> FieldDefinitions {
+        parse_field_definitions(&json!({"custom_fields": [
+            {"id": "e1_T", "name": "plan", "field_type": "Text"},
+            {"id": "w2_N", "name": "score", "field_type": "Number"},
+        ], "reserved_fields": [{"id": "_rf0_T", "name": "first_name", "field_type": "Text"}]}))
+    }
+
     #[test]
     fn reserved_fields_go_top_level_and_custom_ids_under_custom_fields() {
         let ann = contact(
             "Ann@Example.com",
-            json!({"first_name": "Ann", "postal_code": 12345, "e1_T": "gold", "w2_N": 3}),
+            json!({"first_name": "Ann", "postal_code": 12345, "e1_T": 7, "w2_N": "3", "x9_T": true}),
         );
+        let list = "b1f6c9d2-0000-4000-8000-000000000001".to_owned();
         assert_eq!(
-            put_body(
-                &["b1f6c9d2-0000-4000-8000-000000000001".to_owned()],
-                &[&ann]
-            ),
+            put_body(&[list], &[&ann], &definitions()),
             json!({"list_ids": ["b1f6c9d2-0000-4000-8000-000000000001"],
                    "contacts": [{"email": "ann@example.com", "first_name": "Ann", "postal_code": "12345",
-                                 "custom_fields": {"e1_T": "gold", "w2_N": 3}}]})
+                                 "custom_fields": {"e1_T": "7", "w2_N": 3, "x9_T": true}}]})
         );
         let bare = contact("bob@example.com", json!({}));
         assert_eq!(
-            put_body(&[], &[&bare]),
+            put_body(&[], &[&bare], &definitions()),
             json!({"contacts": [{"email": "bob@example.com"}]})
         );
     }
@@ -534,23 +673,18 @@ mod tests {
                 )
             })
             .collect();
+        let all: Vec<usize> = (0..10).collect();
+        let defs = definitions();
+        let lengths = |chunks: Vec<Vec<usize>>| chunks.iter().map(Vec::len).collect::<Vec<_>>();
+        let by_count = split_by(&[], &contacts, &all, &defs, (4, usize::MAX));
+        assert_eq!(lengths(by_count), vec![4, 4, 2]);
+        let one = contact_body(&contacts[0], &defs).to_string().len() + 1;
+        let envelope = put_body(&[], &[], &defs).to_string().len();
+        let by_size = split_by(&[], &contacts, &all, &defs, (100, envelope + 3 * one));
+        assert_eq!(lengths(by_size), vec![3, 3, 3, 1]);
         assert_eq!(
-            split_by(&[], &contacts, 4, usize::MAX)
-                .iter()
-                .map(Vec::len)
-                .collect::<Vec<_>>(),
-            vec![4, 4, 2]
-        );
-        let one = contact_body(&contacts[0]).to_string().len() + 1;
-        let envelope = put_body(&[], &[]).to_string().len();
-        let by_size = split_by(&[], &contacts, 100, envelope + 3 * one);
-        assert_eq!(
-            by_size.iter().map(Vec::len).collect::<Vec<_>>(),
-            vec![3, 3, 3, 1]
-        );
-        assert_eq!(
-            split_for_put(&[], &contacts),
-            vec![(0..10).collect::<Vec<_>>()]
+            split_for_put(&[], &contacts, &[1, 5], &defs),
+            vec![vec![1, 5]]
         );
     }
 
@@ -567,31 +701,26 @@ mod tests {
     }
 
     #[test]
-    fn confirmation_reads_reserved_and_custom_fields() {
+    fn confirmation_reads_reserved_fields_and_custom_fields_by_name() {
         let ann = contact("ann@example.com", json!({"first_name": "Ann", "w2_N": 3}));
+        let defs = definitions();
         let search = json!({"result": {"ann@example.com": {"contact": {
-            "id": "c-1", "email": "ann@example.com", "first_name": "Ann", "custom_fields": {"w2_N": 3}}}}});
+            "id": "c-1", "email": "ann@example.com", "first_name": "Ann", "custom_fields": {"score": 3}}}}});
         assert_eq!(
-            confirm_contact(&ann, &search),
+            confirm_contact(&ann, &search, &defs),
             ItemOutcome::Confirmed {
                 esp_id: "c-1".into()
             }
         );
         let stale = json!({"result": {"ann@example.com": {"contact": {
-            "id": "c-1", "first_name": "Ann", "custom_fields": {"w2_N": 2}}}}});
-        assert!(matches!(
-            confirm_contact(&ann, &stale),
-            ItemOutcome::NotApplied { .. }
-        ));
+            "id": "c-1", "first_name": "Ann", "custom_fields": {"score": 2}}}}});
         let missing = json!({"result": {"ann@example.com": {"error": "contact not found"}}});
-        assert!(matches!(
-            confirm_contact(&ann, &missing),
-            ItemOutcome::NotApplied { .. }
-        ));
-        assert!(matches!(
-            confirm_contact(&ann, &Value::Null),
-            ItemOutcome::NotApplied { .. }
-        ));
+        for answer in [stale, missing, Value::Null] {
+            assert!(matches!(
+                confirm_contact(&ann, &answer, &defs),
+                ItemOutcome::NotApplied { .. }
+            ));
+        }
     }
 
     #[test]
