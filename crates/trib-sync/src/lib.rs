@@ -8,9 +8,16 @@
 //!   dead letters.
 //! * [`engine`]: one worker per destination: feed → diff → permit → batch → push →
 //!   confirm → record, with retries and dead letters.
+//! * [`limit`]: the adaptive concurrency and rate limiter in front of each destination.
+//! * [`http`]: [`Api`], the HTTP client every connector calls through (limiter, timeout,
+//!   metrics, failure classes).
+//! * [`connectors`]: Mailchimp, HubSpot, SendGrid and the signed webhook.
 
 pub mod connector;
+pub mod connectors;
 pub mod engine;
+pub mod http;
+pub mod limit;
 pub mod map;
 pub mod state;
 
@@ -18,4 +25,6 @@ pub use connector::{
     CallError, Connector, Contact, DeleteTarget, DestinationKind, ErrorClass, ItemOutcome, Limits,
 };
 pub use engine::{Destination, EngineOptions, SyncEngine};
+pub use http::Api;
+pub use limit::Limiter;
 pub use state::{DeadLetter, SyncState};
