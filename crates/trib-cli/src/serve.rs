@@ -103,6 +103,8 @@ pub(crate) struct Server {
     consent: ConsentConsumer,
     /// The background retention purge, when `[retention]` sets a TTL.
     retention: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
+    /// The sync engine, when `[[destinations]]` are configured.
+    sync: Option<trib_sync::SyncEngine>,
 }
 
 impl Server {
@@ -215,6 +217,8 @@ impl Server {
                     .context("failed to open the sync state (sync.db)")?,
             )
         };
+        let (ledger_for_sync, keyer_for_sync, privacy_rules_for_sync) =
+            (ledger.clone(), keyer.clone(), privacy_rules.clone());
         let destination_names: Vec<String> =
             config.destinations.iter().map(|d| d.name.clone()).collect();
         let state = trib_api::AppState::new(config, logs, registry, metrics)?
@@ -261,6 +265,27 @@ impl Server {
                 identity.clone(),
             )
         });
+        let sync = if config.destinations.is_empty() {
+            None
+        } else {
+            let destinations = trib_sync::build::destinations(&config.destinations)
+                .context("failed to set up the destinations")?;
+            let sync_key = trib_identity::keys::load_or_create_secret(
+                &config.server.data_dir.join("sync.key"),
+            )?;
+            Some(trib_sync::SyncEngine::start(
+                destinations,
+                profiles.clone(),
+                sync_state.clone(),
+                trib_consent::Gatekeeper::new(
+                    ledger_for_sync,
+                    keyer_for_sync,
+                    privacy_rules_for_sync,
+                ),
+                trib_sync::map::Digester::new(&sync_key),
+                trib_sync::EngineOptions::default(),
+            ))
+        };
         let listener = tokio::net::TcpListener::bind(config.server.listen)
             .await
             .with_context(|| format!("failed to listen on {}", config.server.listen))?;
@@ -286,6 +311,7 @@ impl Server {
             audit,
             consent,
             retention,
+            sync,
         })
     }
 
@@ -310,6 +336,10 @@ impl Server {
     pub(crate) async fn shutdown(self) -> anyhow::Result<()> {
         let _ = self.stop.send(());
         self.task.await.context("the server task failed")??;
+        // The sync workers finish their round (outcomes recorded; the rest stays pending).
+        if let Some(sync) = self.sync {
+            sync.stop().await;
+        }
         // The purge holds a reference to the identity consumer: stop it first.
         if let Some((stop, task)) = self.retention {
             let _ = stop.send(());

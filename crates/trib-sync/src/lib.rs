@@ -13,6 +13,7 @@
 //!   metrics, failure classes).
 //! * [`connectors`]: Mailchimp, HubSpot, SendGrid and the signed webhook.
 
+pub mod build;
 pub mod connector;
 pub mod connectors;
 pub mod engine;
