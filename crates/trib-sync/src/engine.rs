@@ -366,7 +366,16 @@ impl Worker {
 
         let prepared = self.prepare(due).await?;
         let mut pushes = Vec::new();
+        // One record per ESP key per round: two profiles with the same email (a merge the
+        // guard-rails refused) would make one batch name a contact twice, which HubSpot
+        // refuses whole. The second waits, still pending, for the next round.
+        let mut emails = std::collections::HashSet::new();
         for item in prepared {
+            if let Prepared::Push { permit, .. } = &item
+                && !emails.insert(permit.value().email.clone())
+            {
+                continue;
+            }
             match item {
                 Prepared::Settle(pending) => {
                     let name = self.name().to_owned();

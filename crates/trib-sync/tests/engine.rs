@@ -514,3 +514,70 @@ async fn mirror_mode_deletes_contacts_of_deleted_profiles_and_upsert_mode_keeps_
         h.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_profiles_with_one_email_never_share_a_batch() {
+    let h = Harness::start(config("email_marketing", SyncMode::Upsert));
+    // Two profile ids whose first email is the same address, changed together.
+    let first = ProfileId::from_bytes([1; 16]);
+    let doc = |n: u8, name: &str| {
+        let profile = Profile {
+            id: ProfileId::from_bytes([n; 16]).to_string(),
+            identifiers: vec![IdentifierEntry {
+                kind: "email".to_owned(),
+                value: email(1),
+                first_seen_ms: 0,
+                source: "test".to_owned(),
+                message_id: format!("m{n}"),
+            }],
+            traits: BTreeMap::from([(
+                "firstName".to_owned(),
+                GoldenTrait {
+                    value: json!(name),
+                    rule: "most_recent".to_owned(),
+                    sources: vec!["test".to_owned()],
+                    at_ms: 0,
+                },
+            )]),
+            observations: BTreeMap::new(),
+            sources: vec!["test".to_owned()],
+            merged_ids: Vec::new(),
+            merge_count: 0,
+        };
+        ProfileRecord {
+            id: ProfileId::from_bytes([n; 16]),
+            updated_at_ms: 1,
+            doc: trib_identity::engine::encode(&profile)
+                .expect("encode")
+                .into(),
+        }
+    };
+    h.store
+        .apply(&ChangeBatch {
+            at_ms: 1,
+            upserts: vec![doc(1, "One"), doc(2, "Two")],
+            ..ChangeBatch::default()
+        })
+        .expect("apply");
+    h.wait("both settled", |h| {
+        h.settled() && h.state.cursor("esp").expect("cursor") >= 2
+    });
+    let calls = h.connector.with(|s| s.calls.clone());
+    for call in &calls {
+        let mut emails: Vec<&String> = call.iter().map(|(e, _)| e).collect();
+        emails.dedup();
+        assert_eq!(
+            emails.len(),
+            call.len(),
+            "one email twice in a batch: {call:?}"
+        );
+    }
+    assert_eq!(
+        h.state
+            .confirmed("esp", &[first, ProfileId::from_bytes([2; 16])])
+            .expect("confirmed")
+            .len(),
+        2
+    );
+    h.stop().await;
+}
