@@ -254,6 +254,33 @@ impl Ledger {
         Ok(latest)
     }
 
+    /// The identifier keys of entries recorded after sequence `after_seq`, oldest first, at
+    /// most `limit`: `(seq, key)`, for consumers that act on consent changes (the sync
+    /// engine re-evaluates the profiles they identify).
+    pub fn changed_after(
+        &self,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, IdentKey)>, ConsentError> {
+        let connection = self.lock();
+        let mut statement = connection
+            .prepare_cached(
+                "SELECT seq, ident_key FROM consent WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )
+            .map_err(ConsentError::sqlite("read changes"))?;
+        let rows = statement
+            .query_map(params![after_seq, limit as i64], |row| {
+                Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?))
+            })
+            .map_err(ConsentError::sqlite("read changes"))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (seq, key) = row.map_err(ConsentError::sqlite("read changes"))?;
+            out.push((seq, IdentKey(Bytes::from(key))));
+        }
+        Ok(out)
+    }
+
     /// Adds (or replaces the reason of) a suppression.
     pub fn suppress(&self, suppression: &Suppression) -> Result<(), ConsentError> {
         if suppression.reason.trim().is_empty() || suppression.reason.chars().count() > 200 {

@@ -99,6 +99,11 @@ impl Gatekeeper {
         }
     }
 
+    /// The ledger the checks read (for consumers that follow consent changes).
+    pub fn ledger(&self) -> &Arc<Ledger> {
+        &self.ledger
+    }
+
     /// Permits `value` for `purpose` (and `destination`, when it goes to one) on behalf of the
     /// person with these identifiers (pass all of the profile's identifiers: the latest
     /// consent over all of them counts, and a suppression of any of them refuses).

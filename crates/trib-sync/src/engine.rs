@@ -69,6 +69,8 @@ pub enum EngineError {
     State(#[from] crate::state::StateError),
     #[error("profile store: {0}")]
     Store(#[from] trib_store::StoreError),
+    #[error("consent ledger: {0}")]
+    Consent(String),
     #[error("a blocking task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
 }
@@ -188,10 +190,45 @@ impl Worker {
     /// One round; `Ok(true)` when there was nothing to do.
     async fn round(&self) -> Result<bool, EngineError> {
         let fed = self.feed().await?;
+        let consented = self.consent_feed().await?;
         let deleted = self.deletions().await?;
         let pushed = self.upserts().await?;
         self.publish_counts().await?;
-        Ok(!fed && !deleted && !pushed)
+        Ok(!fed && !consented && !deleted && !pushed)
+    }
+
+    /// Consent recorded since the last round: the profiles it names are evaluated again (a
+    /// grant sends a profile that was refused; a withdrawal, in mirror mode, deletes it).
+    async fn consent_feed(&self) -> Result<bool, EngineError> {
+        let cursor_name = format!("{}#consent", self.name());
+        let name = cursor_name.clone();
+        let cursor = self.blocking(move |s| s.cursor(&name)).await? as i64;
+        let ledger = self.gate.ledger().clone();
+        let page = self.options.feed_page;
+        let changed = tokio::task::spawn_blocking(move || ledger.changed_after(cursor, page))
+            .await?
+            .map_err(|e| EngineError::Consent(e.to_string()))?;
+        let Some(last) = changed.last().map(|(seq, _)| *seq) else {
+            return Ok(false);
+        };
+        let keys: Vec<_> = changed.into_iter().map(|(_, key)| key).collect();
+        let store = self.store.clone();
+        let profiles = tokio::task::spawn_blocking(move || store.lookup_many(&keys)).await??;
+        let now = now_ms();
+        let mut enqueue: Vec<_> = profiles
+            .into_iter()
+            .flatten()
+            .map(|id| (id, 0, now))
+            .collect();
+        enqueue.sort();
+        enqueue.dedup();
+        let name = self.name().to_owned();
+        self.blocking(move |s| {
+            s.enqueue(&name, &enqueue, None, now)?;
+            s.enqueue(&cursor_name, &[], Some(last as u64), now)
+        })
+        .await?;
+        Ok(true)
     }
 
     /// Moves feed entries after the cursor into `pending`. `Ok(true)` if any.
