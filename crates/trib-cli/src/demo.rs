@@ -4,7 +4,9 @@
 //! sources' sample messages through the real HTTP API exactly as Segment's libraries would
 //! (HTTP Basic write keys, batches, gzip for the server-side source), retries one batch to show
 //! deduplication, sends one bad message to show the quarantine, then reads the log back through
-//! the admin API and prints a summary.
+//! the admin API and prints a summary. It ends with syncs: consent events for the sample's
+//! CRM users (three in four opt in), then the golden profiles of those who consented confirmed
+//! in three simulated ESPs (Mailchimp, HubSpot, SendGrid; `trib-esp-sim`, in process).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -63,7 +65,8 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         })
         .collect();
     let admin_key = format!("ak_demo_{}", uuid::Uuid::new_v4().simple());
-    let config = demo_config(&data_dir, args.serve, &keys, &admin_key)?;
+    let simulators = Simulators::start().await?;
+    let config = demo_config(&data_dir, args.serve, &keys, &admin_key, &simulators)?;
     let metrics =
         trib_api::install_metrics_recorder().context("failed to install the metrics recorder")?;
     let server = Server::start(&config, Some(metrics)).await?;
@@ -126,9 +129,26 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         &quarantined,
     );
 
+    // People opt in to email marketing on the website (a few decline): only they may be
+    // sent to the ESPs.
+    let consents = consent_events()?;
+    let granted = consents
+        .iter()
+        .filter(|event| event["properties"]["status"] == "granted")
+        .count();
+    demo.send_batch("website", &consents, false).await?;
+
     server.identity_caught_up().await?;
     let store = server.profiles().clone();
     tokio::task::spawn_blocking(move || print_profiles(&store)).await??;
+
+    println!();
+    println!(
+        "Consent: {granted} people granted email_marketing, {} declined; syncing to three simulated ESPs...",
+        consents.len() - granted
+    );
+    let synced = demo.wait_for_sync(Duration::from_secs(90)).await?;
+    simulators.print(&synced);
 
     if let Some(addr) = args.serve {
         println!();
@@ -148,7 +168,169 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         tokio::signal::ctrl_c().await?;
     }
     server.shutdown().await?;
+    simulators.shutdown().await;
     Ok(())
+}
+
+/// The ESP simulators the demo syncs to, and the destinations that point at them.
+struct Simulators {
+    mailchimp: trib_esp_sim::Simulator,
+    hubspot: trib_esp_sim::Simulator,
+    sendgrid: trib_esp_sim::Simulator,
+}
+
+const SIM_KEY: &str = "demo-esp-key";
+
+impl Simulators {
+    async fn start() -> anyhow::Result<Self> {
+        use trib_esp_sim::{SimConfig, SimKind, Simulator};
+        let local: std::net::SocketAddr = ([127, 0, 0, 1], 0).into();
+        let mut mailchimp = SimConfig::new(SimKind::Mailchimp);
+        mailchimp.mailchimp_lists = vec!["demo-list".to_owned()];
+        mailchimp.mailchimp_merge_fields = ["FNAME", "LNAME", "PLAN", "CITY"]
+            .map(str::to_owned)
+            .to_vec();
+        let mut hubspot = SimConfig::new(SimKind::Hubspot);
+        hubspot.hubspot_properties = ["email", "firstname", "lastname", "plan", "city"]
+            .map(str::to_owned)
+            .to_vec();
+        let mut sendgrid = SimConfig::new(SimKind::Sendgrid);
+        sendgrid.sendgrid_custom_fields =
+            vec![("e1_T".to_owned(), "plan".to_owned(), "Text".to_owned())];
+        let mut started = Vec::new();
+        for mut config in [mailchimp, hubspot, sendgrid] {
+            config.api_key = SIM_KEY.to_owned();
+            started.push(
+                Simulator::start(config, local)
+                    .await
+                    .context("failed to start an ESP simulator")?,
+            );
+        }
+        let [mailchimp, hubspot, sendgrid] = <[Simulator; 3]>::try_from(started)
+            .map_err(|_| anyhow::anyhow!("three simulators expected"))?;
+        Ok(Self {
+            mailchimp,
+            hubspot,
+            sendgrid,
+        })
+    }
+
+    /// `[[destinations]]` for the three simulators.
+    fn destinations_toml(&self) -> String {
+        format!(
+            r#"
+[[destinations]]
+name = "mailchimp-newsletter"
+type = "mailchimp"
+api_key = "{SIM_KEY}"
+list_id = "demo-list"
+base_url = "{}"
+batch_window = "100ms"
+[destinations.fields]
+FNAME = "firstName"
+LNAME = "lastName"
+PLAN = "plan"
+CITY = "address.city"
+
+[[destinations]]
+name = "hubspot-crm"
+type = "hubspot"
+token = "{SIM_KEY}"
+base_url = "{}"
+batch_window = "100ms"
+[destinations.fields]
+firstname = "firstName"
+lastname = "lastName"
+plan = "plan"
+city = "address.city"
+
+[[destinations]]
+name = "sendgrid-marketing"
+type = "sendgrid"
+api_key = "{SIM_KEY}"
+base_url = "{}"
+batch_window = "100ms"
+[destinations.fields]
+first_name = "firstName"
+last_name = "lastName"
+city = "address.city"
+e1_T = "plan"
+"#,
+            self.mailchimp.base_url(),
+            self.hubspot.base_url(),
+            self.sendgrid.base_url()
+        )
+    }
+
+    fn print(&self, synced: &[Value]) {
+        let sims = [
+            ("mailchimp-newsletter", &self.mailchimp),
+            ("hubspot-crm", &self.hubspot),
+            ("sendgrid-marketing", &self.sendgrid),
+        ];
+        for (name, sim) in sims {
+            let state = synced.iter().find(|d| d["name"] == name);
+            let contacts = sim.contacts();
+            let stats = sim.stats();
+            println!(
+                "  {name:<22} {} confirmed in sync.db, {} contacts in the simulated ESP, {} API calls, {} dead letters",
+                state.map_or(json!(0), |d| d["confirmed"].clone()),
+                contacts.len(),
+                stats.requests,
+                state.map_or(json!(0), |d| d["dead_letters"].clone()),
+            );
+            if let Some(contact) = contacts.values().next() {
+                let fields: Vec<String> = contact
+                    .fields
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                println!("      e.g. {}: {}", contact.email, fields.join(", "));
+            }
+        }
+        println!("  (tributary destinations list / dlq list NAME on a running server)");
+    }
+
+    async fn shutdown(self) {
+        self.mailchimp.shutdown().await;
+        self.hubspot.shutdown().await;
+        self.sendgrid.shutdown().await;
+    }
+}
+
+/// The consent events of the sample's CRM users: three in four grant email marketing.
+fn consent_events() -> anyhow::Result<Vec<Value>> {
+    let mut users: Vec<String> = SAMPLE[3]
+        .1
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(serde_json::from_str::<Value>)
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .filter(|message| message["type"] == "identify")
+        .filter_map(|message| message["userId"].as_str().map(str::to_owned))
+        .collect();
+    users.sort();
+    users.dedup();
+    Ok(users
+        .iter()
+        .enumerate()
+        .map(|(index, user)| {
+            let status = if index % 4 == 3 { "denied" } else { "granted" };
+            json!({
+                "type": "track",
+                "messageId": format!("demo-consent-{user}"),
+                "userId": user,
+                "event": "Consent Updated",
+                "properties": {
+                    "purpose": "email_marketing",
+                    "status": status,
+                    "proof": {"form_id": "newsletter-footer", "text_version": "2026-11"}
+                },
+                "timestamp": "2026-11-23T09:00:00.000Z"
+            })
+        })
+        .collect())
 }
 
 fn demo_config(
@@ -156,6 +338,7 @@ fn demo_config(
     serve: Option<std::net::SocketAddr>,
     keys: &BTreeMap<&'static str, String>,
     admin_key: &str,
+    simulators: &Simulators,
 ) -> anyhow::Result<Config> {
     let mut toml = format!(
         "version = 1\n[server]\nlisten = \"{}\"\ndata_dir = {}\nadmin_key = \"{admin_key}\"\n[log]\npartitions = 4\n[schemas]\ndir = {}\n",
@@ -168,6 +351,7 @@ fn demo_config(
             "[[sources]]\nname = \"{source}\"\nwrite_key = \"{key}\"\n"
         ));
     }
+    toml.push_str(&simulators.destinations_toml());
     Ok(Config::from_toml_str(&toml, &|_| None)?)
 }
 
@@ -257,6 +441,40 @@ impl Demo {
             }
         }
         Ok(records)
+    }
+
+    /// Waits until every destination has nothing pending and its confirmed count has held
+    /// still for a second (consent and profile changes arrive through two consumers).
+    async fn wait_for_sync(&self, timeout: Duration) -> anyhow::Result<Vec<Value>> {
+        let deadline = Instant::now() + timeout;
+        let mut previous: Option<Vec<Value>> = None;
+        let mut still = 0;
+        loop {
+            let answer: Value = self.admin_get("/v1/destinations", &[]).await?;
+            let destinations = answer["destinations"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let idle = destinations
+                .iter()
+                .all(|d| d["pending"] == 0 && d["deletions_pending"] == 0);
+            let confirmed: Vec<Value> = destinations
+                .iter()
+                .map(|d| d["confirmed"].clone())
+                .collect();
+            let same = previous.as_ref().is_some_and(|p| {
+                p.iter().map(|d| d["confirmed"].clone()).collect::<Vec<_>>() == confirmed
+            });
+            still = if idle && same { still + 1 } else { 0 };
+            if still >= 4 {
+                return Ok(destinations);
+            }
+            if Instant::now() > deadline {
+                bail!("the destinations did not settle within {timeout:?}: {answer}");
+            }
+            previous = Some(destinations);
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
     }
 
     async fn admin_get<T: serde::de::DeserializeOwned>(
