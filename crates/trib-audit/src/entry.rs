@@ -25,6 +25,9 @@ pub enum Actor {
     Cli(String),
     /// The audit log itself, recording its own recovery after a crash (`system`).
     System,
+    /// The sync engine sending data to (or deleting it at) a configured destination, by its
+    /// name (`sync:<destination>`).
+    Destination(String),
 }
 
 impl Actor {
@@ -55,6 +58,22 @@ impl Actor {
         Ok(Self::Cli(user.to_owned()))
     }
 
+    /// A destination by its configured name: 1 to 64 characters among `A-Z a-z 0-9 _ -`.
+    pub fn destination(name: &str) -> Result<Self, AuditError> {
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .bytes()
+                .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'-'))
+        {
+            return Err(AuditError::InvalidField {
+                field: "actor",
+                reason: "a destination name is 1 to 64 characters among A-Z a-z 0-9 _ -",
+            });
+        }
+        Ok(Self::Destination(name.to_owned()))
+    }
+
     /// The user running this process (`$USER`, else `$LOGNAME`, else `unknown`).
     pub fn current_cli_user() -> Self {
         let user = std::env::var("USER")
@@ -71,6 +90,7 @@ impl fmt::Display for Actor {
             Actor::Admin => formatter.write_str("admin"),
             Actor::Cli(user) => write!(formatter, "cli:{user}"),
             Actor::System => formatter.write_str("system"),
+            Actor::Destination(name) => write!(formatter, "sync:{name}"),
         }
     }
 }
@@ -87,10 +107,12 @@ impl std::str::FromStr for Actor {
                     Actor::api_key(id)
                 } else if let Some(user) = text.strip_prefix("cli:") {
                     Actor::cli(user)
+                } else if let Some(name) = text.strip_prefix("sync:") {
+                    Actor::destination(name)
                 } else {
                     Err(AuditError::InvalidField {
                         field: "actor",
-                        reason: "expected key:<id>, admin, cli:<user> or system",
+                        reason: "expected key:<id>, admin, cli:<user>, sync:<destination> or system",
                     })
                 }
             }

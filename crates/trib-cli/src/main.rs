@@ -107,6 +107,9 @@ enum ConfigCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Every HTTPS client of the process (ESP connectors, the CLI's admin calls) uses rustls on
+    // ring; reqwest is built without a provider of its own (see trib-sync's http.rs).
+    trib_sync::http::install_tls_provider();
     // The demo prints its own summary; the server's info lines would drown it.
     init_tracing(if matches!(cli.command, Command::Demo(_)) {
         "warn"

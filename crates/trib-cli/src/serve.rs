@@ -283,7 +283,10 @@ impl Server {
                     privacy_rules_for_sync,
                 ),
                 trib_sync::map::Digester::new(&sync_key),
-                trib_sync::EngineOptions::default(),
+                trib_sync::EngineOptions {
+                    audit: Some(audit.clone()),
+                    ..trib_sync::EngineOptions::default()
+                },
             ))
         };
         let listener = tokio::net::TcpListener::bind(config.server.listen)

@@ -391,8 +391,8 @@ fn unknown_keys_name_their_path() {
         "line 7: sources[1].writekey: unknown field `writekey`, expected one of `name`, `write_key`, `unknown_events`",
     );
     check_error(
-        &with_source("version = 1\n[destinations]"),
-        "line 2: destinations: unknown field `destinations`",
+        &with_source("version = 1\n[destination]"),
+        "line 2: destination: unknown field `destination`",
     );
 }
 

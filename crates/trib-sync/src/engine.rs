@@ -51,6 +51,10 @@ pub struct EngineOptions {
     pub poll_interval: Duration,
     /// Changes read from the feed per page.
     pub feed_page: usize,
+    /// Where every push and deletion is recorded (actor `sync:<destination>`, the profile id,
+    /// the destination's purpose) before it is sent; a batch whose records cannot be made
+    /// durable is not sent. `None`: nothing is recorded (tests, benchmarks).
+    pub audit: Option<Arc<trib_audit::AuditLog>>,
 }
 
 impl Default for EngineOptions {
@@ -58,6 +62,7 @@ impl Default for EngineOptions {
         Self {
             poll_interval: Duration::from_millis(100),
             feed_page: 2_000,
+            audit: None,
         }
     }
 }
@@ -69,6 +74,8 @@ pub enum EngineError {
     State(#[from] crate::state::StateError),
     #[error("profile store: {0}")]
     Store(#[from] trib_store::StoreError),
+    #[error("audit log: {0}")]
+    Audit(String),
     #[error("consent ledger: {0}")]
     Consent(String),
     #[error("a blocking task failed: {0}")]
@@ -297,6 +304,12 @@ impl Worker {
         if due.is_empty() {
             return Ok(false);
         }
+        self.audit(
+            "sync:delete",
+            trib_audit::Action::Write,
+            due.iter().map(|d| d.profile),
+        )
+        .await?;
         let mut calls = JoinSet::new();
         for chunk in due.chunks(limits.max_delete_batch.max(1)) {
             let chunk = chunk.to_vec();
@@ -426,6 +439,12 @@ impl Worker {
                 } => pushes.push((pending, permit, digests)),
             }
         }
+        self.audit(
+            "sync:upsert",
+            trib_audit::Action::Read,
+            pushes.iter().map(|(pending, _, _)| pending.profile),
+        )
+        .await?;
         let mut calls = JoinSet::new();
         while !pushes.is_empty() {
             let rest = pushes.split_off(pushes.len().min(max_batch));
@@ -691,6 +710,40 @@ impl Worker {
             .set(counts.pending as f64);
         metrics::gauge!("tributary_sync_dead_letters", "destination" => label)
             .set(counts.dead_letters as f64);
+        Ok(())
+    }
+
+    /// Records that these profiles' data is about to leave for (or be deleted at) the
+    /// destination. `Err` when the audit log cannot make it durable: then nothing is sent.
+    async fn audit(
+        &self,
+        resource: &'static str,
+        action: trib_audit::Action,
+        profiles: impl Iterator<Item = ProfileId>,
+    ) -> Result<(), EngineError> {
+        let Some(log) = &self.options.audit else {
+            return Ok(());
+        };
+        let actor = trib_audit::Actor::destination(self.name())
+            .map_err(|e| EngineError::Audit(e.to_string()))?;
+        let purpose = trib_audit::Purpose::new(&self.destination.config.purpose)
+            .map_err(|e| EngineError::Audit(e.to_string()))?;
+        let records: Vec<trib_audit::AuditRecord> = profiles
+            .map(|profile| trib_audit::AuditRecord {
+                actor: actor.clone(),
+                action,
+                purpose: purpose.clone(),
+                resource: trib_audit::Resource::new(resource),
+                subject: Some(trib_audit::ProfileRef::profile(profile)),
+                outcome: trib_audit::Outcome::Ok,
+            })
+            .collect();
+        if records.is_empty() {
+            return Ok(());
+        }
+        log.append(records)
+            .await
+            .map_err(|e| EngineError::Audit(e.to_string()))?;
         Ok(())
     }
 

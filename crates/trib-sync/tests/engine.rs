@@ -113,6 +113,7 @@ struct Harness {
     keyer: Keyer,
     connector: Scripted,
     engine: Option<SyncEngine>,
+    audit: Option<Arc<trib_audit::AuditLog>>,
     _dir: tempfile::TempDir,
 }
 
@@ -148,7 +149,14 @@ fn config(purpose: &str, mode: SyncMode) -> DestinationConfig {
 
 impl Harness {
     fn start(config: DestinationConfig) -> Self {
+        Self::start_with(config, false)
+    }
+
+    fn start_with(config: DestinationConfig, audited: bool) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
+        let audit = audited.then(|| {
+            Arc::new(trib_audit::AuditLog::open_in_data_dir(dir.path()).expect("audit log"))
+        });
         let ledger = Arc::new(Ledger::open_in(dir.path()).expect("ledger"));
         let keyer = Keyer::new(&[7; 32]);
         let rules = PrivacyRules {
@@ -182,6 +190,7 @@ impl Harness {
             EngineOptions {
                 poll_interval: Duration::from_millis(10),
                 feed_page: 100,
+                audit: audit.clone(),
             },
         );
         Self {
@@ -191,6 +200,7 @@ impl Harness {
             keyer,
             connector,
             engine: Some(engine),
+            audit,
             _dir: dir,
         }
     }
@@ -577,6 +587,63 @@ async fn two_profiles_with_one_email_never_share_a_batch() {
             .expect("confirmed")
             .len(),
         2
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_push_and_deletion_is_audited_before_it_is_sent() {
+    let h = Harness::start_with(config("email_marketing", SyncMode::Upsert), true);
+    let ann = h.put(1, json!({"firstName": "Ann"}));
+    h.wait("confirmed", |h| {
+        h.connector.with(|s| s.held.len()) == 1 && h.settled()
+    });
+    h.state
+        .queue_erasure("er_2", &["esp".to_owned()], &[ann], 0)
+        .expect("queue");
+    h.wait("deleted", |h| {
+        h.settled() && h.connector.with(|s| s.held.is_empty())
+    });
+    let dir = h._dir.path().join(trib_audit::AUDIT_DIR);
+    let found =
+        trib_audit::entries_about(&dir, &std::collections::BTreeSet::from([ann])).expect("entries");
+    let seen: Vec<(String, String, String)> = found
+        .entries
+        .iter()
+        .map(|e| {
+            (
+                e.actor.to_string(),
+                e.resource.as_str().to_owned(),
+                e.purpose.as_str().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (
+                "sync:esp".to_owned(),
+                "sync:upsert".to_owned(),
+                "email_marketing".to_owned()
+            ),
+            (
+                "sync:esp".to_owned(),
+                "sync:delete".to_owned(),
+                "email_marketing".to_owned()
+            ),
+        ]
+    );
+
+    // When the audit log cannot record, nothing is sent.
+    h.audit.as_ref().expect("audit").close();
+    let calls = h.calls();
+    h.put(2, json!({"firstName": "Bob"}));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(h.calls(), calls, "a push without a durable audit entry");
+    assert_eq!(
+        h.state.counts("esp").expect("counts").pending,
+        1,
+        "kept pending"
     );
     h.stop().await;
 }

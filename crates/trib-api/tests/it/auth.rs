@@ -67,7 +67,7 @@ async fn start() -> KeyServer {
     });
     KeyServer {
         base: format!("http://{addr}"),
-        http: reqwest::Client::new(),
+        http: crate::http_client(),
         store: KeyStore::in_data_dir(dir.path()),
         _dir: dir,
     }

@@ -110,7 +110,7 @@ async fn start() -> ExportServer {
     });
     ExportServer {
         base: format!("http://{addr}"),
-        http: reqwest::Client::new(),
+        http: crate::http_client(),
         identity,
         consent,
         export_key: export_key.key.expose().clone(),

@@ -85,7 +85,7 @@ impl TestServer {
             addr,
             events,
             quarantine,
-            http: reqwest::Client::new(),
+            http: crate::http_client(),
         }
     }
 
@@ -140,4 +140,11 @@ async fn read_all(log: &dyn EventLog) -> Vec<serde_json::Value> {
         }
     }
     all
+}
+
+/// An HTTP client for the tests. The workspace's reqwest uses rustls without a built-in
+/// crypto provider (see trib-sync's http.rs), so the ring provider is installed first.
+pub(crate) fn http_client() -> reqwest::Client {
+    trib_sync::http::install_tls_provider();
+    reqwest::Client::new()
 }

@@ -93,7 +93,7 @@ async fn start() -> PrivacyServer {
     });
     PrivacyServer {
         base: format!("http://{addr}"),
-        http: reqwest::Client::new(),
+        http: crate::http_client(),
         identity,
         consent,
         gatekeeper,

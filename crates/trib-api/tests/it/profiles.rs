@@ -106,7 +106,7 @@ async fn start_full(
     });
     ProfileServer {
         base: format!("http://{addr}"),
-        http: reqwest::Client::new(),
+        http: crate::http_client(),
         consumer,
         _dir: dir,
     }

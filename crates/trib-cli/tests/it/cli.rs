@@ -89,7 +89,7 @@ fn config_check_accepts_a_valid_file_and_names_the_path_of_each_problem() {
 fn events_list_prints_what_the_server_stored() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(&dir.path().join("data"));
-    let client = reqwest::blocking::Client::new();
+    let client = crate::support::blocking_client();
     let response = client
         .post(server.url("/v1/track"))
         .basic_auth(WRITE_KEY, None::<&str>)
@@ -144,7 +144,7 @@ fn events_list_prints_what_the_server_stored() {
 fn metrics_count_each_outcome_per_source_and_the_ack_latency() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(&dir.path().join("data"));
-    let client = reqwest::blocking::Client::new();
+    let client = crate::support::blocking_client();
     let batch = serde_json::json!({"batch": [
         {"type": "track", "userId": "u-1", "event": "A", "messageId": "metric-1"},
         {"type": "track", "userId": "u-1", "event": "A", "messageId": "metric-1"},
@@ -225,7 +225,7 @@ fn serve_without_a_config_generates_keys_once_and_reuses_them() {
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        let client = reqwest::blocking::Client::new();
+        let client = crate::support::blocking_client();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while client
             .get(format!("http://{listen}/readyz"))
@@ -268,7 +268,7 @@ fn quarantine_list_show_and_replay_after_a_schema_is_published() {
         &dir.path().join("data"),
         "[[sources]]\nname = \"strict\"\nwrite_key = \"wk_strict\"\nunknown_events = \"quarantine\"\n",
     );
-    let client = reqwest::blocking::Client::new();
+    let client = crate::support::blocking_client();
     let response = client
         .post(server.url("/v1/track"))
         .basic_auth("wk_strict", Some(""))
@@ -331,7 +331,7 @@ fn undeclared_fields_are_removed_before_storage_and_counted() {
         &dir.path().join("data"),
         "[[sources]]\nname = \"lean\"\nwrite_key = \"wk_lean\"\nallowed_fields = [\"properties.sku\", \"context.library.*\"]\n",
     );
-    let client = reqwest::blocking::Client::new();
+    let client = crate::support::blocking_client();
     let response = client
         .post(server.url("/v1/track"))
         .basic_auth("wk_lean", Some(""))
@@ -361,7 +361,7 @@ fn keys_create_list_revoke_against_a_running_server() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
     let server = ServerProcess::start(&data_dir);
-    let client = reqwest::blocking::Client::new();
+    let client = crate::support::blocking_client();
     let keys = |args: &[&str]| {
         let output = tributary()
             .arg("keys")
@@ -446,7 +446,7 @@ fn audit_verify_passes_on_recorded_reads_and_names_the_seq_of_an_edited_line() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
     let mut server = ServerProcess::start(&data_dir);
-    let client = reqwest::blocking::Client::new();
+    let client = crate::support::blocking_client();
     let response = client
         .post(server.url("/v1/track"))
         .basic_auth(WRITE_KEY, None::<&str>)
@@ -622,7 +622,7 @@ fn keys_rotate_adds_a_master_key_version_and_rewraps_while_the_store_is_open() {
 fn privacy_consent_shows_history_recorded_from_events_and_the_cli_and_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = ServerProcess::start(&dir.path().join("data"));
-    let client = reqwest::blocking::Client::new();
+    let client = crate::support::blocking_client();
     let response = client
         .post(server.url("/v1/identify"))
         .basic_auth(WRITE_KEY, None::<&str>)

@@ -47,7 +47,7 @@ fn sigkill_mid_load_loses_no_acknowledged_event() {
             let (acked, unacked, stop, url) =
                 (acked.clone(), unacked.clone(), stop.clone(), url.clone());
             std::thread::spawn(move || {
-                let client = reqwest::blocking::Client::builder()
+                let client = crate::support::blocking_builder()
                     .timeout(Duration::from_secs(10))
                     .build()
                     .unwrap();
@@ -112,7 +112,7 @@ fn sigkill_mid_load_loses_no_acknowledged_event() {
     }
 
     // Clients retry what was not acknowledged; the retries complete the log without doubles.
-    let client = reqwest::blocking::Client::new();
+    let client = crate::support::blocking_client();
     let retried = unacked.lock().unwrap().clone();
     for body in &retried {
         let response = client
@@ -155,7 +155,7 @@ fn count_already_stored(bodies: &[serde_json::Value], stored: &HashMap<String, u
 fn sigterm_flushes_and_exits_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = ServerProcess::start(&dir.path().join("data"));
-    let client = reqwest::blocking::Client::new();
+    let client = crate::support::blocking_client();
     let (ids, mut body) = batch(0, 0);
     body["batch"]
         .as_array_mut()

@@ -146,7 +146,7 @@ fn after_the_demo_no_sample_personal_value_is_on_disk_in_clear() {
 }
 
 fn erase(server: &ServerProcess, body: Value) -> (u16, String) {
-    let response = reqwest::blocking::Client::new()
+    let response = crate::support::blocking_client()
         .post(server.url("/v1/privacy/erasures"))
         .bearer_auth(ADMIN_KEY)
         .json(&body)
@@ -256,7 +256,7 @@ fn an_erased_person_is_gone_from_every_file_and_cannot_be_replayed_back() {
         "in clear on disk after erasure: {leaked:?}"
     );
     let receipt_id = receipt["receipt_id"].as_str().unwrap();
-    let again = reqwest::blocking::Client::new()
+    let again = crate::support::blocking_client()
         .get(server.url(&format!("/v1/privacy/erasures/{receipt_id}")))
         .bearer_auth(ADMIN_KEY)
         .send()
@@ -265,7 +265,7 @@ fn an_erased_person_is_gone_from_every_file_and_cannot_be_replayed_back() {
     assert_eq!(again.text().unwrap(), text);
 
     // A replay of her events is not stored and does not re-create her.
-    let response: Value = reqwest::blocking::Client::new()
+    let response: Value = crate::support::blocking_client()
         .post(server.url("/v1/batch"))
         .basic_auth(crate::support::WRITE_KEY, Some(""))
         .json(&json!({"batch": erin}))

@@ -73,7 +73,7 @@ contact = "30d"
     assert!(ids.contains(&"order-new".to_owned()), "{ids:?}");
     assert!(ids.contains(&"signup-old".to_owned()), "{ids:?}");
 
-    let metrics = reqwest::blocking::Client::new()
+    let metrics = crate::support::blocking_client()
         .get(server.url("/metrics"))
         .bearer_auth(ADMIN_KEY)
         .send()

@@ -210,7 +210,7 @@ impl LossyProxy {
             async move {
                 let (parts, body) = request.into_parts();
                 let body = axum::body::to_bytes(body, 10 << 20).await.unwrap();
-                let mut forward = reqwest::Client::new()
+                let mut forward = crate::support::async_client()
                     .post(format!("{upstream}{}", parts.uri.path()))
                     .body(body.clone());
                 for name in [

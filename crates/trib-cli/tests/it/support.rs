@@ -115,7 +115,7 @@ write_key = "{SERVER_KEY}"
 
     fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
-        let client = reqwest::blocking::Client::new();
+        let client = crate::support::blocking_client();
         loop {
             if let Ok(response) = client.get(self.url("/readyz")).send()
                 && response.status().is_success()
@@ -149,7 +149,7 @@ impl Drop for ServerProcess {
 }
 
 fn read_all(base: &str, path: &str) -> Vec<Value> {
-    let client = reqwest::blocking::Client::new();
+    let client = crate::support::blocking_client();
     let get = |url: String| -> Value {
         let response = client.get(url).bearer_auth(ADMIN_KEY).send().unwrap();
         assert!(
@@ -196,7 +196,7 @@ pub(crate) fn free_port() -> SocketAddr {
 
 /// The profile `GET /v1/profiles/lookup?{query}` answers, or `None` on 404.
 pub(crate) fn lookup(server: &ServerProcess, query: &str) -> Option<Value> {
-    let response = reqwest::blocking::Client::new()
+    let response = crate::support::blocking_client()
         .get(server.url(&format!("/v1/profiles/lookup?{query}")))
         .bearer_auth(ADMIN_KEY)
         .send()
@@ -228,11 +228,27 @@ pub(crate) fn wait_for(
 
 /// Sends a batch to `/v1/batch` with the `web` source's write key; expects 200.
 pub(crate) fn send(server: &ServerProcess, batch: Value) {
-    let response = reqwest::blocking::Client::new()
+    let response = crate::support::blocking_client()
         .post(server.url("/v1/batch"))
         .basic_auth(WRITE_KEY, Some(""))
         .json(&json!({ "batch": batch }))
         .send()
         .unwrap();
     assert_eq!(response.status(), 200, "{}", response.text().unwrap());
+}
+
+/// HTTP clients for the tests. The workspace's reqwest uses rustls without a built-in crypto
+/// provider (see trib-sync's http.rs), so the ring provider is installed first.
+pub(crate) fn blocking_builder() -> reqwest::blocking::ClientBuilder {
+    trib_sync::http::install_tls_provider();
+    reqwest::blocking::Client::builder()
+}
+
+pub(crate) fn blocking_client() -> reqwest::blocking::Client {
+    blocking_builder().build().expect("an HTTP client")
+}
+
+pub(crate) fn async_client() -> reqwest::Client {
+    trib_sync::http::install_tls_provider();
+    reqwest::Client::new()
 }

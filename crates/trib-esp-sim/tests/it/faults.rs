@@ -132,7 +132,7 @@ async fn timeout_holds_the_request() {
         },
     )
     .await;
-    let error = reqwest::Client::builder()
+    let error = crate::client_builder()
         .timeout(Duration::from_millis(300))
         .build()
         .expect("client")

@@ -24,7 +24,7 @@ async fn start_kind(kind: SimKind) -> Simulator {
 }
 
 fn client() -> reqwest::Client {
-    reqwest::Client::builder()
+    crate::client_builder()
         .timeout(Duration::from_secs(10))
         .build()
         .expect("client")
@@ -63,4 +63,12 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     panic!("condition not met within 5 s");
+}
+
+/// A client builder for the tests. In a workspace build reqwest has rustls without a built-in
+/// crypto provider (trib-sync chooses ring), so ring is installed as the process default first.
+pub(crate) fn client_builder() -> reqwest::ClientBuilder {
+    #[allow(deprecated)] // rustls 0.23.48 deprecates ring's provider (no post-quantum kx)
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
 }
