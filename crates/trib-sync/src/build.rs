@@ -19,22 +19,22 @@ pub fn connector(config: &DestinationConfig) -> Result<Arc<dyn Connector>, CallE
             let mut settings =
                 MailchimpConfig::new(credential, config.list_id.clone().unwrap_or_default());
             settings.base_url = config.base_url.clone();
-            Arc::new(MailchimpConnector::new(&settings)?)
+            Arc::new(MailchimpConnector::new(&settings)?.named(&config.name))
         }
         DestinationType::Hubspot => {
             let mut settings = HubspotConfig::new(credential);
             settings.base_url = config.base_url.clone();
-            Arc::new(HubspotConnector::new(&settings)?)
+            Arc::new(HubspotConnector::new(&settings)?.named(&config.name))
         }
         DestinationType::Sendgrid => {
             let mut settings = SendgridConfig::new(credential);
             settings.base_url = config.base_url.clone();
             settings.list_ids = config.list_ids.clone();
-            Arc::new(SendgridConnector::new(&settings)?)
+            Arc::new(SendgridConnector::new(&settings)?.named(&config.name))
         }
         DestinationType::Webhook => {
             let settings = WebhookConfig::new(config.url.clone().unwrap_or_default(), credential);
-            Arc::new(WebhookConnector::new(&settings)?)
+            Arc::new(WebhookConnector::new(&settings)?.named(&config.name))
         }
     })
 }

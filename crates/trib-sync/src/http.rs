@@ -64,6 +64,8 @@ impl std::fmt::Debug for Auth {
 pub struct Api {
     client: reqwest::Client,
     destination: DestinationKind,
+    /// The metrics label: the configured destination name (the ESP kind until named).
+    label: std::sync::Arc<str>,
     limiter: Limiter,
     timeout: Duration,
     auth: Auth,
@@ -103,10 +105,18 @@ impl Api {
         Ok(Self {
             client,
             destination,
+            label: destination.as_str().into(),
             limiter: Limiter::new(limits),
             timeout,
             auth,
         })
+    }
+
+    /// Labels this client's metrics with the configured destination name, so that two
+    /// destinations of one ESP are told apart.
+    pub fn labelled(mut self, name: &str) -> Self {
+        self.label = name.into();
+        self
     }
 
     /// The destination's limiter (for the engine's metrics and tests).
@@ -149,8 +159,8 @@ impl Api {
         })
         .await;
         let elapsed = started.elapsed();
-        let destination = self.destination.as_str();
-        metrics::histogram!("tributary_sync_api_latency_seconds", "destination" => destination)
+        let destination = self.label.to_string();
+        metrics::histogram!("tributary_sync_api_latency_seconds", "destination" => destination.clone(), "esp" => self.destination.as_str())
             .record(elapsed.as_secs_f64());
         let (status, headers, body) = match outcome {
             Err(_) => {
@@ -183,7 +193,7 @@ impl Api {
         self.limiter.observe(&feedback, permit.started());
         drop(permit);
         tracing::debug!(
-            destination,
+            destination = %destination,
             endpoint,
             status,
             elapsed_ms = elapsed.as_millis() as u64,
@@ -241,7 +251,8 @@ impl Api {
     fn count(&self, endpoint: &'static str, status: &str) {
         metrics::counter!(
             "tributary_sync_api_calls_total",
-            "destination" => self.destination.as_str(),
+            "destination" => self.label.to_string(),
+            "esp" => self.destination.as_str(),
             "endpoint" => endpoint,
             "status" => status.to_owned()
         )

@@ -87,6 +87,12 @@ pub struct HubspotConnector {
 }
 
 impl HubspotConnector {
+    /// Labels the connector's API metrics with the configured destination name.
+    pub fn named(mut self, name: &str) -> Self {
+        self.api = self.api.labelled(name);
+        self
+    }
+
     /// Builds the connector.
     pub fn new(config: &HubspotConfig) -> Result<Self, CallError> {
         let base = trim_base(config.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL));

@@ -175,6 +175,12 @@ pub fn member_error_outcome(status: u16, body: &Value) -> Result<ItemOutcome, Ca
 }
 
 impl MailchimpConnector {
+    /// Labels the connector's API metrics with the configured destination name.
+    pub fn named(mut self, name: &str) -> Self {
+        self.api = self.api.labelled(name);
+        self
+    }
+
     /// Builds the connector; fails (`Auth`) when no base URL is given and the key has no
     /// data-center suffix.
     pub fn new(config: &MailchimpConfig) -> Result<Self, CallError> {

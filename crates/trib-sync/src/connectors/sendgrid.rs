@@ -142,6 +142,12 @@ struct Job {
 }
 
 impl SendgridConnector {
+    /// Labels the connector's API metrics with the configured destination name.
+    pub fn named(mut self, name: &str) -> Self {
+        self.api = self.api.labelled(name);
+        self
+    }
+
     /// Builds the connector.
     pub fn new(config: &SendgridConfig) -> Result<Self, CallError> {
         let base = trim_base(config.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL));

@@ -107,6 +107,12 @@ pub fn delete_item(target: &DeleteTarget) -> Value {
 }
 
 impl WebhookConnector {
+    /// Labels the connector's API metrics with the configured destination name.
+    pub fn named(mut self, name: &str) -> Self {
+        self.api = self.api.labelled(name);
+        self
+    }
+
     /// Builds the connector.
     pub fn new(config: &WebhookConfig) -> Result<Self, CallError> {
         Ok(Self {
