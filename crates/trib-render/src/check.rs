@@ -260,6 +260,10 @@ impl Checker<'_> {
             crate::compile::parser().parse(&crate::compile::rewrite_outputs(text, &scanned, false))
         {
             let message = error.to_string();
+            // Unknown filters are reported below with their position.
+            if message.contains("Unknown filter") {
+                return self.after_parse(part, text, &scanned);
+            }
             let (line, column) = liquid_position(&message).unwrap_or((1, 1));
             self.diagnostics.push(Diagnostic {
                 template: self.template.name.clone(),
@@ -271,6 +275,10 @@ impl Checker<'_> {
                 message: first_line_of_liquid_error(&message),
             });
         }
+        self.after_parse(part, text, &scanned);
+    }
+
+    fn after_parse(&mut self, part: &'static str, text: &str, scanned: &Scan) {
         for (tag, offset) in &scanned.tags {
             if tag == "include" || tag == "render" {
                 self.push(
@@ -296,7 +304,7 @@ impl Checker<'_> {
             }
         }
         for reference in &scanned.references {
-            if let Some((kind, message)) = self.reference(&scanned, reference) {
+            if let Some((kind, message)) = self.reference(scanned, reference) {
                 self.push(part, text, reference.offset, kind, message);
             }
         }
