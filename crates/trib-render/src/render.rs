@@ -39,13 +39,21 @@ impl CompiledTemplate {
     /// Renders the email for the person in `input`, which must be permitted for the template's
     /// purpose.
     pub fn render(&self, input: Permitted<RenderInput>) -> Result<RenderedEmail, RenderError> {
-        self.render_with_report(input).map(|(email, _)| email)
+        self.render_inner(input, false).map(|(email, _)| email)
     }
 
     /// Renders and reports which fallbacks fired and which printed fields were missing.
     pub fn render_with_report(
         &self,
         input: Permitted<RenderInput>,
+    ) -> Result<(RenderedEmail, RenderReport), RenderError> {
+        self.render_inner(input, true)
+    }
+
+    fn render_inner(
+        &self,
+        input: Permitted<RenderInput>,
+        with_report: bool,
     ) -> Result<(RenderedEmail, RenderReport), RenderError> {
         if input.purpose() != self.purpose {
             return Err(RenderError::PurposeMismatch {
@@ -56,12 +64,15 @@ impl CompiledTemplate {
         }
         let input = input.into_inner();
         let context = self.plan.build(&input);
-        let report = self.report(&context);
-        let globals = liquid::to_object(&context).map_err(|error| RenderError::Render {
-            template: self.name.clone(),
-            part: "context",
-            message: error.to_string(),
-        })?;
+        let report = if with_report {
+            self.report(&context)
+        } else {
+            RenderReport::default()
+        };
+        let globals = match to_liquid(context) {
+            liquid::model::Value::Object(object) => object,
+            _ => liquid::Object::new(),
+        };
         let subject = self.part("subject", &self.subject, &globals)?;
         let email = RenderedEmail {
             template: self.name.clone(),
@@ -83,7 +94,7 @@ impl CompiledTemplate {
         globals: &liquid::Object,
     ) -> Result<String, RenderError> {
         let mut writer = LimitedWriter {
-            buffer: Vec::with_capacity(1024),
+            buffer: Vec::with_capacity(template_capacity(part)),
             limit: self.limits.max_output_bytes,
             started: Instant::now(),
             time_limit: self.limits.max_render_time,
@@ -138,6 +149,33 @@ impl CompiledTemplate {
             }
         }
         report
+    }
+}
+
+/// A first allocation for a part's output, so the HTML is not copied while it grows.
+fn template_capacity(part: &str) -> usize {
+    if part == "html" { 32 * 1024 } else { 1024 }
+}
+
+/// JSON to a Liquid value, directly (the serde route through `liquid::to_object` costs more).
+fn to_liquid(value: Value) -> liquid::model::Value {
+    use liquid::model::{KString, Value as Liquid};
+    match value {
+        Value::Null => Liquid::Nil,
+        Value::Bool(flag) => Liquid::scalar(flag),
+        Value::Number(number) => match number.as_i64() {
+            Some(integer) => Liquid::scalar(integer),
+            None => Liquid::scalar(number.as_f64().unwrap_or(0.0)),
+        },
+        Value::String(text) => Liquid::scalar(text),
+        Value::Array(items) => Liquid::Array(items.into_iter().map(to_liquid).collect()),
+        Value::Object(object) => {
+            let mut out = liquid::Object::new();
+            for (key, value) in object {
+                out.insert(KString::from(key), to_liquid(value));
+            }
+            Liquid::Object(out)
+        }
     }
 }
 
