@@ -115,14 +115,14 @@ fn main() {
 fn person(index: usize) -> RenderInput {
     let plan = ["free", "plus", "pro"][index % 3];
     let mut traits = serde_json::Map::new();
-    if index % 5 != 0 {
+    if !index.is_multiple_of(5) {
         traits.insert(
             "firstName".into(),
             trait_value(json!(format!("Person{index}"))),
         );
     }
     traits.insert("plan".into(), trait_value(json!(plan)));
-    if index % 2 == 0 {
+    if index.is_multiple_of(2) {
         traits.insert(
             "address".into(),
             trait_value(json!({"city": "Lyon", "country": "FR"})),
