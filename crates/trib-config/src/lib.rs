@@ -33,8 +33,8 @@ mod raw;
 
 pub use config::{
     CONFIG_VERSION, Config, DEFAULT_DATA_DIR, FieldRule, IngestConfig, LogConfig, LogStorage,
-    RetentionConfig, ServerConfig, SourceConfig, SourceRules, StoreConfig, UnknownEvents,
-    process_env,
+    MissingDefault, RenderConfig, RetentionConfig, ServerConfig, SmtpConfig, SmtpSecurity,
+    SourceConfig, SourceRules, StoreConfig, UnknownEvents, process_env,
 };
 pub use error::{ConfigError, Problem};
 pub use interpolate::EnvLookup;
