@@ -37,6 +37,8 @@
 //! | POST | `/v1/privacy/erasures` | `privacy:erase` |
 //! | GET | `/v1/privacy/erasures/{id}` | `privacy:erase` |
 //! | POST | `/v1/privacy/exports` | `privacy:export` |
+//! | POST | `/v1/render` | `templates:render` |
+//! | PUT | `/v1/templates/{name}` | `templates:write` |
 //! | GET | `/metrics` | `metrics:read` |
 //! | GET | `/healthz`, `/readyz` | open |
 //!
@@ -59,6 +61,7 @@ pub mod keys;
 mod privacy;
 mod profiles;
 mod quarantine;
+mod render;
 mod schemas;
 pub mod segment;
 pub mod signing;
@@ -86,6 +89,7 @@ pub use export::MAX_EXPORT_EVENTS;
 pub use keys::{Principal, Scope};
 pub use privacy::ConsentState;
 pub use profiles::ProfilesState;
+pub use render::RenderState;
 pub use telemetry::install_metrics_recorder;
 
 /// The logs the API writes to and reads from.
@@ -125,6 +129,7 @@ pub struct AppState {
     audit: Option<Arc<trib_audit::AuditLog>>,
     consent: Option<ConsentState>,
     erasure: Option<ErasureState>,
+    render: Option<RenderState>,
 }
 
 impl AppState {
@@ -183,6 +188,7 @@ impl AppState {
             audit: None,
             consent: None,
             erasure: None,
+            render: None,
         })
     }
 
@@ -202,6 +208,12 @@ impl AppState {
     /// Enables the erasure routes (`/v1/privacy/erasures`).
     pub fn with_erasure(mut self, erasure: ErasureState) -> Self {
         self.erasure = Some(erasure);
+        self
+    }
+
+    /// Enables rendering (`POST /v1/render`) and template saves (`PUT /v1/templates/{name}`).
+    pub fn with_render(mut self, render: RenderState) -> Self {
+        self.render = Some(render);
         self
     }
 
@@ -309,7 +321,7 @@ fn table() -> Vec<Route> {
     use Scope::{
         ConsentRead, ConsentWrite, EventsRead, ImportsWrite, MetricsRead, PrivacyErase,
         PrivacyExport, ProfilesRead, ProfilesWrite, QuarantineRead, QuarantineWrite, SchemasRead,
-        SchemasWrite,
+        SchemasWrite, TemplatesRender, TemplatesWrite,
     };
     use trib_audit::Action::{Read, Write};
     use trib_audit::Purpose;
@@ -430,6 +442,14 @@ fn table() -> Vec<Route> {
         .audited(Read, Purpose::PRIVACY_REQUEST),
         on_post("/v1/privacy/exports", scope(PrivacyExport), export::export)
             .audited(Read, Purpose::PRIVACY_REQUEST),
+        on_post("/v1/render", scope(TemplatesRender), render::render)
+            .audited(Read, Purpose::OPERATIONS),
+        route(
+            Method::PUT,
+            "/v1/templates/{name}",
+            scope(TemplatesWrite),
+            axum::routing::put(render::save),
+        ),
         on_get("/v1/events", scope(EventsRead), admin::list_events)
             .audited(Read, Purpose::OPERATIONS),
         on_get(

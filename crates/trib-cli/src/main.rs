@@ -13,6 +13,7 @@ mod import;
 mod keys;
 mod privacy;
 mod profiles;
+mod render;
 mod schemas;
 mod serve;
 
@@ -79,6 +80,14 @@ enum Command {
         #[command(subcommand)]
         command: audit::AuditCommand,
     },
+    /// Email templates: `templates check` runs the static check offline.
+    Templates {
+        #[command(subcommand)]
+        command: render::TemplatesCommand,
+    },
+    /// Renders a template for one person (--profile) or a matrix over stored profiles
+    /// (--sample N) on a running server; --send mails the preview to the seed list.
+    Render(render::RenderArgs),
     /// Probabilistic matching on CSV files: dedupe, generate labelled data, evaluate, review.
     Identity {
         #[command(subcommand)]
@@ -110,6 +119,7 @@ fn main() -> ExitCode {
         Command::Schemas { command } => schemas::run(command),
         Command::Keys { command } => keys::run(command),
         Command::Audit { command } => audit::run(command),
+        Command::Templates { command } => render::run_templates(command),
         Command::Identity { command } if !command.needs_server() => identity::run(command),
         command => runtime().and_then(|runtime| {
             runtime.block_on(async move {
@@ -122,10 +132,12 @@ fn main() -> ExitCode {
                     Command::Profiles { command } => profiles::run(command).await,
                     Command::Privacy { command } => privacy::run(command).await,
                     Command::Identity { command } => identity::run_server(command).await,
+                    Command::Render(args) => render::run_render(args).await,
                     Command::Config { .. }
                     | Command::Schemas { .. }
                     | Command::Keys { .. }
-                    | Command::Audit { .. } => {
+                    | Command::Audit { .. }
+                    | Command::Templates { .. } => {
                         unreachable!("synchronous commands are handled above")
                     }
                 }

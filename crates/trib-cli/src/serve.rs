@@ -205,6 +205,14 @@ impl Server {
             tokio::runtime::Handle::current(),
         )
         .context("failed to start the consent consumer")?;
+        let render = {
+            let registry = registry
+                .read()
+                .map_err(|_| anyhow::anyhow!("the schema registry lock is poisoned"))?;
+            let gatekeeper =
+                trib_consent::Gatekeeper::new(ledger.clone(), keyer.clone(), privacy_rules.clone());
+            crate::render::render_state(config, &registry, gatekeeper)?
+        };
         let state = trib_api::AppState::new(config, logs, registry, metrics)?
             .with_profiles(trib_api::ProfilesState {
                 store: profiles.clone(),
@@ -219,6 +227,7 @@ impl Server {
                 receipts_dir: config.server.data_dir.join("privacy").join("erasures"),
                 destinations: Vec::new(),
             })
+            .with_render(render)
             .with_consent(trib_api::ConsentState {
                 ledger,
                 keyer,
