@@ -71,6 +71,10 @@ pub enum Scope {
     ConsentRead,
     /// Record consent, add and remove suppressions.
     ConsentWrite,
+    /// Render templates for people (`POST /v1/render`).
+    TemplatesRender,
+    /// Save templates, after the static check (`PUT /v1/templates/{name}`).
+    TemplatesWrite,
     /// Scrape `GET /metrics`.
     MetricsRead,
     /// Read destinations, their sync state and dead letters (`GET /v1/destinations...`).
@@ -83,7 +87,7 @@ pub enum Scope {
 
 impl Scope {
     /// Every scope, in a stable order.
-    pub const ALL: [Scope; 16] = [
+    pub const ALL: [Scope; 18] = [
         Scope::EventsRead,
         Scope::QuarantineRead,
         Scope::QuarantineWrite,
@@ -96,6 +100,8 @@ impl Scope {
         Scope::PrivacyExport,
         Scope::ConsentRead,
         Scope::ConsentWrite,
+        Scope::TemplatesRender,
+        Scope::TemplatesWrite,
         Scope::MetricsRead,
         Scope::DestinationsRead,
         Scope::DestinationsWrite,
@@ -117,6 +123,8 @@ impl Scope {
             Scope::PrivacyExport => "privacy:export",
             Scope::ConsentRead => "consent:read",
             Scope::ConsentWrite => "consent:write",
+            Scope::TemplatesRender => "templates:render",
+            Scope::TemplatesWrite => "templates:write",
             Scope::MetricsRead => "metrics:read",
             Scope::DestinationsRead => "destinations:read",
             Scope::DestinationsWrite => "destinations:write",

@@ -40,6 +40,8 @@
 //! | POST | `/v1/privacy/exports` | `privacy:export` |
 //! | GET | `/v1/destinations`, `/v1/destinations/{name}/dlq` | `destinations:read` |
 //! | POST | `/v1/destinations/{name}/dlq/replay` | `destinations:write` |
+//! | POST | `/v1/render` | `templates:render` |
+//! | PUT | `/v1/templates/{name}` | `templates:write` |
 //! | GET | `/metrics` | `metrics:read` |
 //! | GET | `/healthz`, `/readyz` | open |
 //!
@@ -63,6 +65,7 @@ pub mod keys;
 mod privacy;
 mod profiles;
 mod quarantine;
+mod render;
 mod schemas;
 pub mod segment;
 pub mod signing;
@@ -90,6 +93,7 @@ pub use export::MAX_EXPORT_EVENTS;
 pub use keys::{Principal, Scope};
 pub use privacy::ConsentState;
 pub use profiles::ProfilesState;
+pub use render::RenderState;
 pub use telemetry::install_metrics_recorder;
 
 /// The logs the API writes to and reads from.
@@ -130,6 +134,7 @@ pub struct AppState {
     consent: Option<ConsentState>,
     erasure: Option<ErasureState>,
     destinations: Option<destinations::DestinationsState>,
+    render: Option<RenderState>,
 }
 
 impl AppState {
@@ -189,6 +194,7 @@ impl AppState {
             consent: None,
             erasure: None,
             destinations: None,
+            render: None,
         })
     }
 
@@ -214,6 +220,12 @@ impl AppState {
     /// Enables the destination routes (sync state, dead letters) over the sync state.
     pub fn with_destinations(mut self, destinations: destinations::DestinationsState) -> Self {
         self.destinations = Some(destinations);
+        self
+    }
+
+    /// Enables rendering (`POST /v1/render`) and template saves (`PUT /v1/templates/{name}`).
+    pub fn with_render(mut self, render: RenderState) -> Self {
+        self.render = Some(render);
         self
     }
 
@@ -321,7 +333,7 @@ fn table() -> Vec<Route> {
     use Scope::{
         ConsentRead, ConsentWrite, DestinationsRead, DestinationsWrite, EventsRead, ImportsWrite,
         MetricsRead, PrivacyErase, PrivacyExport, ProfilesRead, ProfilesWrite, QuarantineRead,
-        QuarantineWrite, SchemasRead, SchemasWrite,
+        QuarantineWrite, SchemasRead, SchemasWrite, TemplatesRender, TemplatesWrite,
     };
     use trib_audit::Action::{Read, Write};
     use trib_audit::Purpose;
@@ -463,6 +475,14 @@ fn table() -> Vec<Route> {
         ),
         on_post("/v1/privacy/exports", scope(PrivacyExport), export::export)
             .audited(Read, Purpose::PRIVACY_REQUEST),
+        on_post("/v1/render", scope(TemplatesRender), render::render)
+            .audited(Read, Purpose::OPERATIONS),
+        route(
+            Method::PUT,
+            "/v1/templates/{name}",
+            scope(TemplatesWrite),
+            axum::routing::put(render::save),
+        ),
         on_get("/v1/events", scope(EventsRead), admin::list_events)
             .audited(Read, Purpose::OPERATIONS),
         on_get(

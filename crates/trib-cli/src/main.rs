@@ -14,6 +14,7 @@ mod import;
 mod keys;
 mod privacy;
 mod profiles;
+mod render;
 mod schemas;
 mod serve;
 mod simulate;
@@ -89,6 +90,14 @@ enum Command {
         #[command(subcommand)]
         command: destinations::DestinationsCommand,
     },
+    /// Email templates: `templates check` runs the static check offline.
+    Templates {
+        #[command(subcommand)]
+        command: render::TemplatesCommand,
+    },
+    /// Renders a template for one person (--profile) or a matrix over stored profiles
+    /// (--sample N) on a running server; --send mails the preview to the seed list.
+    Render(render::RenderArgs),
     /// Probabilistic matching on CSV files: dedupe, generate labelled data, evaluate, review.
     Identity {
         #[command(subcommand)]
@@ -123,6 +132,7 @@ fn main() -> ExitCode {
         Command::Schemas { command } => schemas::run(command),
         Command::Keys { command } => keys::run(command),
         Command::Audit { command } => audit::run(command),
+        Command::Templates { command } => render::run_templates(command),
         Command::Identity { command } if !command.needs_server() => identity::run(command),
         command => runtime().and_then(|runtime| {
             runtime.block_on(async move {
@@ -137,10 +147,12 @@ fn main() -> ExitCode {
                     Command::Destinations { command } => destinations::run(command).await,
                     Command::Simulate(args) => simulate::run(args).await,
                     Command::Identity { command } => identity::run_server(command).await,
+                    Command::Render(args) => render::run_render(args).await,
                     Command::Config { .. }
                     | Command::Schemas { .. }
                     | Command::Keys { .. }
-                    | Command::Audit { .. } => {
+                    | Command::Audit { .. }
+                    | Command::Templates { .. } => {
                         unreachable!("synchronous commands are handled above")
                     }
                 }

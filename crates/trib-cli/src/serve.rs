@@ -221,6 +221,14 @@ impl Server {
             (ledger.clone(), keyer.clone(), privacy_rules.clone());
         let destination_names: Vec<String> =
             config.destinations.iter().map(|d| d.name.clone()).collect();
+        let render = {
+            let registry = registry
+                .read()
+                .map_err(|_| anyhow::anyhow!("the schema registry lock is poisoned"))?;
+            let gatekeeper =
+                trib_consent::Gatekeeper::new(ledger.clone(), keyer.clone(), privacy_rules.clone());
+            crate::render::render_state(config, &registry, gatekeeper)?
+        };
         let state = trib_api::AppState::new(config, logs, registry, metrics)?
             .with_profiles(trib_api::ProfilesState {
                 store: profiles.clone(),
@@ -252,6 +260,7 @@ impl Server {
                     })
                     .collect(),
             })
+            .with_render(render)
             .with_consent(trib_api::ConsentState {
                 ledger,
                 keyer,

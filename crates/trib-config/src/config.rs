@@ -34,6 +34,13 @@ pub struct Config {
     /// file (a relative path is relative to the config file's directory); without a config
     /// file, `<data_dir>/schemas`.
     pub schemas_dir: PathBuf,
+    /// `[templates] dir`: the directory of email templates (`NAME.toml`). Default `templates`
+    /// beside the config file, like `[schemas] dir`; without a config file,
+    /// `<data_dir>/templates`.
+    pub templates_dir: PathBuf,
+    /// `[render]` and the `fields` of `[[privacy.purposes]]`: the static check's policy, the
+    /// seed list and SMTP server of test sends.
+    pub render: RenderConfig,
     /// `[[sources]]`: who may send events, each with its own write key. Never empty.
     pub sources: Vec<SourceConfig>,
     /// `[identity]`: identifier types, guard-rails and survivorship rules (see
@@ -85,6 +92,56 @@ impl Default for RetentionConfig {
             },
         }
     }
+}
+
+/// The `[render]` table, with the `fields` of each `[[privacy.purposes]]`.
+#[derive(Debug, Clone, Default)]
+pub struct RenderConfig {
+    /// `missing_default`: whether an optional field printed without `default` fails the
+    /// template check (`"error"`, the default) or is reported (`"warning"`).
+    pub missing_default: MissingDefault,
+    /// `fields` of `[[privacy.purposes]]`, by purpose: the traits, identifier types and events
+    /// (`events`, `events.EVENT_KEY`) its templates may use. A purpose without `fields` allows
+    /// every trait of the trait schema, the `email` identifier and every event.
+    pub purpose_fields: std::collections::BTreeMap<String, Vec<String>>,
+    /// `[render.seed_list] to`: the internal addresses test sends go to (never the person).
+    pub seed_list: Vec<String>,
+    /// `[render.seed_list] from`: the From address of test sends.
+    pub from: Option<String>,
+    /// `[render.smtp]`: the SMTP server of test sends.
+    pub smtp: Option<SmtpConfig>,
+}
+
+/// `[render] missing_default`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MissingDefault {
+    #[default]
+    Error,
+    Warning,
+}
+
+/// `[render.smtp]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmtpConfig {
+    /// `host`: the server's name (checked against its TLS certificate).
+    pub host: String,
+    /// `port`: default 587 with STARTTLS, 465 with TLS, 25 without.
+    pub port: u16,
+    /// `security`: `"starttls"` (default, required), `"tls"` (implicit) or `"none"`.
+    pub security: SmtpSecurity,
+    /// `username` and `password`: AUTH credentials, if the server needs them.
+    pub username: Option<String>,
+    pub password: Option<Secret<String>>,
+    /// `timeout`: per connection step, default `"30s"`.
+    pub timeout: Duration,
+}
+
+/// How the SMTP connection is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpSecurity {
+    None,
+    StartTls,
+    Tls,
 }
 
 /// The `[store]` table: the profile store.
@@ -271,6 +328,11 @@ impl Config {
             && let Some(parent) = path.parent()
         {
             config.schemas_dir = parent.join(&config.schemas_dir);
+        }
+        if config.templates_dir.is_relative()
+            && let Some(parent) = path.parent()
+        {
+            config.templates_dir = parent.join(&config.templates_dir);
         }
         Ok(config)
     }

@@ -137,6 +137,8 @@ impl Config {
             ingest: IngestConfig::default(),
             log: LogConfig::default(),
             schemas_dir: data_dir.join("schemas"),
+            templates_dir: data_dir.join("templates"),
+            render: crate::config::RenderConfig::default(),
             sources: vec![SourceConfig::new(
                 DEFAULT_SOURCE_NAME,
                 Secret::new(write_key),

@@ -34,8 +34,8 @@ mod raw;
 
 pub use config::{
     CONFIG_VERSION, Config, DEFAULT_DATA_DIR, FieldRule, IngestConfig, LogConfig, LogStorage,
-    RetentionConfig, ServerConfig, SourceConfig, SourceRules, StoreConfig, UnknownEvents,
-    process_env,
+    MissingDefault, RenderConfig, RetentionConfig, ServerConfig, SmtpConfig, SmtpSecurity,
+    SourceConfig, SourceRules, StoreConfig, UnknownEvents, process_env,
 };
 pub use destinations::{DestinationConfig, DestinationType, FieldSource, SyncMode};
 pub use error::{ConfigError, Problem};

@@ -48,6 +48,42 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     retention: RawRetention,
     destinations: Option<Vec<crate::destinations::RawDestination>>,
+    #[serde(default)]
+    templates: RawTemplates,
+    #[serde(default)]
+    render: RawRender,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTemplates {
+    dir: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRender {
+    missing_default: Option<String>,
+    seed_list: Option<RawSeedList>,
+    smtp: Option<RawSmtp>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSeedList {
+    to: Option<Vec<String>>,
+    from: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSmtp {
+    host: Option<String>,
+    port: Option<i64>,
+    security: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+    timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -73,6 +109,7 @@ struct RawPurpose {
     name: Option<String>,
     legal_basis: Option<String>,
     basis_note: Option<String>,
+    fields: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -198,7 +235,8 @@ impl RawConfig {
             }
         };
         let store = self.store.validate(&mut problems);
-        let privacy = self.privacy.validate(&mut problems);
+        let (privacy, purpose_fields) = self.privacy.validate(&mut problems);
+        let render = self.render.validate(purpose_fields, &mut problems);
         let retention = self.retention.validate(&mut problems);
         let purpose_names: Vec<String> = privacy.purposes.iter().map(|p| p.name.clone()).collect();
         let destinations = crate::destinations::validate_destinations(
@@ -220,6 +258,10 @@ impl RawConfig {
                 schemas_dir: PathBuf::from(
                     self.schemas.dir.unwrap_or_else(|| "schemas".to_owned()),
                 ),
+                templates_dir: PathBuf::from(
+                    self.templates.dir.unwrap_or_else(|| "templates".to_owned()),
+                ),
+                render,
                 sources,
             })
         } else {
@@ -335,8 +377,12 @@ impl RawRetention {
 }
 
 impl RawPrivacy {
-    fn validate(self, problems: &mut Problems<'_>) -> trib_consent::PrivacyRules {
+    fn validate(
+        self,
+        problems: &mut Problems<'_>,
+    ) -> (trib_consent::PrivacyRules, BTreeMap<String, Vec<String>>) {
         use trib_consent::{LegalBasis, PrivacyRules, Purpose};
+        let mut purpose_fields = BTreeMap::new();
         let table = TomlPath::key("privacy");
         let defaults = PrivacyRules::default();
 
@@ -395,6 +441,17 @@ impl RawPrivacy {
                             ),
                         );
                     }
+                    if let Some(fields) = raw.fields {
+                        for (field_index, field) in fields.iter().enumerate() {
+                            if field.trim().is_empty() || field.contains(char::is_whitespace) {
+                                problems.push(
+                                    &path.join("fields").at(field_index),
+                                    "a trait name, an identifier type, `events` or `events.EVENT_KEY`",
+                                );
+                            }
+                        }
+                        purpose_fields.insert(name.clone(), fields);
+                    }
                     purposes.push(Purpose {
                         name,
                         legal_basis,
@@ -440,11 +497,14 @@ impl RawPrivacy {
             }
         }
 
-        PrivacyRules {
-            purposes,
-            segment_categories,
-            consent_event,
-        }
+        (
+            PrivacyRules {
+                purposes,
+                segment_categories,
+                consent_event,
+            },
+            purpose_fields,
+        )
     }
 }
 
@@ -967,5 +1027,111 @@ pub(crate) fn parse_positive_duration(text: &str) -> Result<Duration, String> {
     match Duration::try_from(signed) {
         Ok(duration) if !duration.is_zero() => Ok(duration),
         _ => Err(format!("must be positive, got {text:?}")),
+    }
+}
+
+impl RawRender {
+    fn validate(
+        self,
+        purpose_fields: BTreeMap<String, Vec<String>>,
+        problems: &mut Problems<'_>,
+    ) -> crate::config::RenderConfig {
+        use crate::config::{MissingDefault, RenderConfig, SmtpConfig, SmtpSecurity};
+        let table = TomlPath::key("render");
+        let mut config = RenderConfig {
+            purpose_fields,
+            ..RenderConfig::default()
+        };
+        match self.missing_default.as_deref() {
+            None | Some("error") => {}
+            Some("warning") => config.missing_default = MissingDefault::Warning,
+            Some(other) => problems.push(
+                &table.join("missing_default"),
+                format!("\"error\" or \"warning\", got {other:?}"),
+            ),
+        }
+        if let Some(seeds) = self.seed_list {
+            let path = table.join("seed_list");
+            let to = seeds.to.unwrap_or_default();
+            if to.is_empty() {
+                problems.push(
+                    &path.join("to"),
+                    "at least one internal address is required",
+                );
+            }
+            for (index, address) in to.iter().enumerate() {
+                if !address.contains('@') || address.trim() != address {
+                    problems.push(&path.join("to").at(index), "an email address");
+                }
+            }
+            config.seed_list = to;
+            match seeds.from {
+                Some(from) if from.contains('@') => config.from = Some(from),
+                Some(_) => problems.push(&path.join("from"), "an email address"),
+                None => problems.push(
+                    &path.join("from"),
+                    "required: the From address of test sends",
+                ),
+            }
+        }
+        if let Some(raw) = self.smtp {
+            let path = table.join("smtp");
+            let security = match raw.security.as_deref() {
+                None | Some("starttls") => SmtpSecurity::StartTls,
+                Some("tls") => SmtpSecurity::Tls,
+                Some("none") => SmtpSecurity::None,
+                Some(other) => {
+                    problems.push(
+                        &path.join("security"),
+                        format!("\"starttls\", \"tls\" or \"none\", got {other:?}"),
+                    );
+                    SmtpSecurity::StartTls
+                }
+            };
+            let host = raw.host.unwrap_or_default();
+            if host.trim().is_empty() {
+                problems.push(&path.join("host"), "required");
+            }
+            let default_port = match security {
+                SmtpSecurity::StartTls => 587,
+                SmtpSecurity::Tls => 465,
+                SmtpSecurity::None => 25,
+            };
+            let port = match raw.port {
+                None => default_port,
+                Some(port) => u16::try_from(port)
+                    .ok()
+                    .filter(|port| *port > 0)
+                    .unwrap_or_else(|| {
+                        problems.push(&path.join("port"), "between 1 and 65535");
+                        default_port
+                    }),
+            };
+            let timeout = match raw.timeout {
+                None => Duration::from_secs(30),
+                Some(text) => parse_positive_duration(&text).unwrap_or_else(|message| {
+                    problems.push(&path.join("timeout"), message);
+                    Duration::from_secs(30)
+                }),
+            };
+            if raw.password.is_some() && raw.username.is_none() {
+                problems.push(&path.join("username"), "required with a password");
+            }
+            config.smtp = Some(SmtpConfig {
+                host,
+                port,
+                security,
+                username: raw.username,
+                password: raw.password.map(Secret::new),
+                timeout,
+            });
+        }
+        if config.smtp.is_some() && config.seed_list.is_empty() {
+            problems.push(
+                &table.join("seed_list"),
+                "required with [render.smtp]: test sends go only to the seed list",
+            );
+        }
+        config
     }
 }

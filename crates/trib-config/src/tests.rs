@@ -130,6 +130,8 @@ fn every_key_is_read() {
             max_queued_records: 1,
         },
         schemas_dir: PathBuf::from("schemas"),
+        templates_dir: PathBuf::from("templates"),
+        render: crate::RenderConfig::default(),
         sources: vec![
             SourceConfig::new("web".to_owned(), Secret::new("wk_web_from_env".to_owned())),
             SourceConfig::new(
@@ -552,6 +554,7 @@ fn load_names_the_file() {
     assert_eq!(loaded.schemas_dir, path.parent().unwrap().join("schemas"));
     let mut parsed = check_ok(MINIMAL);
     parsed.schemas_dir = loaded.schemas_dir.clone();
+    parsed.templates_dir = loaded.templates_dir.clone();
     assert_eq!(format!("{loaded:?}"), format!("{parsed:?}"));
 }
 
@@ -928,4 +931,32 @@ fn destination_mistakes_are_reported_with_their_paths() {
             expected,
         );
     }
+}
+
+#[test]
+fn render_settings_and_purpose_fields() {
+    let config = check_ok(&format!(
+        "{SOURCE_HEAD}[[privacy.purposes]]\nname = \"receipts\"\nlegal_basis = \"contract\"\nbasis_note = \"terms\"\nfields = [\"firstName\", \"events.order_completed\"]\n\
+         [render]\nmissing_default = \"warning\"\n[render.seed_list]\nto = [\"qa@example.com\"]\nfrom = \"qa@example.com\"\n\
+         [render.smtp]\nhost = \"smtp.example.com\"\nsecurity = \"tls\"\nusername = \"qa\"\npassword = \"pw\"\n"
+    ));
+    assert_eq!(
+        config.render.missing_default,
+        crate::MissingDefault::Warning
+    );
+    assert_eq!(
+        config.render.purpose_fields["receipts"],
+        ["firstName", "events.order_completed"]
+    );
+    let smtp = config.render.smtp.expect("smtp");
+    assert_eq!((smtp.port, smtp.security), (465, crate::SmtpSecurity::Tls));
+    assert_eq!(config.render.seed_list, ["qa@example.com"]);
+    check_error(
+        &format!("{SOURCE_HEAD}[render]\nmissing_default = \"maybe\"\n"),
+        "render.missing_default",
+    );
+    check_error(
+        &format!("{SOURCE_HEAD}[render.smtp]\nhost = \"h\"\n"),
+        "render.seed_list",
+    );
 }

@@ -11,6 +11,7 @@ mod ingest;
 mod privacy;
 mod profiles;
 mod registry;
+mod render;
 mod webhooks;
 
 use std::net::SocketAddr;

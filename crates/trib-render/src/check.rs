@@ -1,0 +1,498 @@
+//! The static check: what a template reads, checked against the trait schema, the identifier
+//! types, the event schemas and the fields its purpose allows, before anything is rendered.
+//!
+//! Each problem is a [`Diagnostic`] with the template part, line and column:
+//! - `syntax`: Liquid that does not parse, or unclosed markup;
+//! - `sandbox`: `include` or `render` (templates never read other files);
+//! - `unknown_purpose`: the template's purpose is not declared in `[[privacy.purposes]]`;
+//! - `unknown_variable`: a variable that is not a trait of the schema, an identifier type, an
+//!   event of the registry or a name the template declares;
+//! - `field_not_allowed`: a known field the purpose's `fields` do not allow;
+//! - `missing_default`: an optional field printed without a `default` filter (an error or a
+//!   warning, by `[render] missing_default`);
+//! - `unknown_filter`: a filter Liquid does not have.
+
+use std::fmt;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::scan::{self, Reference, Scan, Use};
+use crate::source::TemplateSource;
+use crate::vocabulary::{Allowance, PurposeFields, Vocabulary};
+
+/// Filters templates may use: Liquid's standard filters, and `raw`, which turns the HTML
+/// part's automatic escaping off for one output.
+pub const FILTERS: &[&str] = &[
+    "abs",
+    "append",
+    "at_least",
+    "at_most",
+    "capitalize",
+    "ceil",
+    "compact",
+    "concat",
+    "date",
+    "default",
+    "divided_by",
+    "downcase",
+    "escape",
+    "escape_once",
+    "first",
+    "floor",
+    "join",
+    "last",
+    "lstrip",
+    "map",
+    "minus",
+    "modulo",
+    "newline_to_br",
+    "plus",
+    "prepend",
+    "remove",
+    "remove_first",
+    "replace",
+    "replace_first",
+    "reverse",
+    "round",
+    "rstrip",
+    "size",
+    "slice",
+    "sort",
+    "sort_natural",
+    "split",
+    "strip",
+    "strip_html",
+    "strip_newlines",
+    "times",
+    "truncate",
+    "truncatewords",
+    "uniq",
+    "upcase",
+    "url_decode",
+    "url_encode",
+    "where",
+    "raw",
+];
+
+/// How bad a problem is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// The template is refused.
+    Error,
+    /// Reported; the template still compiles.
+    Warning,
+}
+
+/// The kind of a [`Diagnostic`], with a stable snake_case name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DiagnosticKind {
+    Syntax,
+    Sandbox,
+    UnknownPurpose,
+    UnknownVariable,
+    FieldNotAllowed,
+    MissingDefault,
+    UnknownFilter,
+}
+
+/// One problem of a template, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Diagnostic {
+    pub template: String,
+    /// `subject`, `preheader`, `html`, `mjml`, `text` or `purpose`.
+    pub part: &'static str,
+    /// 1-based line and column (in characters) within the part.
+    pub line: usize,
+    pub column: usize,
+    pub kind: DiagnosticKind,
+    pub severity: Severity,
+    pub message: String,
+}
+
+/// Options of the static check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckOptions {
+    /// The severity of `missing_default` (`[render] missing_default`, default error).
+    pub missing_default: Severity,
+}
+
+impl Default for CheckOptions {
+    fn default() -> Self {
+        Self {
+            missing_default: Severity::Error,
+        }
+    }
+}
+
+impl DiagnosticKind {
+    /// The stable snake_case name.
+    pub fn code(self) -> &'static str {
+        match self {
+            DiagnosticKind::Syntax => "syntax",
+            DiagnosticKind::Sandbox => "sandbox",
+            DiagnosticKind::UnknownPurpose => "unknown_purpose",
+            DiagnosticKind::UnknownVariable => "unknown_variable",
+            DiagnosticKind::FieldNotAllowed => "field_not_allowed",
+            DiagnosticKind::MissingDefault => "missing_default",
+            DiagnosticKind::UnknownFilter => "unknown_filter",
+        }
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let severity = match self.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        write!(
+            f,
+            "{} {}:{}:{}: {severity}[{}]: {}",
+            self.template,
+            self.part,
+            self.line,
+            self.column,
+            self.kind.code(),
+            self.message
+        )
+    }
+}
+
+/// Checks a template; returns every problem found (errors and warnings), in part order.
+pub fn check(
+    source: &TemplateSource,
+    vocabulary: &Vocabulary,
+    fields: &PurposeFields,
+    options: CheckOptions,
+) -> Vec<Diagnostic> {
+    let mut checker = Checker {
+        template: source,
+        vocabulary,
+        fields,
+        options,
+        diagnostics: Vec::new(),
+    };
+    if !fields.is_declared(&source.purpose) {
+        checker.diagnostics.push(Diagnostic {
+            template: source.name.clone(),
+            part: "purpose",
+            line: 1,
+            column: 1,
+            kind: DiagnosticKind::UnknownPurpose,
+            severity: Severity::Error,
+            message: format!(
+                "purpose {:?} is not declared in [[privacy.purposes]]",
+                source.purpose
+            ),
+        });
+    }
+    for (part, text) in parts(source) {
+        checker.part(part, text);
+    }
+    checker.diagnostics
+}
+
+/// The Liquid parts of a template with their names.
+pub(crate) fn parts(source: &TemplateSource) -> Vec<(&'static str, &str)> {
+    let mut parts = vec![
+        ("subject", source.subject.as_str()),
+        ("preheader", source.preheader.as_str()),
+        (source.body.part_name(), source.body.source()),
+    ];
+    if let Some(text) = &source.text {
+        parts.push(("text", text.as_str()));
+    }
+    parts
+}
+
+struct Checker<'a> {
+    template: &'a TemplateSource,
+    vocabulary: &'a Vocabulary,
+    fields: &'a PurposeFields,
+    options: CheckOptions,
+    diagnostics: Vec<Diagnostic>,
+}
+
+impl Checker<'_> {
+    fn push(
+        &mut self,
+        part: &'static str,
+        text: &str,
+        offset: usize,
+        kind: DiagnosticKind,
+        message: String,
+    ) {
+        let (line, column) = scan::line_column(text, offset);
+        let severity = if kind == DiagnosticKind::MissingDefault {
+            self.options.missing_default
+        } else {
+            Severity::Error
+        };
+        self.diagnostics.push(Diagnostic {
+            template: self.template.name.clone(),
+            part,
+            line,
+            column,
+            kind,
+            severity,
+            message,
+        });
+    }
+
+    fn part(&mut self, part: &'static str, text: &str) {
+        let scanned = match scan::scan(text) {
+            Ok(scanned) => scanned,
+            Err(error) => {
+                self.push(
+                    part,
+                    text,
+                    error.offset,
+                    DiagnosticKind::Syntax,
+                    error.message,
+                );
+                return;
+            }
+        };
+        if let Err(error) =
+            crate::compile::parser().parse(&crate::compile::rewrite_outputs(text, &scanned, false))
+        {
+            let message = error.to_string();
+            // Unknown filters are reported below with their position.
+            if message.contains("Unknown filter") {
+                return self.after_parse(part, text, &scanned);
+            }
+            let (line, column) = liquid_position(&message).unwrap_or((1, 1));
+            self.diagnostics.push(Diagnostic {
+                template: self.template.name.clone(),
+                part,
+                line,
+                column,
+                kind: DiagnosticKind::Syntax,
+                severity: Severity::Error,
+                message: first_line_of_liquid_error(&message),
+            });
+        }
+        self.after_parse(part, text, &scanned);
+    }
+
+    fn after_parse(&mut self, part: &'static str, text: &str, scanned: &Scan) {
+        for (tag, offset) in &scanned.tags {
+            if tag == "include" || tag == "render" {
+                self.push(
+                    part,
+                    text,
+                    *offset,
+                    DiagnosticKind::Sandbox,
+                    format!(
+                        "`{tag}` is not available: templates cannot read other templates or files"
+                    ),
+                );
+            }
+        }
+        for filter in &scanned.filters {
+            if !FILTERS.contains(&filter.name.as_str()) {
+                self.push(
+                    part,
+                    text,
+                    filter.offset,
+                    DiagnosticKind::UnknownFilter,
+                    format!("unknown filter `{}`", filter.name),
+                );
+            }
+        }
+        for reference in &scanned.references {
+            if let Some((kind, message)) = self.reference(scanned, reference) {
+                self.push(part, text, reference.offset, kind, message);
+            }
+        }
+    }
+
+    /// The problem of one variable reference, if any.
+    fn reference(&self, scanned: &Scan, reference: &Reference) -> Option<(DiagnosticKind, String)> {
+        use DiagnosticKind::{FieldNotAllowed, MissingDefault, UnknownVariable};
+        let path = &reference.path;
+        let shown = path.join(".");
+        let root = path.first()?;
+        if scanned.locals.contains(root) {
+            return None;
+        }
+        let purpose = &self.template.purpose;
+        let not_allowed = |what: String| {
+            Some((
+                FieldNotAllowed,
+                format!("{what} is not among the fields purpose `{purpose}` allows"),
+            ))
+        };
+        let needs_default =
+            reference.usage == Use::Output && !reference.has_default && !reference.guarded;
+        let missing_default = || {
+            Some((
+                MissingDefault,
+                format!("`{shown}` may be missing: add a fallback, such as `| default: \"...\"`"),
+            ))
+        };
+        match root.as_str() {
+            "profile" => {
+                let Some(second) = path.get(1) else {
+                    return Some((
+                        UnknownVariable,
+                        "name a field: profile.traits.NAME, profile.id or profile.IDENTIFIER_TYPE"
+                            .to_owned(),
+                    ));
+                };
+                if second == "id" {
+                    return (path.len() > 2)
+                        .then(|| (UnknownVariable, format!("unknown variable `{shown}`")));
+                }
+                if second == "traits" {
+                    let Some(name) = path.get(2) else {
+                        return Some((
+                            UnknownVariable,
+                            "name a trait: profile.traits.NAME".to_owned(),
+                        ));
+                    };
+                    let explicit = self.fields.explicit(purpose);
+                    let schema = self.vocabulary.trait_schema(name);
+                    let declared = explicit.is_some_and(|fields| fields.contains(name));
+                    if schema.is_none() && !declared {
+                        return Some((
+                            UnknownVariable,
+                            format!("`{shown}`: trait `{name}` is not in the trait schema"),
+                        ));
+                    }
+                    if self.fields.trait_allowed(self.vocabulary, purpose, name)
+                        == Allowance::NotAllowed
+                    {
+                        return not_allowed(format!("trait `{name}`"));
+                    }
+                    if let Some(problem) =
+                        schema.and_then(|schema| sub_path_problem(schema, &path[3..]))
+                    {
+                        return Some((UnknownVariable, format!("`{shown}`: {problem}")));
+                    }
+                    if needs_default && !self.vocabulary.required_traits.contains(name) {
+                        return missing_default();
+                    }
+                    return None;
+                }
+                if self.vocabulary.identifier_types.contains(second) {
+                    if self.fields.identifier_allowed(purpose, second) == Allowance::NotAllowed {
+                        return not_allowed(format!("identifier `{second}`"));
+                    }
+                    if path.len() > 2 {
+                        return Some((UnknownVariable, format!("unknown variable `{shown}`")));
+                    }
+                    return needs_default.then(missing_default).flatten();
+                }
+                Some((
+                    UnknownVariable,
+                    format!(
+                        "`{shown}`: `{second}` is not a field of profile (traits, id, or an identifier type)"
+                    ),
+                ))
+            }
+            "events" => match path.get(1).map(String::as_str) {
+                Some("recent") => {
+                    if self.fields.event_allowed(purpose, None) == Allowance::NotAllowed {
+                        return not_allowed("events".to_owned());
+                    }
+                    None
+                }
+                Some("last") => {
+                    let Some(key) = path.get(2) else {
+                        return Some((
+                            UnknownVariable,
+                            "name an event: events.last.EVENT_KEY".to_owned(),
+                        ));
+                    };
+                    let Some((_, schema)) = self.vocabulary.events.get(key) else {
+                        return Some((
+                            UnknownVariable,
+                            format!("`{shown}`: no event schema has the key `{key}`"),
+                        ));
+                    };
+                    if self.fields.event_allowed(purpose, Some(key)) == Allowance::NotAllowed {
+                        return not_allowed(format!("event `{key}`"));
+                    }
+                    match path.get(3).map(String::as_str) {
+                        None | Some("name" | "timestamp") if path.len() <= 4 => {}
+                        Some("properties") => {
+                            if let Some(problem) = sub_path_problem(schema, &path[4..]) {
+                                return Some((UnknownVariable, format!("`{shown}`: {problem}")));
+                            }
+                        }
+                        _ => {
+                            return Some((
+                                UnknownVariable,
+                                format!("`{shown}`: an event has name, timestamp and properties"),
+                            ));
+                        }
+                    }
+                    needs_default.then(missing_default).flatten()
+                }
+                _ => Some((
+                    UnknownVariable,
+                    "use events.recent or events.last.EVENT_KEY".to_owned(),
+                )),
+            },
+            _ => Some((UnknownVariable, format!("unknown variable `{shown}`"))),
+        }
+    }
+}
+
+/// Whether `segments` name something the schema can hold; `None` when fine or not checkable.
+fn sub_path_problem(schema: &Value, segments: &[String]) -> Option<String> {
+    let mut node = schema;
+    for segment in segments {
+        if matches!(segment.as_str(), "size" | "first" | "last") {
+            return None;
+        }
+        if segment.starts_with('[') {
+            node = node.get("items")?;
+            continue;
+        }
+        let properties = node.get("properties")?.as_object()?;
+        match properties.get(segment) {
+            Some(next) => node = next,
+            None => return Some(format!("the schema has no property `{segment}` here")),
+        }
+    }
+    None
+}
+
+/// `L:C` from liquid's ` --> L:C` error header.
+fn liquid_position(message: &str) -> Option<(usize, usize)> {
+    let after = &message[message.find("--> ")? + 4..];
+    let end = after.find(|c: char| !(c.is_ascii_digit() || c == ':'))?;
+    let (line, column) = after[..end].split_once(':')?;
+    Some((line.parse().ok()?, column.parse().ok()?))
+}
+
+fn first_line_of_liquid_error(message: &str) -> String {
+    let useful: Vec<&str> = message
+        .lines()
+        .map(str::trim)
+        .filter(|line| {
+            !line.is_empty()
+                && !line.starts_with("liquid:")
+                && !line.starts_with('|')
+                && !line.starts_with("-->")
+                && !line.chars().next().is_some_and(|c| c.is_ascii_digit())
+        })
+        .collect();
+    let text = useful.join(" ");
+    let text = text.trim_start_matches("= ").to_owned();
+    if text.is_empty() {
+        message
+            .trim_start_matches("liquid: ")
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_owned()
+    } else {
+        text
+    }
+}

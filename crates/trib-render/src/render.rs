@@ -1,0 +1,244 @@
+//! Rendering a compiled template for one person, from a `Permitted<RenderInput>` only.
+
+use std::io;
+use std::time::Instant;
+
+use serde::Serialize;
+use serde_json::Value;
+use trib_consent::Permitted;
+
+use crate::compile::{CompiledTemplate, lookup};
+use crate::context::RenderInput;
+use crate::error::RenderError;
+
+/// One person's email.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RenderedEmail {
+    pub template: String,
+    pub version: String,
+    pub purpose: String,
+    /// The profile it was rendered for (an id, not personal data).
+    pub profile_id: String,
+    pub subject: String,
+    pub preheader: String,
+    pub html: String,
+    pub text: String,
+}
+
+/// What a render used of a person's data: the printed fields that fell back to their `default`
+/// and the printed fields the person lacks (for the render matrix).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RenderReport {
+    /// Paths whose `default` fired (the value was nil, false or empty).
+    pub fallbacks: Vec<String>,
+    /// Paths printed without a `default` whose value was missing (printed as nothing).
+    pub missing: Vec<String>,
+}
+
+impl CompiledTemplate {
+    /// Renders the email for the person in `input`, which must be permitted for the template's
+    /// purpose.
+    pub fn render(&self, input: Permitted<RenderInput>) -> Result<RenderedEmail, RenderError> {
+        self.render_inner(input, false).map(|(email, _)| email)
+    }
+
+    /// Renders and reports which fallbacks fired and which printed fields were missing.
+    pub fn render_with_report(
+        &self,
+        input: Permitted<RenderInput>,
+    ) -> Result<(RenderedEmail, RenderReport), RenderError> {
+        self.render_inner(input, true)
+    }
+
+    fn render_inner(
+        &self,
+        input: Permitted<RenderInput>,
+        with_report: bool,
+    ) -> Result<(RenderedEmail, RenderReport), RenderError> {
+        if input.purpose() != self.purpose {
+            return Err(RenderError::PurposeMismatch {
+                template: self.name.clone(),
+                purpose: self.purpose.clone(),
+                permitted: input.purpose().to_owned(),
+            });
+        }
+        let input = input.into_inner();
+        let context = self.plan.build(&input);
+        let report = if with_report {
+            self.report(&context)
+        } else {
+            RenderReport::default()
+        };
+        let globals = match to_liquid(context) {
+            liquid::model::Value::Object(object) => object,
+            _ => liquid::Object::new(),
+        };
+        let subject = self.part("subject", &self.subject, &globals)?;
+        let email = RenderedEmail {
+            template: self.name.clone(),
+            version: self.version.clone(),
+            purpose: self.purpose.clone(),
+            profile_id: input.profile.id,
+            subject: one_line(&subject),
+            preheader: one_line(&self.part("preheader", &self.preheader, &globals)?),
+            html: self.part("html", &self.html, &globals)?,
+            text: tidy_text(&self.part("text", &self.text, &globals)?),
+        };
+        Ok((email, report))
+    }
+
+    fn part(
+        &self,
+        part: &'static str,
+        template: &liquid::Template,
+        globals: &liquid::Object,
+    ) -> Result<String, RenderError> {
+        let mut writer = LimitedWriter {
+            buffer: Vec::with_capacity(template_capacity(part)),
+            limit: self.limits.max_output_bytes,
+            started: Instant::now(),
+            time_limit: self.limits.max_render_time,
+            writes: 0,
+            exceeded: None,
+        };
+        let result = template.render_to(&mut writer, globals);
+        match (result, writer.exceeded) {
+            (_, Some(Exceeded::Size)) => Err(RenderError::OutputTooLarge {
+                template: self.name.clone(),
+                part,
+                limit: self.limits.max_output_bytes,
+            }),
+            (_, Some(Exceeded::Time)) => Err(RenderError::Timeout {
+                template: self.name.clone(),
+                part,
+                limit_ms: self.limits.max_render_time.as_millis(),
+            }),
+            (Err(error), None) => Err(RenderError::Render {
+                template: self.name.clone(),
+                part,
+                message: error.to_string(),
+            }),
+            (Ok(()), None) => {
+                String::from_utf8(writer.buffer).map_err(|error| RenderError::Render {
+                    template: self.name.clone(),
+                    part,
+                    message: error.to_string(),
+                })
+            }
+        }
+    }
+
+    fn report(&self, context: &Value) -> RenderReport {
+        let mut report = RenderReport::default();
+        for probe in &self.probes {
+            let value = lookup(context, &probe.path);
+            let absent = match value {
+                None | Some(Value::Null) => true,
+                Some(Value::String(text)) => text.is_empty(),
+                Some(Value::Bool(flag)) => !flag,
+                Some(Value::Array(items)) => items.is_empty(),
+                Some(_) => false,
+            };
+            if absent {
+                let path = probe.path.join(".");
+                if probe.has_default {
+                    report.fallbacks.push(path);
+                } else {
+                    report.missing.push(path);
+                }
+            }
+        }
+        report
+    }
+}
+
+/// A first allocation for a part's output, so the HTML is not copied while it grows.
+fn template_capacity(part: &str) -> usize {
+    if part == "html" { 32 * 1024 } else { 1024 }
+}
+
+/// JSON to a Liquid value, directly (the serde route through `liquid::to_object` costs more).
+fn to_liquid(value: Value) -> liquid::model::Value {
+    use liquid::model::{KString, Value as Liquid};
+    match value {
+        Value::Null => Liquid::Nil,
+        Value::Bool(flag) => Liquid::scalar(flag),
+        Value::Number(number) => match number.as_i64() {
+            Some(integer) => Liquid::scalar(integer),
+            None => Liquid::scalar(number.as_f64().unwrap_or(0.0)),
+        },
+        Value::String(text) => Liquid::scalar(text),
+        Value::Array(items) => Liquid::Array(items.into_iter().map(to_liquid).collect()),
+        Value::Object(object) => {
+            let mut out = liquid::Object::new();
+            for (key, value) in object {
+                out.insert(KString::from(key), to_liquid(value));
+            }
+            Liquid::Object(out)
+        }
+    }
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Trims trailing spaces and collapses runs of blank lines, which Liquid tags leave behind.
+fn tidy_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut blank_run = 0;
+    for line in text.lines() {
+        let line = line.trim_end();
+        if line.is_empty() {
+            blank_run += 1;
+            if blank_run > 1 || out.is_empty() {
+                continue;
+            }
+        } else {
+            blank_run = 0;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    let trimmed = out.trim_end().len();
+    out.truncate(trimmed);
+    out.push('\n');
+    out
+}
+
+enum Exceeded {
+    Size,
+    Time,
+}
+
+/// A buffer that refuses to grow past a limit or to keep writing past a deadline, so a
+/// runaway loop stops with an error instead of exhausting memory.
+struct LimitedWriter {
+    buffer: Vec<u8>,
+    limit: usize,
+    started: Instant,
+    time_limit: std::time::Duration,
+    writes: u32,
+    exceeded: Option<Exceeded>,
+}
+
+impl io::Write for LimitedWriter {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        if self.buffer.len() + bytes.len() > self.limit {
+            self.exceeded = Some(Exceeded::Size);
+            return Err(io::Error::other("output limit"));
+        }
+        self.writes = self.writes.wrapping_add(1);
+        // Reading the clock on every write would cost more than most writes.
+        if self.writes.is_multiple_of(64) && self.started.elapsed() > self.time_limit {
+            self.exceeded = Some(Exceeded::Time);
+            return Err(io::Error::other("time limit"));
+        }
+        self.buffer.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
