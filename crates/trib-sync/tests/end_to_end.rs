@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use trib_esp_sim::{Faults, SimKind};
+use trib_sync::EngineOptions;
 
 use common::{Env, Esp, EspSetup, KINDS, Person, invalid_email, now_ms, profile_id, wait_until};
 
@@ -224,6 +225,32 @@ async fn a_failing_destination_does_not_hold_back_a_healthy_one() {
     assert_eq!(counts.dead_letters, 0, "{counts:?}");
     assert!(failing.sim.contacts().is_empty());
     engine.stop().await;
+}
+
+/// A backlog larger than a feed page is sent in batches of the destination's maximum, not
+/// one batch per feed page (a round reads the feed until it can fill every batch in flight).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_is_sent_in_full_batches_whatever_the_feed_page() {
+    let env = Env::new();
+    let esp = EspSetup::new(SimKind::Webhook).start().await;
+    let engine = env.start_with(
+        vec![esp.destination.clone()],
+        EngineOptions {
+            poll_interval: Duration::from_millis(20),
+            feed_page: 100,
+        },
+    );
+    let people: BTreeMap<u32, Person> = (1..=1000).map(|n| (n, Person::new(n, "basic"))).collect();
+    let all: Vec<(u32, &Person)> = people.iter().map(|(n, person)| (*n, person)).collect();
+    env.put_many(&all);
+    wait_until("the backlog to be sent", SETTLE_LIMIT, || {
+        env.settled(&esp.name)
+    })
+    .await;
+    engine.stop().await;
+    esp.assert_holds_exactly(&people);
+    // The webhook's maximum batch is 500.
+    assert_eq!(esp.sim.stats().requests, 2);
 }
 
 /// Starts one destination per simulator kind and syncs `people` to all of them.

@@ -117,16 +117,28 @@ impl Env {
 
     /// Starts an engine over `destinations`.
     pub(crate) fn start(&self, destinations: Vec<Destination>) -> SyncEngine {
+        self.start_with(
+            destinations,
+            EngineOptions {
+                poll_interval: Duration::from_millis(20),
+                ..EngineOptions::default()
+            },
+        )
+    }
+
+    /// Starts an engine over `destinations` with `options`.
+    pub(crate) fn start_with(
+        &self,
+        destinations: Vec<Destination>,
+        options: EngineOptions,
+    ) -> SyncEngine {
         SyncEngine::start(
             destinations,
             self.store.clone(),
             self.state.clone(),
             self.gate.clone(),
             self.digester.clone(),
-            EngineOptions {
-                poll_interval: Duration::from_millis(20),
-                ..EngineOptions::default()
-            },
+            options,
         )
     }
 
