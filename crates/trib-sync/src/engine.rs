@@ -238,8 +238,23 @@ impl Worker {
         Ok(true)
     }
 
-    /// Moves feed entries after the cursor into `pending`. `Ok(true)` if any.
+    /// Moves feed entries after the cursor into `pending`, page by page, until the feed is
+    /// read or there is enough to fill every batch in flight (so that a backlog is sent in
+    /// batches of the destination's maximum, not one batch per page). `Ok(true)` if any.
     async fn feed(&self) -> Result<bool, EngineError> {
+        let enough = self.max_batch() * self.destination.connector.limits().max_concurrency.max(1);
+        let mut fed = 0;
+        loop {
+            let read = self.feed_page().await?;
+            fed += read;
+            if read < self.options.feed_page || fed >= enough {
+                return Ok(fed > 0);
+            }
+        }
+    }
+
+    /// Moves one page of the feed into `pending`; returns how many entries it read.
+    async fn feed_page(&self) -> Result<usize, EngineError> {
         let name = self.name().to_owned();
         let cursor = self.blocking(move |s| s.cursor(&name)).await?;
         let store = self.store.clone();
@@ -247,7 +262,7 @@ impl Worker {
         let changes =
             tokio::task::spawn_blocking(move || store.changes(None, cursor, page)).await??;
         let Some(last) = changes.last().map(|c| c.seq) else {
-            return Ok(false);
+            return Ok(0);
         };
         let mut enqueue = Vec::with_capacity(changes.len());
         let mut gone = Vec::new();
@@ -272,7 +287,7 @@ impl Worker {
         let now = now_ms();
         self.blocking(move |s| s.enqueue(&name, &enqueue, Some(last), now))
             .await?;
-        Ok(true)
+        Ok(changes.len())
     }
 
     /// Mirror mode: queue the deletion of a profile's ESP record unless another live
@@ -380,14 +395,19 @@ impl Worker {
         Ok(())
     }
 
-    async fn upserts(&self) -> Result<bool, EngineError> {
+    /// Most records per upsert call: the connector's maximum, or the configured one if lower.
+    fn max_batch(&self) -> usize {
         let limits = self.destination.connector.limits();
-        let max_batch = self
-            .destination
+        self.destination
             .config
             .max_batch
             .map_or(limits.max_batch, |m| m.min(limits.max_batch))
-            .max(1);
+            .max(1)
+    }
+
+    async fn upserts(&self) -> Result<bool, EngineError> {
+        let limits = self.destination.connector.limits();
+        let max_batch = self.max_batch();
         let in_flight = limits.max_concurrency.max(1);
         let name = self.name().to_owned();
         let limit = max_batch * in_flight;
