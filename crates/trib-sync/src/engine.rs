@@ -32,7 +32,7 @@ use trib_store::{ChangeKind, ProfileId, ProfileState, ProfileStore};
 
 use crate::connector::{CallError, Connector, Contact, DeleteTarget, ErrorClass, ItemOutcome};
 use crate::map::{Digester, EMAIL_FIELD, changed_fields, desired};
-use crate::state::{Confirmed, Deletion, Pending, SyncState};
+use crate::state::{Confirmed, Deletion, Pending, Settlement, SyncState};
 
 /// The longest retry delay.
 const MAX_BACKOFF: Duration = Duration::from_secs(5 * 60);
@@ -428,6 +428,9 @@ impl Worker {
         let ready_at = oldest + window.as_millis() as i64;
         if due.len() < max_batch && ready_at > now_ms() {
             tokio::time::sleep(Duration::from_millis((ready_at - now_ms()).max(0) as u64)).await;
+            // Changes that arrived during the window join this batch rather than waiting for
+            // the next round's window.
+            self.feed().await?;
             let name = self.name().to_owned();
             due = self
                 .blocking(move |s| s.due(&name, now_ms(), limit))
@@ -606,11 +609,11 @@ impl Worker {
         result: Result<Vec<ItemOutcome>, CallError>,
     ) -> Result<(), EngineError> {
         let outcomes = outcomes_for(meta.len(), result);
+        let now = now_ms();
+        let mut settlements = Vec::with_capacity(meta.len());
         for ((pending, digests, subscribed), (outcome, retry_after)) in
             meta.into_iter().zip(outcomes)
         {
-            let name = self.name().to_owned();
-            let now = now_ms();
             match self.decide(
                 &outcome,
                 pending.attempts,
@@ -625,25 +628,25 @@ impl Worker {
                     let freshness = (now - pending.first_change_ms).max(0) as f64 / 1000.0;
                     metrics::histogram!("tributary_sync_freshness_seconds", "destination" => self.name().to_owned())
                         .record(freshness);
-                    let confirmed = Confirmed {
-                        esp_id,
-                        digests,
-                        subscribed,
-                        confirmed_at_ms: now,
-                    };
-                    self.blocking(move |s| {
-                        s.complete(&name, pending.profile, pending.seq, &confirmed, now)
-                    })
-                    .await?;
+                    settlements.push(Settlement::Confirmed {
+                        profile: pending.profile,
+                        claimed_seq: pending.seq,
+                        confirmed: Confirmed {
+                            esp_id,
+                            digests,
+                            subscribed,
+                            confirmed_at_ms: now,
+                        },
+                    });
                 }
                 Decision::Retry { at_ms, class } => {
                     self.count_class("tributary_sync_retried_total", class);
-                    let first = pending.first_failed_ms.unwrap_or(now);
-                    let attempts = pending.attempts + 1;
-                    self.blocking(move |s| {
-                        s.reschedule(&name, pending.profile, attempts, at_ms, first)
-                    })
-                    .await?;
+                    settlements.push(Settlement::Retry {
+                        profile: pending.profile,
+                        attempts: pending.attempts + 1,
+                        next_at_ms: at_ms,
+                        first_failed_ms: pending.first_failed_ms.unwrap_or(now),
+                    });
                 }
                 Decision::Dead { class, detail } => {
                     self.count_class("tributary_sync_dead_lettered_total", class);
@@ -652,23 +655,19 @@ impl Worker {
                         class = class.as_str(),
                         "record dead-lettered"
                     );
-                    let first = pending.first_failed_ms.unwrap_or(now);
-                    let attempts = pending.attempts + 1;
-                    self.blocking(move |s| {
-                        s.dead_letter(
-                            &name,
-                            pending.profile,
-                            class.as_str(),
-                            &detail,
-                            attempts,
-                            first,
-                            now,
-                        )
-                    })
-                    .await?;
+                    settlements.push(Settlement::Dead {
+                        profile: pending.profile,
+                        class: class.as_str().to_owned(),
+                        detail,
+                        attempts: pending.attempts + 1,
+                        first_failed_ms: pending.first_failed_ms.unwrap_or(now),
+                    });
                 }
             }
         }
+        let name = self.name().to_owned();
+        self.blocking(move |s| s.settle_outcomes(&name, settlements, now))
+            .await?;
         Ok(())
     }
 

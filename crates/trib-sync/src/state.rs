@@ -69,6 +69,32 @@ pub struct Deletion {
     pub first_failed_ms: Option<i64>,
 }
 
+/// How one record of a batch ended, for [`SyncState::settle_outcomes`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settlement {
+    /// The ESP confirmed it (see [`SyncState::complete`]).
+    Confirmed {
+        profile: ProfileId,
+        claimed_seq: u64,
+        confirmed: Confirmed,
+    },
+    /// It is retried at `next_at_ms`.
+    Retry {
+        profile: ProfileId,
+        attempts: u32,
+        next_at_ms: i64,
+        first_failed_ms: i64,
+    },
+    /// It goes to the dead letters.
+    Dead {
+        profile: ProfileId,
+        class: String,
+        detail: String,
+        attempts: u32,
+        first_failed_ms: i64,
+    },
+}
+
 /// A dead letter.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DeadLetter {
@@ -358,8 +384,76 @@ impl SyncState {
         confirmed: &Confirmed,
         now_ms: i64,
     ) -> Result<(), StateError> {
+        self.settle_outcomes(
+            destination,
+            vec![Settlement::Confirmed {
+                profile,
+                claimed_seq,
+                confirmed: confirmed.clone(),
+            }],
+            now_ms,
+        )
+    }
+
+    /// Records a batch's outcomes in one transaction (one commit per batch, not per record).
+    pub fn settle_outcomes(
+        &self,
+        destination: &str,
+        settlements: Vec<Settlement>,
+        now_ms: i64,
+    ) -> Result<(), StateError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
+        for settlement in settlements {
+            match settlement {
+                Settlement::Confirmed {
+                    profile,
+                    claimed_seq,
+                    confirmed,
+                } => Self::complete_in(&tx, destination, profile, claimed_seq, &confirmed, now_ms)?,
+                Settlement::Retry {
+                    profile,
+                    attempts,
+                    next_at_ms,
+                    first_failed_ms,
+                } => Self::reschedule_in(
+                    &tx,
+                    destination,
+                    profile,
+                    attempts,
+                    next_at_ms,
+                    first_failed_ms,
+                )?,
+                Settlement::Dead {
+                    profile,
+                    class,
+                    detail,
+                    attempts,
+                    first_failed_ms,
+                } => Self::dead_letter_in(
+                    &tx,
+                    destination,
+                    profile,
+                    &class,
+                    &detail,
+                    attempts,
+                    first_failed_ms,
+                    now_ms,
+                )?,
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn complete_in(
+        tx: &Connection,
+        destination: &str,
+        profile: ProfileId,
+        claimed_seq: u64,
+        confirmed: &Confirmed,
+        now_ms: i64,
+    ) -> Result<(), StateError> {
         let key = &profile.as_bytes()[..];
         let erased: Option<String> = tx
             .query_row(
@@ -400,9 +494,8 @@ impl SyncState {
                     confirmed.confirmed_at_ms
                 ],
             )?;
-            Self::retire(&tx, destination, profile, claimed_seq, now_ms)?;
+            Self::retire(tx, destination, profile, claimed_seq, now_ms)?;
         }
-        tx.commit()?;
         Ok(())
     }
 
@@ -452,7 +545,25 @@ impl SyncState {
         next_at_ms: i64,
         first_failed_ms: i64,
     ) -> Result<(), StateError> {
-        self.conn().execute(
+        Self::reschedule_in(
+            &self.conn(),
+            destination,
+            profile,
+            attempts,
+            next_at_ms,
+            first_failed_ms,
+        )
+    }
+
+    fn reschedule_in(
+        conn: &Connection,
+        destination: &str,
+        profile: ProfileId,
+        attempts: u32,
+        next_at_ms: i64,
+        first_failed_ms: i64,
+    ) -> Result<(), StateError> {
+        conn.execute(
             "UPDATE pending SET attempts = ?3, next_at_ms = ?4,
                  first_failed_ms = COALESCE(first_failed_ms, ?5)
              WHERE destination = ?1 AND profile = ?2",
@@ -479,8 +590,30 @@ impl SyncState {
         first_failed_ms: i64,
         now_ms: i64,
     ) -> Result<(), StateError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        self.settle_outcomes(
+            destination,
+            vec![Settlement::Dead {
+                profile,
+                class: class.to_owned(),
+                detail: detail.to_owned(),
+                attempts,
+                first_failed_ms,
+            }],
+            now_ms,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn dead_letter_in(
+        tx: &Connection,
+        destination: &str,
+        profile: ProfileId,
+        class: &str,
+        detail: &str,
+        attempts: u32,
+        first_failed_ms: i64,
+        now_ms: i64,
+    ) -> Result<(), StateError> {
         let key = &profile.as_bytes()[..];
         tx.execute(
             "INSERT INTO dead_letters (destination, profile, operation, class, detail, attempts,
@@ -500,7 +633,6 @@ impl SyncState {
             "DELETE FROM pending WHERE destination = ?1 AND profile = ?2",
             params![destination, key],
         )?;
-        tx.commit()?;
         Ok(())
     }
 
