@@ -91,11 +91,20 @@ pub(crate) async fn erase(
     let profiles = profiles(&state)?;
     let body: PersonBody = parse_body(&body, "erasure")?;
     let found = find_person(profiles, body).await?;
-    let profile_id = match found {
-        Found::Active { profile, .. } => profile
-            .id
-            .parse::<ProfileId>()
-            .map_err(|e| ApiError::internal(&e))?,
+    let (profile_id, known_ids) = match found {
+        Found::Active { profile, .. } => {
+            let id = profile
+                .id
+                .parse::<ProfileId>()
+                .map_err(|e| ApiError::internal(&e))?;
+            let mut known: Vec<ProfileId> = profile
+                .merged_ids
+                .iter()
+                .filter_map(|merged| merged.parse().ok())
+                .collect();
+            known.push(id);
+            (id, known)
+        }
         Found::Deleted { .. } => {
             return Err(ApiError::new(
                 StatusCode::GONE,
@@ -108,6 +117,27 @@ pub(crate) async fn erase(
 
     let id = receipt_id()?;
     let requested_at = jiff::Timestamp::now();
+    // Destination deletions are queued (durably) before anything is erased: once the graph
+    // entries are gone, the person can no longer be found to queue them, and a second request
+    // answers 410. An in-flight push that the ESP confirms later is turned into a deletion too.
+    let queue = |ids: Vec<ProfileId>| {
+        let sync = erasure.sync.clone();
+        let (receipt, names) = (id.clone(), erasure.destinations.clone());
+        async move {
+            match sync {
+                Some(sync) if !ids.is_empty() => {
+                    let now = jiff::Timestamp::now().as_millisecond();
+                    blocking(move || {
+                        sync.queue_erasure(&receipt, &names, &ids, now)
+                            .map_err(|e| ApiError::internal(&e))
+                    })
+                    .await
+                }
+                _ => Ok(Default::default()),
+            }
+        }
+    };
+    let mut queued: std::collections::BTreeMap<String, usize> = queue(known_ids.clone()).await?;
     let report = consumer_of(profiles)?
         .erase(profile_id)
         .await
@@ -145,25 +175,15 @@ pub(crate) async fn erase(
         None => None,
     };
     metrics::counter!("tributary_privacy_erasures_total").increment(1);
-    // Deletions at every destination that confirmed a record of one of the person's profile
-    // ids, carried out by the sync engine (by ESP id: no personal data is kept for it).
-    let queued = match &erasure.sync {
-        Some(sync) => {
-            let (sync, receipt, names, ids) = (
-                sync.clone(),
-                id.clone(),
-                erasure.destinations.clone(),
-                profile_ids.clone(),
-            );
-            let now = jiff::Timestamp::now().as_millisecond();
-            blocking(move || {
-                sync.queue_erasure(&receipt, &names, &ids, now)
-                    .map_err(|e| ApiError::internal(&e))
-            })
-            .await?
-        }
-        None => Default::default(),
-    };
+    // Profile ids the erasure found beyond those known before (merged ids not listed).
+    let extra: Vec<ProfileId> = profile_ids
+        .iter()
+        .filter(|id| !known_ids.contains(id))
+        .copied()
+        .collect();
+    for (destination, count) in queue(extra).await? {
+        *queued.entry(destination).or_default() += count;
+    }
 
     let (log_status, profile_status) = match shredded {
         Some(_) => ("crypto_shredded", "crypto_shredded"),

@@ -132,7 +132,7 @@ fn api_routes() -> Router<Arc<Shared>> {
     Router::new()
         .route(
             "/lists/{list_id}/members/{subscriber_hash}",
-            get(get_member).put(put_member),
+            get(get_member).put(put_member).delete(archive_member),
         )
         .route(
             "/lists/{list_id}/members/{subscriber_hash}/actions/delete-permanent",
@@ -417,6 +417,31 @@ async fn delete_permanent(
     }
     list.members.remove(&hash);
     list.forgotten.insert(hash);
+    drop(state);
+    shared.count_writes(1);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// `DELETE /lists/{list_id}/members/{subscriber_hash}`: archives the member (204). Unlike a
+/// permanent delete, the email can be added again.
+async fn archive_member(
+    State(shared): State<Arc<Shared>>,
+    Path((list_id, key)): Path<(String, String)>,
+    request: Request,
+) -> Response {
+    let (plan, _query, _bytes) = read_request(request).await;
+    let hash = path_hash(&key);
+    let mut state = lock(&shared.mailchimp);
+    let Some(list) = state.lists.get_mut(&list_id) else {
+        return resource_not_found();
+    };
+    if !list.members.contains_key(&hash) {
+        return resource_not_found();
+    }
+    if plan.not_applied {
+        return with_fault(StatusCode::NO_CONTENT.into_response(), "not_applied");
+    }
+    list.members.remove(&hash);
     drop(state);
     shared.count_writes(1);
     StatusCode::NO_CONTENT.into_response()

@@ -77,6 +77,10 @@ pub struct DeleteTarget {
     /// The ESP's id: Mailchimp's subscriber hash (MD5 of the lower-cased email), HubSpot's
     /// contact id, SendGrid's contact id, or the webhook's profile id.
     pub esp_id: String,
+    /// An erasure (forget the person for good, e.g. Mailchimp's delete-permanent), rather
+    /// than a mirror-mode removal that must not stop the person from being re-added later
+    /// (Mailchimp: archive).
+    pub permanent: bool,
 }
 
 /// What happened to one record of a batch.

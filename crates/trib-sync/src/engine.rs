@@ -313,11 +313,32 @@ impl Worker {
         let limits = self.destination.connector.limits();
         let name = self.name().to_owned();
         let limit = limits.max_delete_batch.max(1) * limits.max_concurrency.max(1);
-        let due = self
+        let candidates = self
             .blocking(move |s| s.due_deletions(&name, now_ms(), limit))
             .await?;
-        if due.is_empty() {
+        if candidates.is_empty() {
             return Ok(false);
+        }
+        // Checked again now: a mirror-mode deletion of an ESP record that another profile has
+        // confirmed since (its email moved there) would delete a live contact.
+        let name = self.name().to_owned();
+        let due = self
+            .blocking(move |s| {
+                let mut due = Vec::with_capacity(candidates.len());
+                for deletion in candidates {
+                    if deletion.reason != "erasure"
+                        && s.esp_id_shared(&name, deletion.profile, &deletion.esp_id)?
+                    {
+                        s.supersede_deletion(&deletion, now_ms())?;
+                    } else {
+                        due.push(deletion);
+                    }
+                }
+                Ok(due)
+            })
+            .await?;
+        if due.is_empty() {
+            return Ok(true);
         }
         self.audit(
             "sync:delete",
@@ -335,6 +356,7 @@ impl Worker {
                     .map(|d| DeleteTarget {
                         profile_id: d.profile.to_string(),
                         esp_id: d.esp_id.clone(),
+                        permanent: d.reason == "erasure",
                     })
                     .collect();
                 let result = connector.delete(targets).await;
@@ -366,8 +388,14 @@ impl Worker {
             match decision {
                 Decision::Done => {
                     self.count("tributary_sync_deleted_total");
-                    self.blocking(move |s| s.finish_deletion(&name, &deletion, None, now))
-                        .await?;
+                    self.blocking(move |s| {
+                        s.finish_deletion(&name, &deletion, None, now)?;
+                        if deletion.reason == "erasure" {
+                            s.forget_esp_id(&name, &deletion.esp_id, deletion.profile)?;
+                        }
+                        Ok(())
+                    })
+                    .await?;
                 }
                 Decision::Retry { at_ms, class } => {
                     self.count_class("tributary_sync_retried_total", class);
@@ -437,6 +465,7 @@ impl Worker {
                 .await?;
         }
 
+        let prepared_at = now_ms();
         let prepared = self.prepare(due).await?;
         let mut pushes = Vec::new();
         // One record per ESP key per round: two profiles with the same email (a merge the
@@ -445,7 +474,7 @@ impl Worker {
         let mut emails = std::collections::HashSet::new();
         for item in prepared {
             if let Prepared::Push { permit, .. } = &item
-                && !emails.insert(permit.value().email.clone())
+                && !emails.insert(permit.value().email.to_lowercase())
             {
                 continue;
             }
@@ -489,7 +518,7 @@ impl Worker {
         }
         while let Some(joined) = calls.join_next().await {
             let (meta, result) = joined?;
-            self.record_upserts(meta, result).await?;
+            self.record_upserts(meta, result, prepared_at).await?;
         }
         Ok(true)
     }
@@ -607,6 +636,7 @@ impl Worker {
         &self,
         meta: Vec<(Pending, BTreeMap<String, String>, bool)>,
         result: Result<Vec<ItemOutcome>, CallError>,
+        prepared_at_ms: i64,
     ) -> Result<(), EngineError> {
         let outcomes = outcomes_for(meta.len(), result);
         let now = now_ms();
@@ -637,6 +667,7 @@ impl Worker {
                             subscribed,
                             confirmed_at_ms: now,
                         },
+                        prepared_at_ms,
                     });
                 }
                 Decision::Retry { at_ms, class } => {

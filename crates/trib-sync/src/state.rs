@@ -65,6 +65,9 @@ pub struct Deletion {
     pub id: i64,
     pub profile: ProfileId,
     pub esp_id: String,
+    /// `erasure`, or why mirror mode removes the record (`deleted`, `consent`,
+    /// `email_changed`).
+    pub reason: String,
     pub attempts: u32,
     pub first_failed_ms: Option<i64>,
 }
@@ -77,6 +80,9 @@ pub enum Settlement {
         profile: ProfileId,
         claimed_seq: u64,
         confirmed: Confirmed,
+        /// When the push was prepared: an erasure recorded after it turns the confirmed
+        /// record into a deletion; an older one (the person came back with consent) does not.
+        prepared_at_ms: i64,
     },
     /// It is retried at `next_at_ms`.
     Retry {
@@ -137,7 +143,7 @@ pub struct SyncState {
 
 const SCHEMA: &str = "
 PRAGMA journal_mode = WAL;
-PRAGMA synchronous = NORMAL;
+PRAGMA synchronous = FULL;
 PRAGMA secure_delete = FAST;
 CREATE TABLE IF NOT EXISTS cursors (
     destination TEXT PRIMARY KEY,
@@ -171,6 +177,7 @@ CREATE TABLE IF NOT EXISTS deletions (
     reason TEXT NOT NULL,
     erasure_id TEXT,
     status TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL DEFAULT 0,
     attempts INTEGER NOT NULL DEFAULT 0,
     next_at_ms INTEGER NOT NULL,
     first_failed_ms INTEGER,
@@ -390,6 +397,7 @@ impl SyncState {
                 profile,
                 claimed_seq,
                 confirmed: confirmed.clone(),
+                prepared_at_ms: 0,
             }],
             now_ms,
         )
@@ -410,7 +418,16 @@ impl SyncState {
                     profile,
                     claimed_seq,
                     confirmed,
-                } => Self::complete_in(&tx, destination, profile, claimed_seq, &confirmed, now_ms)?,
+                    prepared_at_ms,
+                } => Self::complete_in(
+                    &tx,
+                    destination,
+                    profile,
+                    claimed_seq,
+                    &confirmed,
+                    prepared_at_ms,
+                    now_ms,
+                )?,
                 Settlement::Retry {
                     profile,
                     attempts,
@@ -446,20 +463,24 @@ impl SyncState {
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn complete_in(
         tx: &Connection,
         destination: &str,
         profile: ProfileId,
         claimed_seq: u64,
         confirmed: &Confirmed,
+        prepared_at_ms: i64,
         now_ms: i64,
     ) -> Result<(), StateError> {
         let key = &profile.as_bytes()[..];
         let erased: Option<String> = tx
             .query_row(
                 "SELECT erasure_id FROM deletions
-                 WHERE destination = ?1 AND profile = ?2 AND reason = 'erasure' LIMIT 1",
-                params![destination, key],
+                 WHERE destination = ?1 AND profile = ?2 AND reason = 'erasure'
+                     AND created_at_ms >= ?3
+                 ORDER BY id DESC LIMIT 1",
+                params![destination, key, prepared_at_ms],
                 |row| row.get(0),
             )
             .optional()?
@@ -467,8 +488,8 @@ impl SyncState {
         if let Some(erasure_id) = erased {
             tx.execute(
                 "INSERT INTO deletions (destination, profile, esp_id, reason, erasure_id, status,
-                     next_at_ms, updated_at_ms)
-                 VALUES (?1, ?2, ?3, 'erasure', ?4, 'queued', ?5, ?5)",
+                     next_at_ms, updated_at_ms, created_at_ms)
+                 VALUES (?1, ?2, ?3, 'erasure', ?4, 'queued', ?5, ?5, ?5)",
                 params![destination, key, confirmed.esp_id, erasure_id, now_ms],
             )?;
             tx.execute(
@@ -615,6 +636,13 @@ impl SyncState {
         now_ms: i64,
     ) -> Result<(), StateError> {
         let key = &profile.as_bytes()[..];
+        // One dead letter per record: a reconcile that meets the same refusal again replaces
+        // the earlier letter rather than adding another.
+        tx.execute(
+            "DELETE FROM dead_letters WHERE destination = ?1 AND profile = ?2
+                 AND operation = 'upsert'",
+            params![destination, key],
+        )?;
         tx.execute(
             "INSERT INTO dead_letters (destination, profile, operation, class, detail, attempts,
                  first_failed_ms, dead_at_ms)
@@ -759,8 +787,8 @@ impl SyncState {
                 }
                 tx.execute(
                     "INSERT INTO deletions (destination, profile, esp_id, reason, erasure_id,
-                         status, next_at_ms, updated_at_ms)
-                     VALUES (?1, ?2, ?3, 'erasure', ?4, ?5, ?6, ?6)",
+                         status, next_at_ms, updated_at_ms, created_at_ms)
+                     VALUES (?1, ?2, ?3, 'erasure', ?4, ?5, ?6, ?6, ?6)",
                     params![destination, key, esp_id, erasure_id, status, now_ms],
                 )?;
                 for table in ["confirmed", "pending"] {
@@ -798,8 +826,8 @@ impl SyncState {
         };
         tx.execute(
             "INSERT INTO deletions (destination, profile, esp_id, reason, status, next_at_ms,
-                 updated_at_ms)
-             VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?5)",
+                 updated_at_ms, created_at_ms)
+             VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?5, ?5)",
             params![destination, key, esp_id, reason, now_ms],
         )?;
         tx.execute(
@@ -851,7 +879,7 @@ impl SyncState {
     ) -> Result<Vec<Deletion>, StateError> {
         let conn = self.conn();
         let mut statement = conn.prepare_cached(
-            "SELECT id, profile, esp_id, attempts, first_failed_ms FROM deletions
+            "SELECT id, profile, esp_id, attempts, first_failed_ms, reason FROM deletions
              WHERE destination = ?1 AND status = 'queued' AND next_at_ms <= ?2
              ORDER BY id LIMIT ?3",
         )?;
@@ -862,15 +890,17 @@ impl SyncState {
                 row.get::<_, String>(2)?,
                 row.get::<_, i64>(3)?,
                 row.get::<_, Option<i64>>(4)?,
+                row.get::<_, String>(5)?,
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, profile, esp_id, attempts, first_failed_ms) = row?;
+            let (id, profile, esp_id, attempts, first_failed_ms, reason) = row?;
             out.push(Deletion {
                 id,
                 profile: profile_of(profile)?,
                 esp_id,
+                reason,
                 attempts: attempts as u32,
                 first_failed_ms,
             });
@@ -921,6 +951,31 @@ impl SyncState {
             }
         }
         tx.commit()?;
+        Ok(())
+    }
+
+    /// A mirror-mode deletion whose ESP record another profile has confirmed since it was
+    /// queued (the email moved to that profile): it is not carried out.
+    pub fn supersede_deletion(&self, deletion: &Deletion, now_ms: i64) -> Result<(), StateError> {
+        self.conn().execute(
+            "UPDATE deletions SET status = 'superseded', updated_at_ms = ?2 WHERE id = ?1",
+            params![deletion.id, now_ms],
+        )?;
+        Ok(())
+    }
+
+    /// Forgets what other profiles confirmed under `esp_id` (an erasure deleted that ESP
+    /// record), so that the next change or reconcile sends them again in full.
+    pub fn forget_esp_id(
+        &self,
+        destination: &str,
+        esp_id: &str,
+        except: ProfileId,
+    ) -> Result<(), StateError> {
+        self.conn().execute(
+            "DELETE FROM confirmed WHERE destination = ?1 AND esp_id = ?2 AND profile != ?3",
+            params![destination, esp_id, &except.as_bytes()[..]],
+        )?;
         Ok(())
     }
 

@@ -278,6 +278,7 @@ async fn delete(kind: SimKind) {
     let target = DeleteTarget {
         profile_id: ann.profile_id.clone(),
         esp_id: esp_id.clone(),
+        permanent: true,
     };
     let deleted = h.connector.delete(vec![target]).await.expect("delete");
     assert_eq!(
@@ -301,6 +302,7 @@ async fn delete_absent(kind: SimKind) {
     let target = DeleteTarget {
         profile_id: "profile-ghost".to_owned(),
         esp_id: esp_id.clone(),
+        permanent: true,
     };
     let outcomes = h.connector.delete(vec![target]).await.expect("delete");
     assert_eq!(outcomes, vec![ItemOutcome::Confirmed { esp_id }]);
@@ -644,6 +646,7 @@ async fn workload(kind: SimKind, batch_threshold: usize) -> Vec<trib_esp_sim::Re
             ItemOutcome::Confirmed { esp_id } => Some(DeleteTarget {
                 profile_id: contact.profile_id.clone(),
                 esp_id: esp_id.clone(),
+                permanent: true,
             }),
             _ => None,
         })

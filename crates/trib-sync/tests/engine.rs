@@ -647,3 +647,35 @@ async fn every_push_and_deletion_is_audited_before_it_is_sent() {
     );
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_who_comes_back_after_an_erasure_is_synced_again() {
+    let h = Harness::start(config("email_marketing", SyncMode::Upsert));
+    let ann = h.put(1, json!({"firstName": "Ann"}));
+    h.wait("confirmed", |h| {
+        h.connector.with(|s| s.held.len()) == 1 && h.settled()
+    });
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64;
+    h.state
+        .queue_erasure("er_3", &["esp".to_owned()], &[ann], now)
+        .expect("queue");
+    h.wait("deleted", |h| {
+        h.settled() && h.connector.with(|s| s.held.is_empty())
+    });
+    // The same inputs give the same profile id: the person came back (with consent).
+    std::thread::sleep(Duration::from_millis(5));
+    h.put(1, json!({"firstName": "Ann"}));
+    h.wait("synced again", |h| {
+        h.settled() && h.connector.with(|s| s.held.contains_key(&email(1)))
+    });
+    assert_eq!(h.state.counts("esp").expect("counts").confirmed, 1);
+    assert_eq!(
+        h.connector.with(|s| s.deletes.len()),
+        1,
+        "deleted once, not again"
+    );
+    h.stop().await;
+}

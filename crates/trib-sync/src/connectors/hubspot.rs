@@ -189,9 +189,17 @@ pub fn upsert_outcomes(contacts: &[Contact], body: &Value) -> Vec<ItemOutcome> {
             if let Some(index) = index_of.get(text.to_lowercase().as_str()).copied()
                 && outcomes[index].is_none()
             {
+                // The ESP's message quotes the refused value (a name, a phone): keep only the
+                // category and the property names it refers to.
+                let _ = message;
+                let properties = property_names(error);
                 outcomes[index] = Some(ItemOutcome::Failed {
                     class,
-                    detail: crate::http::redact(&format!("{category}: {message}")),
+                    detail: if properties.is_empty() {
+                        category.to_string()
+                    } else {
+                        format!("{category}: property {}", properties.join(", "))
+                    },
                 });
             }
         }
@@ -204,6 +212,38 @@ pub fn upsert_outcomes(contacts: &[Contact], body: &Value) -> Vec<ItemOutcome> {
             })
         })
         .collect()
+}
+
+/// The property names an error's `errors[].context.propertyName` (or `name`) fields mention.
+fn property_names(error: &Value) -> Vec<String> {
+    let mut names = Vec::new();
+    for detail in error
+        .get("errors")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        for key in ["propertyName", "name"] {
+            let found = detail
+                .get("context")
+                .and_then(|context| context.get(key))
+                .into_iter()
+                .flat_map(|value| match value {
+                    Value::Array(items) => items.clone(),
+                    other => vec![other.clone()],
+                });
+            for value in found {
+                if let Some(text) = value.as_str()
+                    && !text.contains('@')
+                    && text.len() <= 100
+                    && !names.iter().any(|n| n == text)
+                {
+                    names.push(text.to_owned());
+                }
+            }
+        }
+    }
+    names
 }
 
 /// Confirms one result against the contact: every sent property must read back equal.
@@ -261,7 +301,8 @@ impl Connector for HubspotConnector {
                         .iter()
                         .all(|outcome| matches!(outcome, ItemOutcome::NotApplied { .. }))
                     {
-                        return Err(response.error(ErrorClass::Fatal, "contacts.batch_upsert"));
+                        // e.g. an unknown property: the destination's setup, not a record.
+                        return Err(response.error(ErrorClass::Auth, "contacts.batch_upsert"));
                     }
                     body
                 }

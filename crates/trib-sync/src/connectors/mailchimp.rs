@@ -112,11 +112,17 @@ pub fn subscriber_hash(email: &str) -> String {
 
 /// The body of the member PUT.
 pub fn member_body(contact: &Contact) -> Value {
-    json!({
+    let mut body = json!({
         "email_address": contact.email,
         "status_if_new": if contact.subscribed { "subscribed" } else { "transactional" },
         "merge_fields": contact.fields,
-    })
+    });
+    // `status_if_new` does not touch an existing member: without email-marketing consent
+    // (never given, or withdrawn) an existing subscriber must be unsubscribed explicitly.
+    if !contact.subscribed && contact.esp_id.is_some() {
+        body["status"] = json!("unsubscribed");
+    }
+    body
 }
 
 /// Confirms a member object returned by Mailchimp against what was sent.
@@ -125,6 +131,11 @@ pub fn confirm_member(contact: &Contact, member: &Value) -> ItemOutcome {
     if email.map(str::to_lowercase) != Some(contact.email.to_lowercase()) {
         return ItemOutcome::NotApplied {
             detail: "member in the response is not the one sent".to_owned(),
+        };
+    }
+    if !contact.subscribed && member.get("status").and_then(Value::as_str) == Some("subscribed") {
+        return ItemOutcome::NotApplied {
+            detail: "member still subscribed without email-marketing consent".to_owned(),
         };
     }
     let merge_fields = member.get("merge_fields");
@@ -341,7 +352,6 @@ impl Connector for MailchimpConnector {
         let results = run_each(targets, move |target| {
             let api = api.clone();
             let member_url = format!("{base}/3.0/lists/{list_id}/members/{}", target.esp_id);
-            let url = format!("{member_url}/actions/delete-permanent");
             async move {
                 if !is_subscriber_hash(&target.esp_id) {
                     return Ok(ItemOutcome::Failed {
@@ -349,9 +359,16 @@ impl Connector for MailchimpConnector {
                         detail: "esp_id is not a subscriber hash".to_owned(),
                     });
                 }
-                let response = api
-                    .send("members.delete_permanent", api.request(Method::POST, &url))
-                    .await?;
+                // Erasure: delete-permanent (the email can never be re-imported). Mirror
+                // mode: archive (`DELETE` the member), which lets the person come back.
+                let response = if target.permanent {
+                    let url = format!("{member_url}/actions/delete-permanent");
+                    api.send("members.delete_permanent", api.request(Method::POST, &url))
+                        .await?
+                } else {
+                    api.send("members.archive", api.request(Method::DELETE, &member_url))
+                        .await?
+                };
                 if response.is_success() {
                     // Read back: a 204 that deleted nothing must not count as erased.
                     return verify_gone(&api, "members.get", &member_url, target.esp_id).await;
@@ -511,6 +528,16 @@ mod tests {
         );
         ann.subscribed = false;
         assert_eq!(member_body(&ann)["status_if_new"], "transactional");
+        assert!(member_body(&ann).get("status").is_none(), "a new member");
+        // An existing member who has no (or withdrew) email-marketing consent.
+        ann.esp_id = Some(subscriber_hash("ann@example.com"));
+        assert_eq!(member_body(&ann)["status"], "unsubscribed");
+        let still = json!({"email_address": "ann@example.com", "status": "subscribed",
+                           "merge_fields": {"FNAME": "Ann", "SCORE": 3}});
+        assert!(matches!(
+            confirm_member(&ann, &still),
+            ItemOutcome::NotApplied { .. }
+        ));
     }
 
     #[test]

@@ -270,6 +270,7 @@ mod tests {
         let target = DeleteTarget {
             profile_id: "p1".into(),
             esp_id: "p1".into(),
+            permanent: true,
         };
         assert_eq!(
             delete_item(&target),
