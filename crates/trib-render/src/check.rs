@@ -280,6 +280,22 @@ impl Checker<'_> {
 
     fn after_parse(&mut self, part: &'static str, text: &str, scanned: &Scan) {
         for (tag, offset) in &scanned.tags {
+            let rest = tag_rest(text, *offset + tag.len());
+            if (tag == "for" || tag == "tablerow")
+                && let Some(problem) = loop_bound_problem(rest)
+            {
+                self.push(part, text, *offset, DiagnosticKind::Sandbox, problem);
+            }
+            if tag == "cycle" && !only_literals(rest) {
+                self.push(
+                    part,
+                    text,
+                    *offset,
+                    DiagnosticKind::Sandbox,
+                    "`cycle` takes string literals only (it prints its values without escaping)"
+                        .to_owned(),
+                );
+            }
             if tag == "include" || tag == "render" {
                 self.push(
                     part,
@@ -494,5 +510,96 @@ fn first_line_of_liquid_error(message: &str) -> String {
             .to_owned()
     } else {
         text
+    }
+}
+
+/// The most iterations a literal range or a `limit:` may ask for. Liquid builds a range as a
+/// list before looping, so `(1..2000000000)` would exhaust memory before any time limit
+/// applies; ranges are therefore bounded at check (and compile) time.
+pub const MAX_LOOP_RANGE: i64 = 1_000;
+
+/// The text of a tag after its name, up to its closing `%}`.
+fn tag_rest(text: &str, after_name: usize) -> &str {
+    let rest = text.get(after_name..).unwrap_or_default();
+    rest.find("%}").map_or(rest, |end| &rest[..end])
+}
+
+/// Why a `for`/`tablerow` loop's range or limit is not acceptable, if it is not.
+fn loop_bound_problem(rest: &str) -> Option<String> {
+    if let (Some(open), Some(close)) = (rest.find('('), rest.rfind(')'))
+        && open < close
+        && let Some((low, high)) = rest[open + 1..close].split_once("..")
+    {
+        let bounds = (
+            low.trim().parse::<i64>().ok(),
+            high.trim().parse::<i64>().ok(),
+        );
+        return match bounds {
+            (Some(low), Some(high)) if high.saturating_sub(low) < MAX_LOOP_RANGE => None,
+            (Some(_), Some(_)) => Some(format!(
+                "a range may span at most {MAX_LOOP_RANGE} values"
+            )),
+            _ => Some(
+                "a range's ends must be number literals (a range built from data could exhaust memory)"
+                    .to_owned(),
+            ),
+        };
+    }
+    if let Some(at) = rest.find("limit:") {
+        let value: String = rest[at + 6..]
+            .trim_start()
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        match value.parse::<i64>() {
+            Ok(limit) if limit <= MAX_LOOP_RANGE => {}
+            _ => {
+                return Some(format!(
+                    "`limit:` must be a number literal of at most {MAX_LOOP_RANGE}"
+                ));
+            }
+        }
+    }
+    None
+}
+
+/// Whether a tag's arguments are string literals only (quotes, commas, colons, spaces).
+fn only_literals(rest: &str) -> bool {
+    let mut quote: Option<char> = None;
+    for c in rest.chars() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '"' | '\'') => quote = Some(c),
+            (None, c) if c.is_whitespace() || c == ',' || c == ':' || c == '-' => {}
+            (None, _) => return false,
+        }
+    }
+    quote.is_none()
+}
+
+#[cfg(test)]
+mod bound_tests {
+    use super::{loop_bound_problem, only_literals};
+
+    #[test]
+    fn loops_over_data_or_small_literal_ranges_pass_and_huge_ones_are_refused() {
+        assert_eq!(
+            loop_bound_problem(" product in events.order_completed.products "),
+            None
+        );
+        assert_eq!(loop_bound_problem(" i in (1..3) "), None);
+        assert_eq!(loop_bound_problem(" p in products limit: 3 "), None);
+        assert!(loop_bound_problem(" i in (1..2000000000) ").is_some());
+        assert!(loop_bound_problem(" i in (1..profile.traits.n) ").is_some());
+        assert!(loop_bound_problem(" p in products limit: 1000000 ").is_some());
+        assert!(loop_bound_problem(" p in products limit: n ").is_some());
+    }
+
+    #[test]
+    fn cycle_takes_string_literals_only() {
+        assert!(only_literals(" 'odd', 'even' "));
+        assert!(only_literals(" \"group\": 'a', 'b' "));
+        assert!(!only_literals(" profile.traits.firstName, 'x' "));
     }
 }

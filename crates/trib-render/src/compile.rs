@@ -40,7 +40,7 @@ pub struct Limits {
     pub max_output_bytes: usize,
     /// The longest a part may take to render. Default 1 s. Checked as output is written: a
     /// loop that writes nothing is bounded by the size of the data it loops over (templates
-    /// cannot build large ranges; see the crate docs).
+    /// cannot build large ranges: the static check bounds literal ranges and `limit:`).
     pub max_render_time: Duration,
 }
 
