@@ -23,8 +23,6 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-use serde_json::Value;
-
 use crate::check::{self, CheckOptions, Diagnostic, Severity};
 use crate::context::{ContextPlan, Probe};
 use crate::error::RenderError;
@@ -338,13 +336,26 @@ pub(crate) fn rewrite_outputs(text: &str, scanned: &Scan, escape: bool) -> Strin
     out
 }
 
-/// A JSON value at a path of the context (`None` when a segment is absent).
-pub(crate) fn lookup<'a>(context: &'a Value, path: &[String]) -> Option<&'a Value> {
-    let mut node = context;
-    for segment in path {
-        node = match segment.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
-            Some(index) => node.get(index.parse::<usize>().ok()?)?,
-            None => node.get(segment)?,
+/// The value at a path of a render's Liquid globals (`None` when a segment is absent); a
+/// segment `[N]` indexes an array.
+pub(crate) fn lookup<'a>(
+    globals: &'a liquid::Object,
+    path: &[String],
+) -> Option<&'a liquid::model::Value> {
+    use liquid::model::Value as Liquid;
+    fn index(segment: &str) -> Option<&str> {
+        segment.strip_prefix('[')?.strip_suffix(']')
+    }
+    let (first, rest) = path.split_first()?;
+    let mut node = match index(first) {
+        Some(_) => return None,
+        None => globals.get(first.as_str())?,
+    };
+    for segment in rest {
+        node = match (index(segment), node) {
+            (Some(index), Liquid::Array(items)) => items.get(index.parse::<usize>().ok()?)?,
+            (None, Liquid::Object(object)) => object.get(segment.as_str())?,
+            _ => return None,
         };
     }
     Some(node)

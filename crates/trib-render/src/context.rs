@@ -16,7 +16,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde_json::{Map, Value, json};
+use liquid::Object;
+use liquid::model::{KString, Value as Liquid};
+use serde_json::{Map, Value};
 use trib_identity::profile::Profile;
 
 use crate::scan::{Scan, Use};
@@ -36,13 +38,13 @@ pub struct RenderInput {
 /// Which fields a compiled template reads, with the schema to fill each out.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ContextPlan {
-    traits: BTreeMap<String, Value>,
+    traits: BTreeMap<String, Shape>,
     identifiers: BTreeSet<String>,
     recent: bool,
-    /// Event key → (event name, schema of its properties).
-    last: BTreeMap<String, (String, Value)>,
-    /// Event name → schema, for the events of `events.recent`.
-    all_events: BTreeMap<String, Value>,
+    /// Event key → (event name, shape of its properties).
+    last: BTreeMap<String, (String, Shape)>,
+    /// Event name → shape, for the events of `events.recent`.
+    all_events: BTreeMap<String, Shape>,
 }
 
 /// A printed path, for the render matrix: whether it fell back or was missing.
@@ -67,11 +69,11 @@ impl ContextPlan {
                 let known = match (root.as_str(), path.get(1).map(String::as_str)) {
                     ("profile", Some("traits")) => match path.get(2) {
                         Some(name) => {
-                            let schema = vocabulary
+                            let shape = vocabulary
                                 .trait_schema(name)
-                                .cloned()
-                                .unwrap_or(Value::Null);
-                            plan.traits.insert(name.clone(), schema);
+                                .map(Shape::of)
+                                .unwrap_or_default();
+                            plan.traits.insert(name.clone(), shape);
                             true
                         }
                         None => false,
@@ -90,7 +92,9 @@ impl ContextPlan {
                         .and_then(|key| vocabulary.events.get(key).map(|event| (key, event)))
                     {
                         Some((key, event)) => {
-                            plan.last.insert(key.clone(), event.clone());
+                            let (name, schema) = event;
+                            plan.last
+                                .insert(key.clone(), (name.clone(), Shape::of(schema)));
                             true
                         }
                         None => false,
@@ -115,40 +119,46 @@ impl ContextPlan {
             plan.all_events = vocabulary
                 .events
                 .values()
-                .map(|(name, schema)| (name.clone(), schema.clone()))
+                .map(|(name, schema)| (name.clone(), Shape::of(schema)))
                 .collect();
         }
         (plan, probes)
     }
 
-    /// The context of one person as JSON.
-    pub(crate) fn build(&self, input: &RenderInput) -> Value {
+    /// The context of one person as Liquid globals, built straight from the profile and the
+    /// events (no intermediate JSON): every path the schemas describe is present, `nil` when
+    /// the person lacks it.
+    pub(crate) fn build(&self, input: &RenderInput) -> Object {
         let profile = &input.profile;
-        let mut traits = Map::new();
-        for (name, schema) in &self.traits {
+        let mut traits = Object::new();
+        for (name, shape) in &self.traits {
             let value = match profile.traits.get(name) {
-                Some(golden) => fill(golden.value.clone(), schema),
-                None => skeleton(schema),
+                Some(golden) => fill(&golden.value, shape),
+                None => shape.skeleton.clone(),
             };
-            traits.insert(name.clone(), value);
+            traits.insert(KString::from_ref(name), value);
         }
-        let mut person = Map::new();
-        person.insert("id".into(), Value::String(profile.id.clone()));
-        person.insert("traits".into(), Value::Object(traits));
+        let mut person = Object::new();
+        person.insert(
+            KString::from_static("id"),
+            Liquid::scalar(KString::from_ref(&profile.id)),
+        );
+        person.insert(KString::from_static("traits"), Liquid::Object(traits));
         for kind in &self.identifiers {
             let value = profile
                 .identifiers
                 .iter()
                 .find(|identifier| &identifier.kind == kind)
-                .map_or(Value::Null, |identifier| {
-                    Value::String(identifier.value.clone())
+                .map_or(Liquid::Nil, |identifier| {
+                    Liquid::scalar(KString::from_ref(&identifier.value))
                 });
-            person.insert(kind.clone(), value);
+            person.insert(KString::from_ref(kind), value);
         }
 
-        let mut events = Map::new();
+        let mut events = Object::new();
         if self.recent {
-            let recent: Vec<Value> = input
+            let nothing = Shape::default();
+            let recent: Vec<Liquid> = input
                 .events
                 .iter()
                 .filter(|event| event.get("type").and_then(Value::as_str) == Some("track"))
@@ -158,86 +168,160 @@ impl ContextPlan {
                         .get("event")
                         .and_then(Value::as_str)
                         .unwrap_or_default();
-                    let schema = self.all_events.get(name).unwrap_or(&Value::Null);
-                    event_view(event, schema)
+                    let shape = self.all_events.get(name).unwrap_or(&nothing);
+                    event_view(event, shape)
                 })
                 .collect();
-            events.insert("recent".into(), Value::Array(recent));
+            events.insert(KString::from_static("recent"), Liquid::Array(recent));
         }
         if !self.last.is_empty() {
-            let mut last = Map::new();
-            for (key, (name, schema)) in &self.last {
+            let mut last = Object::new();
+            for (key, (name, shape)) in &self.last {
                 let found = input.events.iter().find(|event| {
                     event.get("type").and_then(Value::as_str) == Some("track")
                         && event.get("event").and_then(Value::as_str) == Some(name)
                 });
                 let value = match found {
-                    Some(event) => event_view(event, schema),
+                    Some(event) => event_view(event, shape),
                     None => {
-                        json!({"name": null, "timestamp": null, "properties": skeleton(schema)})
+                        let mut view = Object::new();
+                        view.insert(KString::from_static("name"), Liquid::Nil);
+                        view.insert(KString::from_static("timestamp"), Liquid::Nil);
+                        view.insert(KString::from_static("properties"), shape.skeleton.clone());
+                        Liquid::Object(view)
                     }
                 };
-                last.insert(key.clone(), value);
+                last.insert(KString::from_ref(key), value);
             }
-            events.insert("last".into(), Value::Object(last));
+            events.insert(KString::from_static("last"), Liquid::Object(last));
         }
-        json!({"profile": person, "events": events})
+        let mut globals = Object::new();
+        globals.insert(KString::from_static("profile"), Liquid::Object(person));
+        globals.insert(KString::from_static("events"), Liquid::Object(events));
+        globals
     }
 }
 
-fn event_view(event: &Value, schema: &Value) -> Value {
-    let properties = event
-        .get("properties")
-        .cloned()
-        .unwrap_or_else(|| Value::Object(Map::new()));
-    json!({
-        "name": event.get("event").cloned().unwrap_or(Value::Null),
-        "timestamp": event.get("timestamp").cloned().unwrap_or(Value::Null),
-        "properties": fill(properties, schema),
-    })
+/// What the context fills out of a JSON schema, prepared once per template version: its
+/// `properties` (each present, `nil` when absent), its `items`, and what an absent value of
+/// it looks like.
+#[derive(Debug, Clone)]
+pub(crate) struct Shape {
+    properties: Option<BTreeMap<String, Shape>>,
+    items: Option<Box<Shape>>,
+    /// `nil`, or an object of the properties' skeletons.
+    skeleton: Liquid,
 }
 
-/// `value` with every property its schema describes present (`nil` when absent), recursively
-/// through objects and array items.
-fn fill(value: Value, schema: &Value) -> Value {
+impl Default for Shape {
+    fn default() -> Self {
+        Self {
+            properties: None,
+            items: None,
+            skeleton: Liquid::Nil,
+        }
+    }
+}
+
+impl Shape {
+    /// The shape of a JSON schema (`null` and schemas without `properties`/`items` fill
+    /// nothing).
+    pub(crate) fn of(schema: &Value) -> Self {
+        let properties: Option<BTreeMap<String, Shape>> = schema
+            .get("properties")
+            .and_then(Value::as_object)
+            .map(|properties| {
+                properties
+                    .iter()
+                    .map(|(name, property)| (name.clone(), Shape::of(property)))
+                    .collect()
+            });
+        let skeleton = match &properties {
+            Some(properties) => {
+                let mut object = Object::new();
+                for (name, shape) in properties {
+                    object.insert(KString::from_ref(name), shape.skeleton.clone());
+                }
+                Liquid::Object(object)
+            }
+            None => Liquid::Nil,
+        };
+        Self {
+            properties,
+            items: schema.get("items").map(|items| Box::new(Shape::of(items))),
+            skeleton,
+        }
+    }
+}
+
+fn event_view(event: &Value, shape: &Shape) -> Liquid {
+    let properties = match event.get("properties") {
+        Some(properties) => fill(properties, shape),
+        None => fill(&Value::Object(Map::new()), shape),
+    };
+    let mut view = Object::new();
+    view.insert(
+        KString::from_static("name"),
+        event.get("event").map_or(Liquid::Nil, plain),
+    );
+    view.insert(
+        KString::from_static("timestamp"),
+        event.get("timestamp").map_or(Liquid::Nil, plain),
+    );
+    view.insert(KString::from_static("properties"), properties);
+    Liquid::Object(view)
+}
+
+/// `value` as Liquid with every property its shape describes present (`nil` when absent),
+/// recursively through objects and array items.
+fn fill(value: &Value, shape: &Shape) -> Liquid {
     match value {
-        Value::Object(mut object) => {
-            if let Some(properties) = schema.get("properties").and_then(Value::as_object) {
+        Value::Object(object) => match &shape.properties {
+            Some(properties) => {
+                let mut out = Object::new();
+                for (name, present) in object {
+                    let value = match properties.get(name) {
+                        Some(property) => fill(present, property),
+                        None => plain(present),
+                    };
+                    out.insert(KString::from_ref(name), value);
+                }
                 for (name, property) in properties {
-                    match object.remove(name) {
-                        Some(present) => {
-                            object.insert(name.clone(), fill(present, property));
-                        }
-                        None => {
-                            object.insert(name.clone(), skeleton(property));
-                        }
+                    if !object.contains_key(name) {
+                        out.insert(KString::from_ref(name), property.skeleton.clone());
                     }
                 }
+                Liquid::Object(out)
             }
-            Value::Object(object)
-        }
-        Value::Array(items) => match schema.get("items") {
-            Some(item_schema) => Value::Array(
-                items
-                    .into_iter()
-                    .map(|item| fill(item, item_schema))
-                    .collect(),
-            ),
-            None => Value::Array(items),
+            None => plain(value),
         },
-        other => other,
+        Value::Array(items) => match &shape.items {
+            Some(item_shape) => {
+                Liquid::Array(items.iter().map(|item| fill(item, item_shape)).collect())
+            }
+            None => plain(value),
+        },
+        _ => plain(value),
     }
 }
 
-/// What an absent value of this schema looks like: `nil`, or an object of `nil`s.
-fn skeleton(schema: &Value) -> Value {
-    match schema.get("properties").and_then(Value::as_object) {
-        Some(properties) => Value::Object(
-            properties
-                .iter()
-                .map(|(name, property)| (name.clone(), skeleton(property)))
-                .collect(),
-        ),
-        None => Value::Null,
+/// JSON as Liquid, as is: integers stay integers, other numbers become floats.
+pub(crate) fn plain(value: &Value) -> Liquid {
+    match value {
+        Value::Null => Liquid::Nil,
+        Value::Bool(flag) => Liquid::scalar(*flag),
+        Value::Number(number) => match number.as_i64() {
+            Some(integer) => Liquid::scalar(integer),
+            None => Liquid::scalar(number.as_f64().unwrap_or(0.0)),
+        },
+        Value::String(text) => Liquid::scalar(KString::from_ref(text)),
+        Value::Array(items) => Liquid::Array(items.iter().map(plain).collect()),
+        Value::Object(object) => {
+            let mut out = Object::new();
+            for (key, value) in object {
+                out.insert(KString::from_ref(key), plain(value));
+            }
+            Liquid::Object(out)
+        }
     }
 }

@@ -3,8 +3,8 @@
 use std::io;
 use std::time::Instant;
 
+use liquid::model::{Value as Liquid, ValueView};
 use serde::Serialize;
-use serde_json::Value;
 use trib_consent::Permitted;
 
 use crate::compile::{CompiledTemplate, lookup};
@@ -63,15 +63,11 @@ impl CompiledTemplate {
             });
         }
         let input = input.into_inner();
-        let context = self.plan.build(&input);
+        let globals = self.plan.build(&input);
         let report = if with_report {
-            self.report(&context)
+            self.report(&globals)
         } else {
             RenderReport::default()
-        };
-        let globals = match to_liquid(context) {
-            liquid::model::Value::Object(object) => object,
-            _ => liquid::Object::new(),
         };
         let subject = self.part("subject", &self.subject, &globals)?;
         let email = RenderedEmail {
@@ -128,15 +124,16 @@ impl CompiledTemplate {
         }
     }
 
-    fn report(&self, context: &Value) -> RenderReport {
+    fn report(&self, globals: &liquid::Object) -> RenderReport {
         let mut report = RenderReport::default();
         for probe in &self.probes {
-            let value = lookup(context, &probe.path);
-            let absent = match value {
-                None | Some(Value::Null) => true,
-                Some(Value::String(text)) => text.is_empty(),
-                Some(Value::Bool(flag)) => !flag,
-                Some(Value::Array(items)) => items.is_empty(),
+            let absent = match lookup(globals, &probe.path) {
+                None | Some(Liquid::Nil) => true,
+                // Numbers and dates never print as nothing: only an empty string does.
+                Some(Liquid::Scalar(scalar)) => {
+                    scalar.to_bool() == Some(false) || scalar.to_kstr().is_empty()
+                }
+                Some(Liquid::Array(items)) => items.is_empty(),
                 Some(_) => false,
             };
             if absent {
@@ -155,28 +152,6 @@ impl CompiledTemplate {
 /// A first allocation for a part's output, so the HTML is not copied while it grows.
 fn template_capacity(part: &str) -> usize {
     if part == "html" { 32 * 1024 } else { 1024 }
-}
-
-/// JSON to a Liquid value, directly (the serde route through `liquid::to_object` costs more).
-fn to_liquid(value: Value) -> liquid::model::Value {
-    use liquid::model::{KString, Value as Liquid};
-    match value {
-        Value::Null => Liquid::Nil,
-        Value::Bool(flag) => Liquid::scalar(flag),
-        Value::Number(number) => match number.as_i64() {
-            Some(integer) => Liquid::scalar(integer),
-            None => Liquid::scalar(number.as_f64().unwrap_or(0.0)),
-        },
-        Value::String(text) => Liquid::scalar(text),
-        Value::Array(items) => Liquid::Array(items.into_iter().map(to_liquid).collect()),
-        Value::Object(object) => {
-            let mut out = liquid::Object::new();
-            for (key, value) in object {
-                out.insert(KString::from(key), to_liquid(value));
-            }
-            Liquid::Object(out)
-        }
-    }
 }
 
 fn one_line(text: &str) -> String {
