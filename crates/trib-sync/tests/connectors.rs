@@ -606,9 +606,10 @@ async fn hubspot_rate_limit_is_reached_without_429s() {
 
 // ---- request bodies against the OpenAPI documents --------------------------------------
 
+/// The vendor OpenAPI documents, as copied into the repository with the simulators.
 fn spec(relative: &str) -> trib_esp_sim::spec::OpenApi {
     let path = format!(
-        "{}/../../../shared/specs/{relative}",
+        "{}/../trib-esp-sim/tests/specs/{relative}",
         env!("CARGO_MANIFEST_DIR")
     );
     trib_esp_sim::spec::OpenApi::load(&path).expect("spec loads")
