@@ -398,28 +398,14 @@ async fn put_member(
     json_ok(&answer)
 }
 
+/// `POST .../actions/delete-permanent`: removes the member and forgets the email, which can
+/// never be added again (204).
 async fn delete_permanent(
     State(shared): State<Arc<Shared>>,
     Path((list_id, key)): Path<(String, String)>,
     request: Request,
 ) -> Response {
-    let (plan, _query, _bytes) = read_request(request).await;
-    let hash = path_hash(&key);
-    let mut state = lock(&shared.mailchimp);
-    let Some(list) = state.lists.get_mut(&list_id) else {
-        return resource_not_found();
-    };
-    if !list.members.contains_key(&hash) {
-        return resource_not_found();
-    }
-    if plan.not_applied {
-        return with_fault(StatusCode::NO_CONTENT.into_response(), "not_applied");
-    }
-    list.members.remove(&hash);
-    list.forgotten.insert(hash);
-    drop(state);
-    shared.count_writes(1);
-    StatusCode::NO_CONTENT.into_response()
+    remove_member(&shared, &list_id, &key, request, true).await
 }
 
 /// `DELETE /lists/{list_id}/members/{subscriber_hash}`: archives the member (204). Unlike a
@@ -429,10 +415,21 @@ async fn archive_member(
     Path((list_id, key)): Path<(String, String)>,
     request: Request,
 ) -> Response {
+    remove_member(&shared, &list_id, &key, request, false).await
+}
+
+/// Removes a member (404 when absent); `forget` also bars the email from being re-added.
+async fn remove_member(
+    shared: &Shared,
+    list_id: &str,
+    key: &str,
+    request: Request,
+    forget: bool,
+) -> Response {
     let (plan, _query, _bytes) = read_request(request).await;
-    let hash = path_hash(&key);
+    let hash = path_hash(key);
     let mut state = lock(&shared.mailchimp);
-    let Some(list) = state.lists.get_mut(&list_id) else {
+    let Some(list) = state.lists.get_mut(list_id) else {
         return resource_not_found();
     };
     if !list.members.contains_key(&hash) {
@@ -442,6 +439,9 @@ async fn archive_member(
         return with_fault(StatusCode::NO_CONTENT.into_response(), "not_applied");
     }
     list.members.remove(&hash);
+    if forget {
+        list.forgotten.insert(hash);
+    }
     drop(state);
     shared.count_writes(1);
     StatusCode::NO_CONTENT.into_response()

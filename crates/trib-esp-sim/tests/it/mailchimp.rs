@@ -405,3 +405,31 @@ async fn batches_run_in_the_background_and_return_a_tar_gz() {
     assert_eq!(unknown.status(), 404);
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn archive_removes_the_member_but_lets_the_email_come_back() {
+    let sim = start_kind(SimKind::Mailchimp).await;
+    let client = client();
+    let url = member_url(&sim.base_url(), "list1", ADA_HASH);
+    let put = || {
+        client
+            .put(&url)
+            .basic_auth("u", Some("test-key"))
+            .json(&mailchimp_member(
+                "ada@example.com",
+                json!({"FNAME": "Ada"}),
+            ))
+            .send()
+    };
+    assert_eq!(put().await.expect("put").status(), 200);
+    let archived = client
+        .delete(&url)
+        .basic_auth("u", Some("test-key"))
+        .send()
+        .await
+        .expect("archive");
+    assert_eq!(archived.status(), 204);
+    assert!(sim.contacts().is_empty());
+    assert_eq!(put().await.expect("put again").status(), 200);
+    assert_eq!(sim.contacts().len(), 1);
+}
