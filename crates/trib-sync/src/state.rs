@@ -75,7 +75,9 @@ pub struct Deletion {
 /// How one record of a batch ended, for [`SyncState::settle_outcomes`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Settlement {
-    /// The ESP confirmed it (see [`SyncState::complete`]).
+    /// The ESP confirmed it: its ESP id and digests are recorded and the pending row is
+    /// retired unless a newer change arrived meanwhile; if the profile was erased after the
+    /// push was prepared, the new ESP record is queued for deletion instead.
     Confirmed {
         profile: ProfileId,
         claimed_seq: u64,
@@ -380,29 +382,6 @@ impl SyncState {
         Ok(out)
     }
 
-    /// Records what the ESP confirmed and retires the pending row if no newer change arrived
-    /// meanwhile (else it stays, due now, to send the newer state). If the profile was erased
-    /// while the call was in flight, the new ESP record is queued for deletion instead.
-    pub fn complete(
-        &self,
-        destination: &str,
-        profile: ProfileId,
-        claimed_seq: u64,
-        confirmed: &Confirmed,
-        now_ms: i64,
-    ) -> Result<(), StateError> {
-        self.settle_outcomes(
-            destination,
-            vec![Settlement::Confirmed {
-                profile,
-                claimed_seq,
-                confirmed: confirmed.clone(),
-                prepared_at_ms: 0,
-            }],
-            now_ms,
-        )
-    }
-
     /// Records a batch's outcomes in one transaction (one commit per batch, not per record).
     pub fn settle_outcomes(
         &self,
@@ -558,24 +537,6 @@ impl SyncState {
     }
 
     /// Schedules a retry.
-    pub fn reschedule(
-        &self,
-        destination: &str,
-        profile: ProfileId,
-        attempts: u32,
-        next_at_ms: i64,
-        first_failed_ms: i64,
-    ) -> Result<(), StateError> {
-        Self::reschedule_in(
-            &self.conn(),
-            destination,
-            profile,
-            attempts,
-            next_at_ms,
-            first_failed_ms,
-        )
-    }
-
     fn reschedule_in(
         conn: &Connection,
         destination: &str,
@@ -599,31 +560,7 @@ impl SyncState {
         Ok(())
     }
 
-    /// Moves a pending upsert to the dead letters.
-    #[allow(clippy::too_many_arguments)]
-    pub fn dead_letter(
-        &self,
-        destination: &str,
-        profile: ProfileId,
-        class: &str,
-        detail: &str,
-        attempts: u32,
-        first_failed_ms: i64,
-        now_ms: i64,
-    ) -> Result<(), StateError> {
-        self.settle_outcomes(
-            destination,
-            vec![Settlement::Dead {
-                profile,
-                class: class.to_owned(),
-                detail: detail.to_owned(),
-                attempts,
-                first_failed_ms,
-            }],
-            now_ms,
-        )
-    }
-
+    /// Moves a pending upsert to the dead letters (one letter per record).
     #[allow(clippy::too_many_arguments)]
     fn dead_letter_in(
         tx: &Connection,
