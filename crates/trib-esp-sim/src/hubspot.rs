@@ -184,26 +184,35 @@ enum Target {
     Existing(String),
 }
 
+/// A batch body's `inputs` (required, at most [`MAX_BATCH`]), or the 400 HubSpot answers.
+fn batch_inputs(body: &Map<String, Value>) -> Result<&Vec<Value>, Box<Response>> {
+    let Some(inputs) = body.get("inputs").and_then(Value::as_array) else {
+        return Err(Box::new(error(
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+            "Invalid input JSON: `inputs` is required",
+        )));
+    };
+    if inputs.len() > MAX_BATCH {
+        return Err(Box::new(error(
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+            &format!("Batch input limit exceeded: at most {MAX_BATCH} inputs per request"),
+        )));
+    }
+    Ok(inputs)
+}
+
 async fn batch_upsert(State(shared): State<Arc<Shared>>, request: Request) -> Response {
     let (plan, _query, bytes) = read_request(request).await;
     let body = match parse_object(&bytes) {
         Ok(body) => body,
         Err(response) => return *response,
     };
-    let Some(inputs) = body.get("inputs").and_then(Value::as_array) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "VALIDATION_ERROR",
-            "Invalid input JSON: `inputs` is required",
-        );
+    let inputs = match batch_inputs(&body) {
+        Ok(inputs) => inputs,
+        Err(response) => return *response,
     };
-    if inputs.len() > MAX_BATCH {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "VALIDATION_ERROR",
-            &format!("Batch input limit exceeded: at most {MAX_BATCH} inputs per request"),
-        );
-    }
     let started_at = now_millis();
     let known = &shared.config.hubspot_properties;
     let mut errors = Vec::new();
@@ -411,20 +420,10 @@ async fn batch_read(State(shared): State<Arc<Shared>>, request: Request) -> Resp
         Ok(body) => body,
         Err(response) => return *response,
     };
-    let Some(inputs) = body.get("inputs").and_then(Value::as_array) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "VALIDATION_ERROR",
-            "Invalid input JSON: `inputs` is required",
-        );
+    let inputs = match batch_inputs(&body) {
+        Ok(inputs) => inputs,
+        Err(response) => return *response,
     };
-    if inputs.len() > MAX_BATCH {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "VALIDATION_ERROR",
-            &format!("Batch input limit exceeded: at most {MAX_BATCH} inputs per request"),
-        );
-    }
     let by_email = match body.get("idProperty").and_then(Value::as_str) {
         Some("email") => true,
         None | Some("hs_object_id") => false,
