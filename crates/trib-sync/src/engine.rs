@@ -30,6 +30,7 @@ use trib_config::{DestinationConfig, SyncMode};
 use trib_consent::{Gatekeeper, Permitted};
 use trib_store::{ChangeKind, ProfileId, ProfileState, ProfileStore};
 
+use crate::breaker::{Breaker, Gate, PROBE_BATCH};
 use crate::connector::{CallError, Connector, Contact, DeleteTarget, ErrorClass, ItemOutcome};
 use crate::map::{Digester, EMAIL_FIELD, changed_fields, desired};
 use crate::state::{Confirmed, Deletion, Pending, Settlement, SyncState};
@@ -96,6 +97,8 @@ struct Worker {
     gate: Gatekeeper,
     digester: Digester,
     options: EngineOptions,
+    /// Opens when the ESP answers no call; see [`crate::breaker`].
+    breaker: std::sync::Mutex<Breaker>,
 }
 
 fn now_ms() -> i64 {
@@ -119,6 +122,7 @@ impl SyncEngine {
         let mut workers = JoinSet::new();
         for destination in destinations {
             let worker = Arc::new(Worker {
+                breaker: std::sync::Mutex::new(Breaker::new(destination.config.retry_base)),
                 destination,
                 store: store.clone(),
                 state: state.clone(),
@@ -312,7 +316,11 @@ impl Worker {
     async fn deletions(&self) -> Result<bool, EngineError> {
         let limits = self.destination.connector.limits();
         let name = self.name().to_owned();
-        let limit = limits.max_delete_batch.max(1) * limits.max_concurrency.max(1);
+        let limit = match self.gate() {
+            Gate::Open(_) => return Ok(false),
+            Gate::Probe => limits.max_delete_batch.clamp(1, PROBE_BATCH),
+            Gate::Closed => limits.max_delete_batch.max(1) * limits.max_concurrency.max(1),
+        };
         let candidates = self
             .blocking(move |s| s.due_deletions(&name, now_ms(), limit))
             .await?;
@@ -375,6 +383,7 @@ impl Worker {
         chunk: Vec<Deletion>,
         result: Result<Vec<ItemOutcome>, CallError>,
     ) -> Result<(), EngineError> {
+        self.observe(&result);
         let outcomes = outcomes_for(chunk.len(), result);
         for (deletion, (outcome, retry_after)) in chunk.into_iter().zip(outcomes) {
             let name = self.name().to_owned();
@@ -435,8 +444,11 @@ impl Worker {
 
     async fn upserts(&self) -> Result<bool, EngineError> {
         let limits = self.destination.connector.limits();
-        let max_batch = self.max_batch();
-        let in_flight = limits.max_concurrency.max(1);
+        let (max_batch, in_flight) = match self.gate() {
+            Gate::Open(_) => return Ok(false),
+            Gate::Probe => (self.max_batch().min(PROBE_BATCH), 1),
+            Gate::Closed => (self.max_batch(), limits.max_concurrency.max(1)),
+        };
         let name = self.name().to_owned();
         let limit = max_batch * in_flight;
         let mut due = self
@@ -638,6 +650,7 @@ impl Worker {
         result: Result<Vec<ItemOutcome>, CallError>,
         prepared_at_ms: i64,
     ) -> Result<(), EngineError> {
+        self.observe(&result);
         let outcomes = outcomes_for(meta.len(), result);
         let now = now_ms();
         let mut settlements = Vec::with_capacity(meta.len());
@@ -700,6 +713,48 @@ impl Worker {
         self.blocking(move |s| s.settle_outcomes(&name, settlements, now))
             .await?;
         Ok(())
+    }
+
+    /// What the circuit allows now.
+    fn gate(&self) -> Gate {
+        self.breaker
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .gate(tokio::time::Instant::now())
+    }
+
+    /// Feeds one call's result to the circuit, and reports it opening and closing.
+    fn observe<T>(&self, result: &Result<T, CallError>) {
+        let failure = result.as_ref().err().map(|error| error.class);
+        let mut breaker = self
+            .breaker
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let was_open = breaker.is_open();
+        let had_tripped = breaker.has_tripped();
+        let opened = breaker.record(failure, tokio::time::Instant::now());
+        drop(breaker);
+        let label = self.name().to_owned();
+        if opened {
+            if !had_tripped {
+                tracing::warn!(
+                    destination = self.name(),
+                    class = failure.map_or("", ErrorClass::as_str),
+                    "destination answers no call: circuit open, records wait pending"
+                );
+                metrics::counter!("tributary_sync_circuit_trips_total", "destination" => label.clone())
+                    .increment(1);
+            }
+            metrics::gauge!("tributary_sync_circuit_open", "destination" => label).set(1.0);
+        } else if was_open && failure.is_none() {
+            if had_tripped {
+                tracing::info!(
+                    destination = self.name(),
+                    "destination answers again: circuit closed"
+                );
+            }
+            metrics::gauge!("tributary_sync_circuit_open", "destination" => label).set(0.0);
+        }
     }
 
     /// What to do with one record's outcome.

@@ -8,11 +8,14 @@
 //!   dead letters.
 //! * [`engine`]: one worker per destination: feed → diff → permit → batch → push →
 //!   confirm → record, with retries and dead letters.
+//! * [`breaker`]: the circuit that stops a worker from preparing and sending while its ESP
+//!   answers no call, and probes it with a small batch.
 //! * [`limit`]: the adaptive concurrency and rate limiter in front of each destination.
 //! * [`http`]: [`Api`], the HTTP client every connector calls through (limiter, timeout,
 //!   metrics, failure classes).
 //! * [`connectors`]: Mailchimp, HubSpot, SendGrid and the signed webhook.
 
+pub mod breaker;
 pub mod build;
 pub mod connector;
 pub mod connectors;

@@ -28,6 +28,8 @@ struct Script {
     /// Every upsert call: (email, fields sent).
     calls: Vec<Vec<(String, BTreeMap<String, Value>)>>,
     deletes: Vec<Vec<String>>,
+    /// When set, every call fails as a whole (the ESP answers 503), after being recorded.
+    down: bool,
     /// email → fields held.
     held: BTreeMap<String, BTreeMap<String, Value>>,
 }
@@ -66,6 +68,9 @@ impl Connector for Scripted {
                     .map(|p| (p.value().email.clone(), p.value().fields.clone()))
                     .collect(),
             );
+            if script.down {
+                return Err(unavailable());
+            }
             Ok(batch
                 .into_iter()
                 .map(|permit| {
@@ -92,6 +97,9 @@ impl Connector for Scripted {
             script
                 .deletes
                 .push(targets.iter().map(|t| t.esp_id.clone()).collect());
+            if script.down {
+                return Err(unavailable());
+            }
             Ok(targets
                 .into_iter()
                 .map(|target| {
@@ -103,6 +111,15 @@ impl Connector for Scripted {
                 })
                 .collect())
         })
+    }
+}
+
+fn unavailable() -> CallError {
+    CallError {
+        class: ErrorClass::Transient,
+        status: Some(503),
+        retry_after: None,
+        detail: "service unavailable".to_owned(),
     }
 }
 
@@ -677,5 +694,46 @@ async fn a_person_who_comes_back_after_an_erasure_is_synced_again() {
         1,
         "deleted once, not again"
     );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_that_answers_no_call_is_probed_not_hammered_and_loses_nothing() {
+    let mut config = config("email_marketing", SyncMode::Upsert);
+    config.retry_base = Duration::from_millis(50);
+    let h = Harness::start(config);
+    h.connector.with(|s| s.down = true);
+    for n in 1..=40 {
+        h.put(n, json!({"firstName": format!("P{n}")}));
+    }
+    // Without the circuit, 40 records retried on their own schedules (50 ms base) make a call
+    // every few milliseconds; with it, the first call is a probe (one batch: two records
+    // here), and after it fails one probe goes out per opening (50 ms, 100 ms, 200 ms, ...
+    // with jitter).
+    h.wait("the first probe", |h| h.calls() >= 1);
+    std::thread::sleep(Duration::from_millis(1_500));
+    let calls = h.connector.with(|s| s.calls.clone());
+    assert!(
+        calls.len() <= 16,
+        "an unreachable ESP is probed, not hammered: {} calls in 1.5 s",
+        calls.len()
+    );
+    assert!(
+        calls.len() >= 3,
+        "the circuit probes the ESP again: {}",
+        calls.len()
+    );
+    assert!(
+        h.state.dead_letters(None).expect("dlq").is_empty(),
+        "an outage within the retry window dead-letters nothing"
+    );
+    assert_eq!(h.state.counts("esp").expect("counts").pending, 40);
+
+    // The ESP answers again: the next probe closes the circuit and everything is delivered.
+    h.connector.with(|s| s.down = false);
+    h.wait("every record confirmed", |h| {
+        h.connector.with(|s| s.held.len() == 40) && h.settled()
+    });
+    assert!(h.state.dead_letters(None).expect("dlq").is_empty());
     h.stop().await;
 }
