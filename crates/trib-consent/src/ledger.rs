@@ -159,6 +159,14 @@ impl Ledger {
         connection
             .pragma_update(None, "synchronous", "FULL")
             .map_err(open_error)?;
+        // Plans do not depend on bound values: without this, SQLite re-prepares the consent
+        // lookup (a range on `at_ms`) whenever a binding changes, which made it ~50x slower.
+        connection
+            .set_db_config(
+                rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+                true,
+            )
+            .map_err(open_error)?;
         let version: i64 = connection
             .pragma_query_value(None, "user_version", |row| row.get(0))
             .map_err(open_error)?;
@@ -240,18 +248,32 @@ impl Ledger {
     /// The latest entry for `purpose` over these identifier keys (by event time, ties by
     /// sequence): the current consent of the person they identify. Read live from the file.
     pub fn latest(&self, keys: &[IdentKey], purpose: &str) -> Result<Option<Entry>, ConsentError> {
+        latest_of(&self.lock(), keys, purpose)
+    }
+
+    /// What a permit needs, read in one read transaction (one snapshot, one lock of the
+    /// write-ahead log instead of one per statement): the first suppression of these keys
+    /// (global before the destination's), and, when `consent_purpose` is given and nothing is
+    /// suppressed, the latest consent entry for it.
+    pub fn standing(
+        &self,
+        keys: &[IdentKey],
+        destination: Option<&str>,
+        consent_purpose: Option<&str>,
+    ) -> Result<(Option<Suppression>, Option<Entry>), ConsentError> {
         let connection = self.lock();
-        let mut latest: Option<Entry> = None;
-        for key in keys {
-            if let Some(entry) = latest_before(&connection, key, purpose, i64::MAX)?
-                && latest
-                    .as_ref()
-                    .is_none_or(|best| (entry.at_ms, entry.seq) > (best.at_ms, best.seq))
-            {
-                latest = Some(entry);
-            }
-        }
-        Ok(latest)
+        let snapshot = connection
+            .unchecked_transaction()
+            .map_err(ConsentError::sqlite("read consent"))?;
+        let suppression = suppression_of(&snapshot, keys, destination)?;
+        let latest = match consent_purpose {
+            Some(purpose) if suppression.is_none() => latest_of(&snapshot, keys, purpose)?,
+            _ => None,
+        };
+        snapshot
+            .commit()
+            .map_err(ConsentError::sqlite("read consent"))?;
+        Ok((suppression, latest))
     }
 
     /// The identifier keys of entries recorded after sequence `after_seq`, oldest first, at
@@ -329,29 +351,7 @@ impl Ledger {
         keys: &[IdentKey],
         destination: Option<&str>,
     ) -> Result<Option<Suppression>, ConsentError> {
-        let connection = self.lock();
-        let mut statement = connection
-            .prepare_cached(
-                "SELECT ident_key, scope, reason, at_ms, source FROM suppressions \
-                 WHERE ident_key = ?1 AND scope = ?2",
-            )
-            .map_err(ConsentError::sqlite("read suppressions"))?;
-        let mut scopes = vec![SuppressionScope::Global];
-        if let Some(destination) = destination {
-            scopes.push(SuppressionScope::Destination(destination.to_owned()));
-        }
-        for scope in &scopes {
-            for key in keys {
-                let found = statement
-                    .query_row(params![&key.0[..], scope.as_text()], raw_suppression)
-                    .optional()
-                    .map_err(ConsentError::sqlite("read suppressions"))?;
-                if let Some(raw) = found {
-                    return decode_suppression(raw).map(Some);
-                }
-            }
-        }
-        Ok(None)
+        suppression_of(&self.lock(), keys, destination)
     }
 
     /// Every suppression of these identifier keys.
@@ -694,6 +694,56 @@ fn insert(transaction: &Transaction<'_>, entry: &NewEntry, now: i64) -> Result<i
 }
 
 /// The latest entry of one key and purpose at or before `at_ms`.
+/// The latest entry for `purpose` over `keys` (by event time, ties by sequence).
+fn latest_of(
+    connection: &Connection,
+    keys: &[IdentKey],
+    purpose: &str,
+) -> Result<Option<Entry>, ConsentError> {
+    let mut latest: Option<Entry> = None;
+    for key in keys {
+        if let Some(entry) = latest_before(connection, key, purpose, i64::MAX)?
+            && latest
+                .as_ref()
+                .is_none_or(|best| (entry.at_ms, entry.seq) > (best.at_ms, best.seq))
+        {
+            latest = Some(entry);
+        }
+    }
+    Ok(latest)
+}
+
+/// The first suppression of `keys`: global ones first, then the destination's.
+fn suppression_of(
+    connection: &Connection,
+    keys: &[IdentKey],
+    destination: Option<&str>,
+) -> Result<Option<Suppression>, ConsentError> {
+    let mut statement = connection
+        .prepare_cached(
+            "SELECT ident_key, scope, reason, at_ms, source FROM suppressions \
+             WHERE ident_key = ?1 AND scope = ?2",
+        )
+        .map_err(ConsentError::sqlite("read suppressions"))?;
+    let mut scopes = vec![SuppressionScope::Global];
+    if let Some(destination) = destination {
+        scopes.push(SuppressionScope::Destination(destination.to_owned()));
+    }
+    for scope in &scopes {
+        let scope = scope.as_text();
+        for key in keys {
+            let found = statement
+                .query_row(params![&key.0[..], &scope], raw_suppression)
+                .optional()
+                .map_err(ConsentError::sqlite("read suppressions"))?;
+            if let Some(raw) = found {
+                return decode_suppression(raw).map(Some);
+            }
+        }
+    }
+    Ok(None)
+}
+
 fn latest_before(
     connection: &Connection,
     key: &IdentKey,
@@ -733,6 +783,65 @@ mod tests {
             legal_basis: LegalBasis::Consent,
             proof: Proof::default(),
         }
+    }
+
+    #[test]
+    fn standing_reads_global_suppressions_first_and_consent_only_when_unsuppressed() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open_in(dir.path()).unwrap();
+        ledger
+            .record(&[
+                entry(1, "email_marketing", Status::Granted, 2_000),
+                entry(2, "email_marketing", Status::Granted, 2_000),
+            ])
+            .unwrap();
+        let suppress = |key_n: u8, scope: SuppressionScope| {
+            ledger
+                .suppress(&Suppression {
+                    ident_key: key(key_n),
+                    scope,
+                    reason: "complaint".to_owned(),
+                    at_ms: 1,
+                    source: "api:test".to_owned(),
+                })
+                .unwrap();
+        };
+        suppress(2, SuppressionScope::Destination("esp".to_owned()));
+        suppress(3, SuppressionScope::Global);
+
+        let (suppression, latest) = ledger
+            .standing(&[key(1)], Some("esp"), Some("email_marketing"))
+            .unwrap();
+        assert!(suppression.is_none());
+        assert_eq!(latest.unwrap().status, Status::Granted);
+
+        let (suppression, latest) = ledger.standing(&[key(1)], Some("esp"), None).unwrap();
+        assert!(
+            suppression.is_none() && latest.is_none(),
+            "no consent asked"
+        );
+
+        let (suppression, latest) = ledger
+            .standing(&[key(2)], Some("esp"), Some("email_marketing"))
+            .unwrap();
+        assert_eq!(
+            suppression.unwrap().scope,
+            SuppressionScope::Destination("esp".to_owned())
+        );
+        assert!(
+            latest.is_none(),
+            "a suppressed person's consent is not read"
+        );
+        let (suppression, _) = ledger
+            .standing(&[key(2)], Some("other"), Some("email_marketing"))
+            .unwrap();
+        assert!(suppression.is_none(), "another destination's list");
+
+        // The global list wins over the destination's, whichever key holds it.
+        let (suppression, _) = ledger
+            .standing(&[key(2), key(3)], Some("esp"), Some("email_marketing"))
+            .unwrap();
+        assert_eq!(suppression.unwrap().scope, SuppressionScope::Global);
     }
 
     #[test]

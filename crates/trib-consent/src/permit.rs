@@ -135,18 +135,18 @@ impl Gatekeeper {
         let Some(declared) = self.rules.purpose(purpose) else {
             return Err(deny(DenyReason::UnknownPurpose));
         };
-        if let Some(suppression) = self
+        let needs_consent = declared.legal_basis == LegalBasis::Consent;
+        let (suppression, latest) = self
             .ledger
-            .suppression_for(&keys, destination)
-            .map_err(unavailable)?
-        {
+            .standing(&keys, destination, needs_consent.then_some(purpose))
+            .map_err(unavailable)?;
+        if let Some(suppression) = suppression {
             return Err(deny(match suppression.scope {
                 SuppressionScope::Global => DenyReason::SuppressedGlobal,
                 SuppressionScope::Destination(_) => DenyReason::SuppressedDestination,
             }));
         }
-        if declared.legal_basis == LegalBasis::Consent {
-            let latest = self.ledger.latest(&keys, purpose).map_err(unavailable)?;
+        if needs_consent {
             match latest.map(|entry| entry.status) {
                 Some(Status::Granted) => {}
                 Some(Status::Denied) => return Err(deny(DenyReason::Denied)),
