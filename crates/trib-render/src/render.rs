@@ -10,6 +10,7 @@ use trib_consent::Permitted;
 use crate::compile::{CompiledTemplate, lookup};
 use crate::context::RenderInput;
 use crate::error::RenderError;
+use crate::url;
 
 /// One person's email.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -33,6 +34,35 @@ pub struct RenderReport {
     pub fallbacks: Vec<String>,
     /// Paths printed without a `default` whose value was missing (printed as nothing).
     pub missing: Vec<String>,
+    /// URL attributes whose value, taken from a variable, had a scheme that is not allowed and
+    /// was rendered as `about:blank` (each guarded output once).
+    pub blocked_urls: Vec<BlockedUrl>,
+}
+
+/// A URL attribute value that was replaced by [`url::BLOCKED_URL`]: the value (never shown:
+/// it is the person's data) started the attribute and its scheme was not http, https, mailto,
+/// tel or cid (see [`crate::url`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BlockedUrl {
+    /// The part, `html`.
+    pub part: &'static str,
+    /// The attribute, such as `href`.
+    pub attribute: String,
+    /// The variable printed there, such as `profile.traits.website`.
+    pub variable: String,
+}
+
+impl std::fmt::Display for BlockedUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: `{}` from `{}` is not an http(s), mailto, tel, cid or relative URL and was rendered as {}",
+            self.part,
+            self.attribute,
+            self.variable,
+            url::BLOCKED_URL
+        )
+    }
 }
 
 impl CompiledTemplate {
@@ -64,20 +94,39 @@ impl CompiledTemplate {
         }
         let input = input.into_inner();
         let globals = self.plan.build(&input);
-        let report = if with_report {
+        let mut report = if with_report {
             self.report(&globals)
         } else {
             RenderReport::default()
         };
         let subject = self.part("subject", &self.subject, &globals)?;
+        let preheader = one_line(&self.part("preheader", &self.preheader, &globals)?);
+        // Left over from a render on this thread that failed in its HTML part.
+        url::take_blocked();
+        let html = self.part("html", &self.html, &globals);
+        let mut blocked = url::take_blocked();
+        let html = html?;
+        if with_report {
+            blocked.sort_unstable();
+            blocked.dedup();
+            report.blocked_urls = blocked
+                .into_iter()
+                .filter_map(|site| self.url_sites.get(site))
+                .map(|(attribute, variable)| BlockedUrl {
+                    part: "html",
+                    attribute: attribute.clone(),
+                    variable: variable.clone(),
+                })
+                .collect();
+        }
         let email = RenderedEmail {
             template: self.name.clone(),
             version: self.version.clone(),
             purpose: self.purpose.clone(),
             profile_id: input.profile.id,
             subject: one_line(&subject),
-            preheader: one_line(&self.part("preheader", &self.preheader, &globals)?),
-            html: self.part("html", &self.html, &globals)?,
+            preheader,
+            html,
             text: tidy_text(&self.part("text", &self.text, &globals)?),
         };
         Ok((email, report))
