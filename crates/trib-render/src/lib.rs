@@ -18,8 +18,9 @@
 //!   other allowed identifier types, `events.recent`, `events.last.EVENT_KEY`), holding only
 //!   what the template reads.
 //! * [`render`]: [`CompiledTemplate::render`] takes a `Permitted<RenderInput>` only, so a
-//!   person without consent for the template's purpose cannot be rendered; it can report which
-//!   fallbacks fired, which fields were missing and which URL values were blocked.
+//!   person without consent for the template's purpose cannot be rendered; it puts the
+//!   preheader, escaped, as a hidden block after `<body>`, and can report which fallbacks
+//!   fired, which fields were missing and which URL values were blocked.
 //! * [`send`]: a test send over SMTP (lettre, rustls with ring) to an internal seed list.
 //!
 //! Sandbox: no partials (`include`/`render` are refused by the check and have no source), no

@@ -1,4 +1,8 @@
 //! Rendering a compiled template for one person, from a `Permitted<RenderInput>` only.
+//!
+//! The rendered preheader is also put into the HTML, HTML-escaped, as the usual hidden block
+//! right after `<body ...>` (at the start of a fragment without `<body>`), when it is not empty;
+//! MJML templates get it the same way after compilation, so they need no `<mj-preview>`.
 
 use std::io;
 use std::time::Instant;
@@ -105,7 +109,8 @@ impl CompiledTemplate {
         url::take_blocked();
         let html = self.part("html", &self.html, &globals);
         let mut blocked = url::take_blocked();
-        let html = html?;
+        let mut html = html?;
+        inject_preheader(&mut html, &preheader);
         if with_report {
             blocked.sort_unstable();
             blocked.dedup();
@@ -201,6 +206,52 @@ impl CompiledTemplate {
 /// A first allocation for a part's output, so the HTML is not copied while it grows.
 fn template_capacity(part: &str) -> usize {
     if part == "html" { 32 * 1024 } else { 1024 }
+}
+
+/// The hidden preheader block: shown by inbox previews, not in the opened email.
+const PREHEADER_STYLE: &str = "display:none;font-size:1px;color:#ffffff;line-height:1px;max-height:0px;max-width:0px;opacity:0;overflow:hidden;mso-hide:all;";
+
+/// Inserts the preheader, HTML-escaped, as a hidden block right after `<body ...>`, or at the
+/// start of a fragment without `<body>`; nothing when the preheader is empty.
+fn inject_preheader(html: &mut String, preheader: &str) {
+    if preheader.is_empty() {
+        return;
+    }
+    let at = body_content_start(html).unwrap_or(0);
+    let mut block = String::with_capacity(preheader.len() + PREHEADER_STYLE.len() + 32);
+    block.push_str("<div style=\"");
+    block.push_str(PREHEADER_STYLE);
+    block.push_str("\">");
+    for c in preheader.chars() {
+        match c {
+            '&' => block.push_str("&amp;"),
+            '<' => block.push_str("&lt;"),
+            '>' => block.push_str("&gt;"),
+            '"' => block.push_str("&quot;"),
+            '\'' => block.push_str("&#39;"),
+            c => block.push(c),
+        }
+    }
+    block.push_str("</div>");
+    html.insert_str(at, &block);
+}
+
+/// The offset after the `>` of the `<body ...>` start tag, in any case.
+fn body_content_start(html: &str) -> Option<usize> {
+    let is_body = |at: usize| {
+        html.get(at..at + 5)
+            .is_some_and(|tag| tag.eq_ignore_ascii_case("<body"))
+            && html[at + 5..].starts_with(|c: char| c == '>' || c == '/' || c.is_ascii_whitespace())
+    };
+    // The common spelling first (a fast search), then any case.
+    let start = match html.find("<body") {
+        Some(at) if is_body(at) => at,
+        _ => html
+            .match_indices('<')
+            .map(|(at, _)| at)
+            .find(|&at| is_body(at))?,
+    };
+    html[start..].find('>').map(|end| start + end + 1)
 }
 
 fn one_line(text: &str) -> String {

@@ -1,5 +1,5 @@
 //! A person's data cannot turn into active content: URL attributes that start with it keep only
-//! harmless schemes (issue 7) and `raw` is refused on it.
+//! harmless schemes (issue 7), `raw` is refused on it, and the preheader is escaped.
 
 use serde_json::{Value, json};
 use trib_render::{
@@ -275,5 +275,53 @@ fn raw_on_template_defined_values_stays_allowed() {
     assert_eq!(
         email.html.trim_end(),
         "<b>Sale</b><i>&lt;script&gt;x&lt;/script&gt;</i>"
+    );
+}
+
+#[test]
+fn the_preheader_is_a_hidden_escaped_block_right_after_body() {
+    let hidden = "<div style=\"display:none;font-size:1px;color:#ffffff;line-height:1px;max-height:0px;max-width:0px;opacity:0;overflow:hidden;mso-hide:all;\">";
+    let compiled = compiler()
+        .compile(&source_with(
+            "{{ profile.traits.bio | default: '' }}",
+            "html",
+            "<html><head><title>T</title></head><BODY class=\"x\"><p>Hi</p></BODY></html>",
+        ))
+        .expect("compiles");
+    let (email, _) = render(&compiled, json!({"bio": "<b>\"Tom\" & 'Jerry'</b>"}));
+    assert_eq!(
+        email.html.trim_end(),
+        format!(
+            "<html><head><title>T</title></head><BODY class=\"x\">{hidden}&lt;b&gt;&quot;Tom&quot; &amp; &#39;Jerry&#39;&lt;/b&gt;</div><p>Hi</p></BODY></html>"
+        )
+    );
+    assert_eq!(email.preheader, "<b>\"Tom\" & 'Jerry'</b>");
+    // Empty: no block.
+    let (email, _) = render(&compiled, json!({}));
+    assert!(!email.html.contains("display:none"), "{}", email.html);
+    // A fragment without <body> gets it first.
+    let fragment = compiler()
+        .compile(&source_with("Sale", "html", "<p>Hi</p>"))
+        .expect("compiles");
+    let (email, _) = render(&fragment, json!({}));
+    assert_eq!(
+        email.html.trim_end(),
+        format!("{hidden}Sale</div><p>Hi</p>")
+    );
+    // MJML: after the compiled <body>, before mrml's content.
+    let mjml = compiler()
+        .compile(&source_with(
+            "Sale",
+            "mjml",
+            "<mjml><mj-body><mj-section><mj-column><mj-text>Hi</mj-text></mj-column></mj-section></mj-body></mjml>",
+        ))
+        .expect("compiles");
+    let (email, _) = render(&mjml, json!({}));
+    let body = email.html.find("<body").expect("body");
+    let after_body = &email.html[body..];
+    let content = after_body.find('>').expect("body tag ends") + 1;
+    assert!(
+        after_body[content..].starts_with(&format!("{hidden}Sale</div>")),
+        "{after_body}"
     );
 }
