@@ -202,10 +202,15 @@ pub fn is_allowed_url(value: &str) -> bool {
         return true;
     }
     let decoded = decode_entities(value);
-    let cleaned: String = decoded
-        .chars()
-        .filter(|c| !matches!(c, '\t' | '\n' | '\r'))
-        .collect();
+    let cleaned: Cow<'_, str> = if decoded.contains(['\t', '\n', '\r']) {
+        decoded
+            .chars()
+            .filter(|c| !matches!(c, '\t' | '\n' | '\r'))
+            .collect::<String>()
+            .into()
+    } else {
+        decoded
+    };
     let url = cleaned.trim_start_matches(|c: char| c <= ' ');
     match url.find([':', '/', '?', '#']) {
         Some(end) if url[end..].starts_with(':') => ALLOWED_SCHEMES
