@@ -5,10 +5,11 @@
 //! part's automatic escaping, but escaping does not change what the link does. So the compile
 //! step finds every output that stands at the start of a URL attribute ([`URL_ATTRIBUTES`]) of
 //! the compiled HTML (after MJML, so `mj-button href` is seen as the `<a href>` it becomes;
-//! Outlook's conditional comments are read as HTML too) and appends the [`UrlGuard`] filter to
-//! it. At render time the guard passes a value whose scheme is in [`ALLOWED_SCHEMES`], or that
-//! has no scheme (a relative URL, a `#fragment`), and replaces any other by [`BLOCKED_URL`],
-//! recording which output it replaced so the render report can say so.
+//! Outlook's conditional comments are read as HTML too) and appends the `tributary_url_guard`
+//! filter to it. At render time the guard passes a value whose scheme is in
+//! [`ALLOWED_SCHEMES`], or that has no scheme (a relative URL, a `#fragment`), and replaces any
+//! other by [`BLOCKED_URL`], recording which output it replaced so the render report can say
+//! so.
 //!
 //! "At the start" means that the attribute's literal text before the output (Liquid tags and
 //! other outputs left out, entities decoded) has none of `:`, `/`, `?` and `#`: after
