@@ -75,6 +75,9 @@ pub enum Scope {
     TemplatesRender,
     /// Save templates, after the static check (`PUT /v1/templates/{name}`).
     TemplatesWrite,
+    /// Render a person's email and send it to the internal seed list
+    /// (`POST /v1/render/send`).
+    TemplatesSend,
     /// Scrape `GET /metrics`.
     MetricsRead,
     /// Read destinations, their sync state and dead letters (`GET /v1/destinations...`).
@@ -87,7 +90,7 @@ pub enum Scope {
 
 impl Scope {
     /// Every scope, in a stable order.
-    pub const ALL: [Scope; 18] = [
+    pub const ALL: [Scope; 19] = [
         Scope::EventsRead,
         Scope::QuarantineRead,
         Scope::QuarantineWrite,
@@ -102,6 +105,7 @@ impl Scope {
         Scope::ConsentWrite,
         Scope::TemplatesRender,
         Scope::TemplatesWrite,
+        Scope::TemplatesSend,
         Scope::MetricsRead,
         Scope::DestinationsRead,
         Scope::DestinationsWrite,
@@ -125,6 +129,7 @@ impl Scope {
             Scope::ConsentWrite => "consent:write",
             Scope::TemplatesRender => "templates:render",
             Scope::TemplatesWrite => "templates:write",
+            Scope::TemplatesSend => "templates:send",
             Scope::MetricsRead => "metrics:read",
             Scope::DestinationsRead => "destinations:read",
             Scope::DestinationsWrite => "destinations:write",

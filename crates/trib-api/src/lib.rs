@@ -41,6 +41,7 @@
 //! | GET | `/v1/destinations`, `/v1/destinations/{name}/dlq` | `destinations:read` |
 //! | POST | `/v1/destinations/{name}/dlq/replay` | `destinations:write` |
 //! | POST | `/v1/render` | `templates:render` |
+//! | POST | `/v1/render/send` | `templates:send` |
 //! | PUT | `/v1/templates/{name}` | `templates:write` |
 //! | GET | `/metrics` | `metrics:read` |
 //! | GET | `/healthz`, `/readyz` | open |
@@ -93,7 +94,7 @@ pub use export::MAX_EXPORT_EVENTS;
 pub use keys::{Principal, Scope};
 pub use privacy::ConsentState;
 pub use profiles::ProfilesState;
-pub use render::RenderState;
+pub use render::{RenderState, SeedSend};
 pub use telemetry::install_metrics_recorder;
 
 /// The logs the API writes to and reads from.
@@ -333,7 +334,7 @@ fn table() -> Vec<Route> {
     use Scope::{
         ConsentRead, ConsentWrite, DestinationsRead, DestinationsWrite, EventsRead, ImportsWrite,
         MetricsRead, PrivacyErase, PrivacyExport, ProfilesRead, ProfilesWrite, QuarantineRead,
-        QuarantineWrite, SchemasRead, SchemasWrite, TemplatesRender, TemplatesWrite,
+        QuarantineWrite, SchemasRead, SchemasWrite, TemplatesRender, TemplatesSend, TemplatesWrite,
     };
     use trib_audit::Action::{Read, Write};
     use trib_audit::Purpose;
@@ -476,6 +477,8 @@ fn table() -> Vec<Route> {
         on_post("/v1/privacy/exports", scope(PrivacyExport), export::export)
             .audited(Read, Purpose::PRIVACY_REQUEST),
         on_post("/v1/render", scope(TemplatesRender), render::render)
+            .audited(Read, Purpose::OPERATIONS),
+        on_post("/v1/render/send", scope(TemplatesSend), render::send)
             .audited(Read, Purpose::OPERATIONS),
         route(
             Method::PUT,

@@ -1,12 +1,16 @@
 //! Rendering through the API: `POST /v1/render` (scope `templates:render`) renders a template
-//! for one person, or a render matrix over a sample of stored profiles; `PUT
-//! /v1/templates/{name}` (scope `templates:write`) saves a template after the static check.
+//! for one person, or a render matrix over a sample of stored profiles; `POST
+//! /v1/render/send` (scope `templates:send`) renders for one person and sends the email to the
+//! internal seed list (`[render.seed_list]` over `[render.smtp]`); `PUT /v1/templates/{name}`
+//! (scope `templates:write`) saves a template after the static check.
 //!
 //! A person's data reaches a template only through [`trib_consent::Gatekeeper::permit`] for the
 //! template's purpose: a refusal answers 403 `consent_denied` (one person) or a `denied` row
 //! (the matrix). Every person rendered is recorded in the audit log with the template's
-//! purpose and their profile id, before the response leaves; the route's own entry (purpose
-//! `operations`) records the request.
+//! purpose and their profile id, before the response leaves; a test send is recorded as such
+//! (resource `/v1/render/send`) before the message leaves, and once more with outcome
+//! `failed` when the SMTP server refuses it. The route's own entry (purpose `operations`)
+//! records the request.
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -21,7 +25,9 @@ use serde_json::{Value, json};
 use trib_audit::{Action, Actor, AuditRecord, Outcome, ProfileRef, Purpose, Resource};
 use trib_identity::profile::Profile;
 use trib_identity::view::{self, Found};
-use trib_render::{CompiledTemplate, Compiler, RenderInput, Templates};
+use trib_render::{
+    CompiledTemplate, Compiler, RenderInput, RenderReport, RenderedEmail, SmtpSettings, Templates,
+};
 use trib_store::{ChangeKind, ProfileId, ProfileStore};
 
 use crate::keys::Principal;
@@ -33,6 +39,10 @@ use crate::{ApiError, AppState};
 const EVENTS_PER_PERSON: usize = 50;
 /// The largest render matrix.
 const MAX_SAMPLE: usize = 100;
+/// The audit resource of one person's render.
+const RENDER_RESOURCE: &str = "/v1/render";
+/// The audit resource of one person's test send.
+const SEND_RESOURCE: &str = "/v1/render/send";
 
 /// What the render routes need: the compiled templates and how to compile more, and the
 /// gatekeeper that permits a person's data for a purpose.
@@ -42,6 +52,16 @@ pub struct RenderState {
     /// Where `PUT /v1/templates/{name}` saves templates; `None` keeps them in memory only.
     pub templates_dir: Option<PathBuf>,
     pub gatekeeper: trib_consent::Gatekeeper,
+    /// Where test sends go; `None` makes `POST /v1/render/send` answer 503 `send_disabled`.
+    pub seeds: Option<SeedSend>,
+}
+
+/// The internal seed list of test sends (`[render.seed_list]`) and the SMTP server that
+/// carries them (`[render.smtp]`). Never a person's own address.
+#[derive(Debug, Clone)]
+pub struct SeedSend {
+    pub to: Vec<String>,
+    pub smtp: SmtpSettings,
 }
 
 #[derive(Debug, Deserialize)]
@@ -82,8 +102,9 @@ fn template(render: &RenderState, name: &str) -> Result<Arc<CompiledTemplate>, A
 }
 
 /// `POST /v1/render`: `{"template", "profile_id" | "identifier"}` answers the subject,
-/// preheader, HTML and text for that person with the fallbacks that fired; `{"template",
-/// "sample": N}` answers a matrix over N stored profiles.
+/// preheader, HTML and text for that person with the fallbacks that fired, the URL values
+/// that were blocked (`blocked_urls`: part, attribute, variable) and the template's check
+/// warnings; `{"template", "sample": N}` answers a matrix over N stored profiles.
 pub(crate) async fn render(
     State(state): State<Arc<AppState>>,
     principal: Option<Extension<Principal>>,
@@ -102,8 +123,91 @@ pub(crate) async fn render(
         }
         return matrix(&state, compiled, sample, actor).await;
     }
-    let profile = find(&state, body.profile_id, body.identifier).await?;
-    let input = read_input(&state, profile).await?;
+    let (email, report) = render_person(
+        &state,
+        &compiled,
+        body.profile_id,
+        body.identifier,
+        &actor,
+        RENDER_RESOURCE,
+    )
+    .await?;
+    Ok(Json(preview(&email, &report, &compiled)).into_response())
+}
+
+/// `POST /v1/render/send`: `{"template", "profile_id" | "identifier"}` renders the email for
+/// that person (permit and audit as for a render, resource `/v1/render/send`) and sends it to
+/// the seed list; answers the preview with `sent_to`, the number of seed addresses, or 502
+/// `send_failed`.
+pub(crate) async fn send(
+    State(state): State<Arc<AppState>>,
+    principal: Option<Extension<Principal>>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let render = render_state(&state)?;
+    let body: RenderBody = parse_body(&body, "render")?;
+    if body.sample.is_some() {
+        return Err(invalid_body(
+            "a test send is for one person: give `profile_id` or `identifier`",
+        ));
+    }
+    let Some(seeds) = render.seeds.clone() else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "send_disabled",
+            "this server has no [render.seed_list] and [render.smtp] for test sends",
+        ));
+    };
+    let compiled = template(render, &body.template)?;
+    let actor = actor_of(principal.as_deref())?;
+    let (email, report) = render_person(
+        &state,
+        &compiled,
+        body.profile_id,
+        body.identifier,
+        &actor,
+        SEND_RESOURCE,
+    )
+    .await?;
+    let n_seeds = seeds.to.len();
+    let message = email.clone();
+    let sent =
+        blocking(move || Ok(trib_render::send_to_seeds(&message, &seeds.to, &seeds.smtp))).await?;
+    if let Err(error) = sent {
+        record(
+            &state,
+            &actor,
+            &compiled,
+            &email.profile_id,
+            SEND_RESOURCE,
+            Outcome::Failed,
+        )
+        .await?;
+        return Err(ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "send_failed",
+            error.to_string(),
+        ));
+    }
+    let mut answer = preview(&email, &report, &compiled);
+    answer["sent_to"] = json!(n_seeds);
+    Ok(Json(answer).into_response())
+}
+
+/// Finds one person, permits their data for the template's purpose, renders, and records the
+/// access under `resource` before returning (a refused permit releases nothing and is not
+/// recorded here).
+async fn render_person(
+    state: &Arc<AppState>,
+    compiled: &Arc<CompiledTemplate>,
+    profile_id: Option<String>,
+    identifier: Option<IdentifierBody>,
+    actor: &Actor,
+    resource: &'static str,
+) -> Result<(RenderedEmail, RenderReport), ApiError> {
+    let render = render_state(state)?;
+    let profile = find(state, profile_id, identifier).await?;
+    let input = read_input(state, profile).await?;
     let profile_id = input.profile.id.clone();
     let gatekeeper = render.gatekeeper.clone();
     let template = compiled.clone();
@@ -115,26 +219,38 @@ pub(crate) async fn render(
         }
     })
     .await?;
-    let (email, report) = match result {
-        Err(denied) => {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "consent_denied",
-                format!("profile {profile_id}: {denied}"),
-            ));
-        }
+    match result {
+        Err(denied) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "consent_denied",
+            format!("profile {profile_id}: {denied}"),
+        )),
         Ok(Err(error)) => {
-            record(&state, &actor, &compiled, &profile_id, Outcome::Failed).await?;
-            return Err(ApiError::new(
+            record(
+                state,
+                actor,
+                compiled,
+                &profile_id,
+                resource,
+                Outcome::Failed,
+            )
+            .await?;
+            Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "render_failed",
                 error.to_string(),
-            ));
+            ))
         }
-        Ok(Ok(rendered)) => rendered,
-    };
-    record(&state, &actor, &compiled, &profile_id, Outcome::Ok).await?;
-    Ok(Json(json!({
+        Ok(Ok(rendered)) => {
+            record(state, actor, compiled, &profile_id, resource, Outcome::Ok).await?;
+            Ok(rendered)
+        }
+    }
+}
+
+/// The answer of one person's render: the email, the report and the template's warnings.
+fn preview(email: &RenderedEmail, report: &RenderReport, compiled: &CompiledTemplate) -> Value {
+    json!({
         "template": email.template,
         "version": email.version,
         "purpose": email.purpose,
@@ -145,9 +261,9 @@ pub(crate) async fn render(
         "text": email.text,
         "fallbacks": report.fallbacks,
         "missing": report.missing,
+        "blocked_urls": report.blocked_urls,
         "warnings": compiled.warnings().iter().map(ToString::to_string).collect::<Vec<_>>(),
-    }))
-    .into_response())
+    })
 }
 
 /// Renders for `sample` stored profiles spread from the sparsest to the richest.
@@ -181,17 +297,34 @@ async fn matrix(
                 json!({"profile_id": profile_id, "traits": n_traits, "denied": denied.reason.code()})
             }
             Ok(Err(error)) => {
-                record(state, &actor, &compiled, &profile_id, Outcome::Failed).await?;
+                record(
+                    state,
+                    &actor,
+                    &compiled,
+                    &profile_id,
+                    RENDER_RESOURCE,
+                    Outcome::Failed,
+                )
+                .await?;
                 json!({"profile_id": profile_id, "traits": n_traits, "error": error.to_string()})
             }
             Ok(Ok((email, report))) => {
-                record(state, &actor, &compiled, &profile_id, Outcome::Ok).await?;
+                record(
+                    state,
+                    &actor,
+                    &compiled,
+                    &profile_id,
+                    RENDER_RESOURCE,
+                    Outcome::Ok,
+                )
+                .await?;
                 json!({
                     "profile_id": profile_id,
                     "traits": n_traits,
                     "subject": email.subject,
                     "fallbacks": report.fallbacks,
                     "missing": report.missing,
+                    "blocked_urls": report.blocked_urls,
                 })
             }
         };
@@ -314,13 +447,14 @@ fn actor_of(principal: Option<&Principal>) -> Result<Actor, ApiError> {
     }
 }
 
-/// Records one person's render (the template's purpose, their profile id) before it is
-/// answered; without an audit log nothing is recorded.
+/// Records one person's render or test send (`resource`, the template's purpose, their
+/// profile id) before it is answered or sent; without an audit log nothing is recorded.
 async fn record(
     state: &AppState,
     actor: &Actor,
     compiled: &CompiledTemplate,
     profile_id: &str,
+    resource: &'static str,
     outcome: Outcome,
 ) -> Result<(), ApiError> {
     let Some(log) = state.audit.as_ref() else {
@@ -335,7 +469,7 @@ async fn record(
         actor: actor.clone(),
         action: Action::Read,
         purpose,
-        resource: Resource::new("/v1/render"),
+        resource: Resource::new(resource),
         subject,
         outcome,
     }])

@@ -96,7 +96,7 @@ enum Command {
         command: render::TemplatesCommand,
     },
     /// Renders a template for one person (--profile) or a matrix over stored profiles
-    /// (--sample N) on a running server; --send mails the preview to the seed list.
+    /// (--sample N) on a running server; --send has the server mail it to its seed list.
     Render(render::RenderArgs),
     /// Probabilistic matching on CSV files: dedupe, generate labelled data, evaluate, review.
     Identity {

@@ -1,7 +1,8 @@
 //! `tributary templates check` (offline static check of the templates directory) and
 //! `tributary render TEMPLATE --profile ID_OR_EMAIL | --sample N [--send]` (a preview or a
 //! render matrix from a running server, which checks consent and records the access; `--send`
-//! then mails the preview to the configured seed list over SMTP).
+//! asks the server to render and mail the email to its seed list, `POST /v1/render/send`, so
+//! the server records a send).
 //!
 //! Also builds the server's [`trib_api::RenderState`] from the configuration.
 
@@ -12,8 +13,8 @@ use anyhow::{Context, bail};
 use serde_json::{Value, json};
 use trib_config::Config;
 use trib_render::{
-    CheckOptions, Compiler, Limits, PurposeFields, RenderedEmail, Severity, SmtpSecurity,
-    SmtpSettings, Templates, Vocabulary,
+    CheckOptions, Compiler, Limits, PurposeFields, Severity, SmtpSecurity, SmtpSettings, Templates,
+    Vocabulary,
 };
 
 use crate::events::send_json;
@@ -47,12 +48,10 @@ pub(crate) struct RenderArgs {
     /// the fields that were missing.
     #[arg(long)]
     sample: Option<usize>,
-    /// Send the preview to `[render.seed_list]` over `[render.smtp]` (needs --config).
-    #[arg(long, requires = "config", conflicts_with = "sample")]
+    /// Have the server send the email to its `[render.seed_list]` over its `[render.smtp]`
+    /// (`POST /v1/render/send`, scope `templates:send`; audited by the server as a send).
+    #[arg(long, conflicts_with = "sample")]
     send: bool,
-    /// The configuration with `[render.seed_list]` and `[render.smtp]`, for --send.
-    #[arg(long, short)]
-    config: Option<PathBuf>,
 }
 
 /// The compiler for a configuration: its schemas, identifier types, purposes and `[render]`.
@@ -99,11 +98,19 @@ pub(crate) fn render_state(
         n_skipped = failures.len(),
         "templates compiled"
     );
+    let seeds = match (&config.render.smtp, config.render.seed_list.is_empty()) {
+        (Some(_), false) => Some(trib_api::SeedSend {
+            to: config.render.seed_list.clone(),
+            smtp: smtp_settings(config)?,
+        }),
+        _ => None,
+    };
     Ok(trib_api::RenderState {
         compiler,
         templates: std::sync::RwLock::new(templates),
         templates_dir: Some(config.templates_dir.clone()),
         gatekeeper,
+        seeds,
     })
 }
 
@@ -188,7 +195,12 @@ pub(crate) async fn run_render(args: RenderArgs) -> anyhow::Result<()> {
         (None, Some(sample)) => body["sample"] = json!(sample),
         _ => bail!("give --profile or --sample"),
     }
-    let (request, url) = args.connect.request(reqwest::Method::POST, "/v1/render")?;
+    let route = if args.send {
+        "/v1/render/send"
+    } else {
+        "/v1/render"
+    };
+    let (request, url) = args.connect.request(reqwest::Method::POST, route)?;
     let answer: Value = send_json(request.json(&body), &url).await?;
     if args.sample.is_some() {
         print_matrix(&answer);
@@ -206,38 +218,30 @@ pub(crate) async fn run_render(args: RenderArgs) -> anyhow::Result<()> {
     println!("preheader: {}", text("preheader"));
     println!("fallbacks: {}", join(&answer["fallbacks"]));
     println!("missing: {}", join(&answer["missing"]));
+    for warning in answer["warnings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+    {
+        println!("warning: {warning}");
+    }
+    print_blocked_urls(&answer["blocked_urls"], "");
     println!("--- html\n{}", text("html"));
     println!("--- text\n{}", text("text"));
-    if args.send {
-        let config_path = args.config.context("--send needs --config")?;
-        let config = Config::load(&config_path)?;
-        let settings = smtp_settings(&config)?;
-        let seeds = config.render.seed_list.clone();
-        let email = RenderedEmail {
-            template: text("template"),
-            version: text("version"),
-            purpose: text("purpose"),
-            profile_id: text("profile_id"),
-            subject: text("subject"),
-            preheader: text("preheader"),
-            html: text("html"),
-            text: text("text"),
-        };
-        let n_seeds = seeds.len();
-        tokio::task::spawn_blocking(move || trib_render::send_to_seeds(&email, &seeds, &settings))
-            .await
-            .context("the send task failed")??;
+    if let Some(n_seeds) = answer["sent_to"].as_u64() {
         println!("sent to {n_seeds} seed address(es)");
     }
     Ok(())
 }
 
+/// The SMTP settings of test sends, from `[render.smtp]` and `[render.seed_list] from`.
 fn smtp_settings(config: &Config) -> anyhow::Result<SmtpSettings> {
     let Some(smtp) = &config.render.smtp else {
-        bail!("--send needs [render.smtp] in the configuration");
+        bail!("test sends need [render.smtp] in the configuration");
     };
     let Some(from) = &config.render.from else {
-        bail!("--send needs [render.seed_list] with `to` and `from`");
+        bail!("test sends need [render.seed_list] with `to` and `from`");
     };
     Ok(SmtpSettings {
         host: smtp.host.clone(),
@@ -283,7 +287,21 @@ fn print_matrix(answer: &Value) {
                 join(&row["missing"]),
                 row["subject"].as_str().unwrap_or_default()
             );
+            print_blocked_urls(&row["blocked_urls"], "    ");
         }
+    }
+}
+
+/// One line per URL value the render replaced by `about:blank` (the value itself is the
+/// person's data and is not in the answer).
+fn print_blocked_urls(blocked: &Value, indent: &str) {
+    for url in blocked.as_array().into_iter().flatten() {
+        println!(
+            "{indent}blocked URL: {} `{}` from `{}` (not http(s), mailto, tel, cid or relative) rendered as about:blank",
+            url["part"].as_str().unwrap_or_default(),
+            url["attribute"].as_str().unwrap_or_default(),
+            url["variable"].as_str().unwrap_or_default()
+        );
     }
 }
 

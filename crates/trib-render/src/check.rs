@@ -10,14 +10,22 @@
 //! - `field_not_allowed`: a known field the purpose's `fields` do not allow;
 //! - `missing_default`: an optional field printed without a `default` filter (an error or a
 //!   warning, by `[render] missing_default`);
-//! - `unknown_filter`: a filter Liquid does not have.
+//! - `unknown_filter`: a filter Liquid does not have;
+//! - `raw_personal_data` (error): `raw` on an output of the HTML/MJML body that reads the
+//!   person's data (`profile.*` other than `profile.id`, `events.*`), directly or through a
+//!   local assigned or looped from it: HTML from a profile never reaches the email unescaped.
+//!   `raw` on template-defined values (literals, `capture`s, whose outputs are escaped) is fine;
+//! - `unsafe_url` (warning): a URL attribute of the body (`href`, `src`, ... see
+//!   [`crate::url`]) starts with the person's data, so the data chooses the scheme; at render
+//!   time such a value is replaced unless it is http(s), mailto, tel, cid or scheme-less.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::scan::{self, Reference, Scan, Use};
+use crate::scan::{self, MarkupKind, Reference, Scan, Use};
 use crate::source::TemplateSource;
 use crate::vocabulary::{Allowance, PurposeFields, Vocabulary};
 
@@ -96,6 +104,8 @@ pub enum DiagnosticKind {
     FieldNotAllowed,
     MissingDefault,
     UnknownFilter,
+    RawPersonalData,
+    UnsafeUrl,
 }
 
 /// One problem of a template, with where it is.
@@ -138,6 +148,8 @@ impl DiagnosticKind {
             DiagnosticKind::FieldNotAllowed => "field_not_allowed",
             DiagnosticKind::MissingDefault => "missing_default",
             DiagnosticKind::UnknownFilter => "unknown_filter",
+            DiagnosticKind::RawPersonalData => "raw_personal_data",
+            DiagnosticKind::UnsafeUrl => "unsafe_url",
         }
     }
 }
@@ -226,10 +238,10 @@ impl Checker<'_> {
         message: String,
     ) {
         let (line, column) = scan::line_column(text, offset);
-        let severity = if kind == DiagnosticKind::MissingDefault {
-            self.options.missing_default
-        } else {
-            Severity::Error
+        let severity = match kind {
+            DiagnosticKind::MissingDefault => self.options.missing_default,
+            DiagnosticKind::UnsafeUrl => Severity::Warning,
+            _ => Severity::Error,
         };
         self.diagnostics.push(Diagnostic {
             template: self.template.name.clone(),
@@ -256,9 +268,12 @@ impl Checker<'_> {
                 return;
             }
         };
-        if let Err(error) =
-            crate::compile::parser().parse(&crate::compile::rewrite_outputs(text, &scanned, false))
-        {
+        if let Err(error) = crate::compile::parser().parse(&crate::compile::rewrite_outputs(
+            text,
+            &scanned,
+            false,
+            &[],
+        )) {
             let message = error.to_string();
             // Unknown filters are reported below with their position.
             if message.contains("Unknown filter") {
@@ -322,6 +337,64 @@ impl Checker<'_> {
         for reference in &scanned.references {
             if let Some((kind, message)) = self.reference(scanned, reference) {
                 self.push(part, text, reference.offset, kind, message);
+            }
+        }
+        if part == self.template.body.part_name() {
+            self.personal_data_in_body(part, text, scanned);
+        }
+    }
+
+    /// `raw` on the person's data, and URL attributes that start with it (body part only:
+    /// the other parts are not HTML).
+    fn personal_data_in_body(&mut self, part: &'static str, text: &str, scanned: &Scan) {
+        let tainted = tainted_locals(scanned);
+        for markup in &scanned.markups {
+            if markup.kind != MarkupKind::Output {
+                continue;
+            }
+            let Some(raw) = scanned
+                .filters
+                .iter()
+                .find(|filter| filter.name == "raw" && markup.inner.contains(&filter.offset))
+            else {
+                continue;
+            };
+            if let Some(field) = scanned
+                .references
+                .iter()
+                .filter(|reference| markup.inner.contains(&reference.offset))
+                .find_map(|reference| personal_field(reference, &tainted))
+            {
+                self.push(
+                    part,
+                    text,
+                    raw.offset,
+                    DiagnosticKind::RawPersonalData,
+                    format!(
+                        "`raw` would print {field} without escaping: a person's data is always escaped (remove `raw`)"
+                    ),
+                );
+            }
+        }
+        for site in crate::url::url_sites(text, scanned) {
+            let markup = &scanned.markups[site.markup];
+            if let Some((reference, field)) = scanned
+                .references
+                .iter()
+                .filter(|reference| markup.inner.contains(&reference.offset))
+                .find_map(|reference| Some((reference, personal_field(reference, &tainted)?)))
+            {
+                self.push(
+                    part,
+                    text,
+                    reference.offset,
+                    DiagnosticKind::UnsafeUrl,
+                    format!(
+                        "`{}` starts with {field}, so the person's data chooses the link's scheme; start it with a literal such as `https://example.com/` (at render time, a value that is not http(s), mailto, tel, cid or relative becomes `{}`)",
+                        site.attribute,
+                        crate::url::BLOCKED_URL
+                    ),
+                );
             }
         }
     }
@@ -455,6 +528,54 @@ impl Checker<'_> {
                 )),
             },
             _ => Some((UnknownVariable, format!("unknown variable `{shown}`"))),
+        }
+    }
+}
+
+/// The person's field a reference reads, shown for a message (`` `profile.traits.bio` ``, or
+/// `` `bio` (from `profile.traits.bio`) `` for a local): `profile.*` but `profile.id` (an id
+/// Tributary made) and `events.*`, directly or through a tainted local.
+fn personal_field(reference: &Reference, tainted: &BTreeMap<String, String>) -> Option<String> {
+    let root = reference.path.first()?;
+    let shown = reference.path.join(".");
+    if let Some(source) = tainted.get(root) {
+        return Some(format!("`{shown}` (from `{source}`)"));
+    }
+    match (root.as_str(), reference.path.get(1).map(String::as_str)) {
+        ("profile", Some("id")) => None,
+        ("profile" | "events", _) => Some(format!("`{shown}`")),
+        _ => None,
+    }
+}
+
+/// The locals that hold the person's data, each with the field it comes from: assigned or
+/// looped (`for`, `tablerow`) from an expression that reads it, directly or through another
+/// such local, wherever the definition stands (a loop may run it before a use). A `capture`
+/// holds rendered body output, in which the person's data is already escaped, so it is not
+/// tainted.
+fn tainted_locals(scanned: &Scan) -> BTreeMap<String, String> {
+    let mut tainted: BTreeMap<String, String> = BTreeMap::new();
+    loop {
+        let mut changed = false;
+        for (local, reads) in &scanned.definitions {
+            if tainted.contains_key(local) {
+                continue;
+            }
+            let source =
+                scanned.references[reads.clone()]
+                    .iter()
+                    .find_map(|reference| match tainted.get(reference.path.first()?) {
+                        Some(source) => Some(source.clone()),
+                        None => personal_field(reference, &BTreeMap::new())
+                            .map(|_| reference.path.join(".")),
+                    });
+            if let Some(source) = source {
+                tainted.insert(local.clone(), source);
+                changed = true;
+            }
+        }
+        if !changed {
+            return tainted;
         }
     }
 }

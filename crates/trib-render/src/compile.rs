@@ -16,6 +16,11 @@
 //! `escape`, `escape_once` or `raw`; `raw` is removed and prints the value as is. The subject,
 //! preheader and text parts are not escaped.
 //!
+//! **URLs.** Every output of the HTML that starts the value of a URL attribute (`href`,
+//! `src`, ...; see [`crate::url`]) also gets a final `tributary_url_guard` filter (before
+//! `escape_once`), which renders a value whose scheme is not http, https, mailto, tel or cid
+//! as `about:blank` and records it for the render report. Only those outputs pay for it.
+//!
 //! **Text.** When a template has no `text`, one is derived from the Liquid HTML at compile
 //! time (tags removed, links as `label (url)`), and rendered like any text part.
 
@@ -29,6 +34,7 @@ use crate::error::RenderError;
 use crate::scan::{self, MarkupKind, Scan};
 use crate::source::{Body, TemplateSource};
 use crate::text;
+use crate::url::{self, UrlSite};
 use crate::vocabulary::{PurposeFields, Vocabulary};
 
 /// Limits on one render: the size of each part and the time a part may take.
@@ -72,6 +78,8 @@ pub struct CompiledTemplate {
     pub(crate) plan: ContextPlan,
     pub(crate) probes: Vec<Probe>,
     pub(crate) limits: Limits,
+    /// The guarded URL outputs of the HTML, by site number: (attribute, variable).
+    pub(crate) url_sites: Vec<(String, String)>,
     warnings: Vec<Diagnostic>,
 }
 
@@ -85,11 +93,12 @@ impl std::fmt::Debug for CompiledTemplate {
     }
 }
 
-/// The one Liquid parser: the standard tags and filters; partials (`include`, `render`) have
-/// no source, and the static check refuses them.
+/// The one Liquid parser: the standard tags and filters, and the URL guard the compile step
+/// appends; partials (`include`, `render`) have no source, and the static check refuses them.
 pub(crate) fn parser() -> &'static liquid::Parser {
     static PARSER: LazyLock<liquid::Parser> = LazyLock::new(|| {
         liquid::ParserBuilder::with_stdlib()
+            .filter(url::UrlGuard)
             .build()
             .expect("the standard library parser always builds")
     });
@@ -139,13 +148,29 @@ impl Compiler {
         };
 
         let mut scans = Vec::new();
-        let parse = |part: &'static str, text: &str, escape: bool, scans: &mut Vec<Scan>| {
+        let mut url_sites = Vec::new();
+        let parse = |part: &'static str,
+                     text: &str,
+                     escape: bool,
+                     scans: &mut Vec<Scan>,
+                     url_sites: &mut Vec<(String, String)>| {
             let scanned = scan::scan(text).map_err(|error| RenderError::Render {
                 template: source.name.clone(),
                 part,
                 message: error.message,
             })?;
-            let prepared = rewrite_outputs(text, &scanned, escape);
+            let guarded = if escape {
+                url::url_sites(text, &scanned)
+            } else {
+                Vec::new()
+            };
+            for site in &guarded {
+                url_sites.push((
+                    site.attribute.clone(),
+                    printed_variable(text, &scanned, site),
+                ));
+            }
+            let prepared = rewrite_outputs(text, &scanned, escape, &guarded);
             scans.push(scanned);
             parser()
                 .parse(&prepared)
@@ -155,10 +180,22 @@ impl Compiler {
                     message: error.to_string(),
                 })
         };
-        let subject = parse("subject", &source.subject, false, &mut scans)?;
-        let preheader = parse("preheader", &source.preheader, false, &mut scans)?;
-        let html = parse("html", &liquid_html, true, &mut scans)?;
-        let text = parse("text", &text_source, false, &mut scans)?;
+        let subject = parse(
+            "subject",
+            &source.subject,
+            false,
+            &mut scans,
+            &mut url_sites,
+        )?;
+        let preheader = parse(
+            "preheader",
+            &source.preheader,
+            false,
+            &mut scans,
+            &mut url_sites,
+        )?;
+        let html = parse("html", &liquid_html, true, &mut scans, &mut url_sites)?;
+        let text = parse("text", &text_source, false, &mut scans, &mut url_sites)?;
         let (plan, probes) = ContextPlan::from_scans(&self.vocabulary, &scans);
         Ok(CompiledTemplate {
             name: source.name.clone(),
@@ -171,6 +208,7 @@ impl Compiler {
             plan,
             probes,
             limits: self.limits,
+            url_sites,
             warnings: diagnostics,
         })
     }
@@ -295,16 +333,21 @@ fn mjml_to_html(name: &str, mjml: &str) -> Result<String, RenderError> {
     Ok(html.replace(OPEN, "").replace(CLOSE, ""))
 }
 
-/// Rewrites the outputs of a part for Liquid: removes a final `| raw`, and with `escape`
-/// appends `| escape_once` to every other output not already escaped.
-pub(crate) fn rewrite_outputs(text: &str, scanned: &Scan, escape: bool) -> String {
+/// Rewrites the outputs of a part for Liquid: removes a final `| raw`, appends the URL guard
+/// to the outputs of `guarded` (numbered in order), and with `escape` appends
+/// `| escape_once` to every other output not already escaped.
+pub(crate) fn rewrite_outputs(
+    text: &str,
+    scanned: &Scan,
+    escape: bool,
+    guarded: &[UrlSite],
+) -> String {
     let mut out = String::with_capacity(text.len() + 64);
     let mut at = 0;
-    for markup in scanned
-        .markups
-        .iter()
-        .filter(|markup| markup.kind == MarkupKind::Output)
-    {
+    for (index, markup) in scanned.markups.iter().enumerate() {
+        if markup.kind != MarkupKind::Output {
+            continue;
+        }
         let inner = markup.inner.clone();
         let last_filter = scanned
             .filters
@@ -326,14 +369,35 @@ pub(crate) fn rewrite_outputs(text: &str, scanned: &Scan, escape: bool) -> Strin
                 _ => {}
             }
         }
-        if append_escape {
+        let site = guarded.iter().position(|site| site.markup == index);
+        if site.is_some() || append_escape {
             out.push_str(&text[at..end]);
-            out.push_str(" | escape_once ");
+            if let Some(site) = site {
+                out.push_str(&format!(" | {}: {site}", url::GUARD_FILTER));
+            }
+            if append_escape {
+                out.push_str(" | escape_once");
+            }
+            out.push(' ');
             at = end;
         }
     }
     out.push_str(&text[at..]);
     out
+}
+
+/// The variable an output prints, for reports: its first path (`profile.traits.website`), or
+/// its expression when it reads none.
+fn printed_variable(text: &str, scanned: &Scan, site: &UrlSite) -> String {
+    let inner = scanned.markups[site.markup].inner.clone();
+    scanned
+        .references
+        .iter()
+        .find(|reference| inner.contains(&reference.offset))
+        .map_or_else(
+            || text[inner].trim().to_owned(),
+            |reference| reference.path.join("."),
+        )
 }
 
 /// The value at a path of a render's Liquid globals (`None` when a segment is absent); a

@@ -1,4 +1,8 @@
 //! Rendering a compiled template for one person, from a `Permitted<RenderInput>` only.
+//!
+//! The rendered preheader is also put into the HTML, HTML-escaped, as the usual hidden block
+//! right after `<body ...>` (at the start of a fragment without `<body>`), when it is not empty;
+//! MJML templates get it the same way after compilation, so they need no `<mj-preview>`.
 
 use std::io;
 use std::time::Instant;
@@ -10,6 +14,7 @@ use trib_consent::Permitted;
 use crate::compile::{CompiledTemplate, lookup};
 use crate::context::RenderInput;
 use crate::error::RenderError;
+use crate::url;
 
 /// One person's email.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -33,6 +38,35 @@ pub struct RenderReport {
     pub fallbacks: Vec<String>,
     /// Paths printed without a `default` whose value was missing (printed as nothing).
     pub missing: Vec<String>,
+    /// URL attributes whose value, taken from a variable, had a scheme that is not allowed and
+    /// was rendered as `about:blank` (each guarded output once).
+    pub blocked_urls: Vec<BlockedUrl>,
+}
+
+/// A URL attribute value that was replaced by [`url::BLOCKED_URL`]: the value (never shown:
+/// it is the person's data) started the attribute and its scheme was not http, https, mailto,
+/// tel or cid (see [`crate::url`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BlockedUrl {
+    /// The part, `html`.
+    pub part: &'static str,
+    /// The attribute, such as `href`.
+    pub attribute: String,
+    /// The variable printed there, such as `profile.traits.website`.
+    pub variable: String,
+}
+
+impl std::fmt::Display for BlockedUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: `{}` from `{}` is not an http(s), mailto, tel, cid or relative URL and was rendered as {}",
+            self.part,
+            self.attribute,
+            self.variable,
+            url::BLOCKED_URL
+        )
+    }
 }
 
 impl CompiledTemplate {
@@ -64,20 +98,40 @@ impl CompiledTemplate {
         }
         let input = input.into_inner();
         let globals = self.plan.build(&input);
-        let report = if with_report {
+        let mut report = if with_report {
             self.report(&globals)
         } else {
             RenderReport::default()
         };
         let subject = self.part("subject", &self.subject, &globals)?;
+        let preheader = one_line(&self.part("preheader", &self.preheader, &globals)?);
+        // Left over from a render on this thread that failed in its HTML part.
+        url::take_blocked();
+        let html = self.part("html", &self.html, &globals);
+        let mut blocked = url::take_blocked();
+        let mut html = html?;
+        inject_preheader(&mut html, &preheader);
+        if with_report {
+            blocked.sort_unstable();
+            blocked.dedup();
+            report.blocked_urls = blocked
+                .into_iter()
+                .filter_map(|site| self.url_sites.get(site))
+                .map(|(attribute, variable)| BlockedUrl {
+                    part: "html",
+                    attribute: attribute.clone(),
+                    variable: variable.clone(),
+                })
+                .collect();
+        }
         let email = RenderedEmail {
             template: self.name.clone(),
             version: self.version.clone(),
             purpose: self.purpose.clone(),
             profile_id: input.profile.id,
             subject: one_line(&subject),
-            preheader: one_line(&self.part("preheader", &self.preheader, &globals)?),
-            html: self.part("html", &self.html, &globals)?,
+            preheader,
+            html,
             text: tidy_text(&self.part("text", &self.text, &globals)?),
         };
         Ok((email, report))
@@ -152,6 +206,52 @@ impl CompiledTemplate {
 /// A first allocation for a part's output, so the HTML is not copied while it grows.
 fn template_capacity(part: &str) -> usize {
     if part == "html" { 32 * 1024 } else { 1024 }
+}
+
+/// The hidden preheader block: shown by inbox previews, not in the opened email.
+const PREHEADER_STYLE: &str = "display:none;font-size:1px;color:#ffffff;line-height:1px;max-height:0px;max-width:0px;opacity:0;overflow:hidden;mso-hide:all;";
+
+/// Inserts the preheader, HTML-escaped, as a hidden block right after `<body ...>`, or at the
+/// start of a fragment without `<body>`; nothing when the preheader is empty.
+fn inject_preheader(html: &mut String, preheader: &str) {
+    if preheader.is_empty() {
+        return;
+    }
+    let at = body_content_start(html).unwrap_or(0);
+    let mut block = String::with_capacity(preheader.len() + PREHEADER_STYLE.len() + 32);
+    block.push_str("<div style=\"");
+    block.push_str(PREHEADER_STYLE);
+    block.push_str("\">");
+    for c in preheader.chars() {
+        match c {
+            '&' => block.push_str("&amp;"),
+            '<' => block.push_str("&lt;"),
+            '>' => block.push_str("&gt;"),
+            '"' => block.push_str("&quot;"),
+            '\'' => block.push_str("&#39;"),
+            c => block.push(c),
+        }
+    }
+    block.push_str("</div>");
+    html.insert_str(at, &block);
+}
+
+/// The offset after the `>` of the `<body ...>` start tag, in any case.
+fn body_content_start(html: &str) -> Option<usize> {
+    let is_body = |at: usize| {
+        html.get(at..at + 5)
+            .is_some_and(|tag| tag.eq_ignore_ascii_case("<body"))
+            && html[at + 5..].starts_with(|c: char| c == '>' || c == '/' || c.is_ascii_whitespace())
+    };
+    // The common spelling first (a fast search), then any case.
+    let start = match html.find("<body") {
+        Some(at) if is_body(at) => at,
+        _ => html
+            .match_indices('<')
+            .map(|(at, _)| at)
+            .find(|&at| is_body(at))?,
+    };
+    html[start..].find('>').map(|end| start + end + 1)
 }
 
 fn one_line(text: &str) -> String {

@@ -72,6 +72,9 @@ pub(crate) struct Scan {
     pub(crate) tags: Vec<(String, usize)>,
     /// Names the template declares (`for x in`, `assign`, `capture`, ...) plus `forloop`.
     pub(crate) locals: BTreeSet<String>,
+    /// The locals defined from an expression (`assign x = ...`, `for x in ...`, `tablerow`),
+    /// each with the range of `references` its expression reads.
+    pub(crate) definitions: Vec<(String, Range<usize>)>,
     /// Open blocks, each with the paths its condition tests (while scanning).
     guards: Vec<Vec<Vec<String>>>,
 }
@@ -305,18 +308,24 @@ fn read_tag(tokens: &[(Token, usize)], scan: &mut Scan) {
     match name.as_str() {
         "for" | "tablerow" => {
             scan.guards.push(Vec::new());
-            if let Some((Token::Ident(local), _)) = rest.first() {
-                scan.locals.insert(local.clone());
-            }
+            let first = scan.references.len();
             // Skip `x in`.
             read_expression(rest.get(2..).unwrap_or_default(), false, scan);
-        }
-        "assign" => {
             if let Some((Token::Ident(local), _)) = rest.first() {
                 scan.locals.insert(local.clone());
+                let reads = first..scan.references.len();
+                scan.definitions.push((local.clone(), reads));
             }
+        }
+        "assign" => {
+            let first = scan.references.len();
             // Skip `x =`.
             read_expression(rest.get(2..).unwrap_or_default(), false, scan);
+            if let Some((Token::Ident(local), _)) = rest.first() {
+                scan.locals.insert(local.clone());
+                let reads = first..scan.references.len();
+                scan.definitions.push((local.clone(), reads));
+            }
         }
         "capture" | "increment" | "decrement" => {
             if let Some((Token::Ident(local), _)) = rest.first() {

@@ -511,7 +511,8 @@ fn every_route_reading_or_writing_personal_data_is_audited() {
         .any(|prefix| route.path.starts_with(prefix))
             || route.path == "/v1/events"
             || route.path == "/v1/quarantine"
-            || route.path == "/v1/render";
+            || route.path == "/v1/render"
+            || route.path == "/v1/render/send";
         assert_eq!(
             route.audit.is_some(),
             personal,

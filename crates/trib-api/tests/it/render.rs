@@ -1,11 +1,15 @@
 //! `POST /v1/render` and `PUT /v1/templates/{name}` over real HTTP, with the identity and
 //! consent consumers on the event log and the audit log: a person with consent is rendered
 //! (with their events), one without is refused, every render is audited with the template's
-//! purpose, the matrix covers sparse profiles, and a save runs the static check.
+//! purpose, the matrix covers sparse profiles, a save runs the static check, a URL taken
+//! from a person's data is blocked and reported, and a test send is made and audited by the
+//! server (to a small SMTP sink in this file).
 
 use std::collections::BTreeSet;
+use std::io::{BufRead, Write};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use trib_config::Config;
@@ -13,7 +17,10 @@ use trib_consent::{ConsentConsumer, ConsentReader, Gatekeeper, Ledger};
 use trib_identity::consumer::{ConsumerOptions, IdentityConsumer};
 use trib_identity::{Engine, Keyer};
 use trib_log::{EventLog, MemoryLog};
-use trib_render::{CheckOptions, Compiler, Limits, PurposeFields, Templates, Vocabulary};
+use trib_render::{
+    CheckOptions, Compiler, Limits, PurposeFields, SmtpSecurity, SmtpSettings, Templates,
+    Vocabulary,
+};
 use trib_store::{ProfileId, ProfileStore};
 
 use crate::{ADMIN_KEY, WRITE_KEY};
@@ -24,10 +31,15 @@ struct Server {
     identity: Arc<IdentityConsumer>,
     consent: ConsentConsumer,
     render_key: String,
+    send_key: String,
     dir: tempfile::TempDir,
 }
 
 async fn start() -> Server {
+    start_with(None).await
+}
+
+async fn start_with(seeds: Option<trib_api::SeedSend>) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let config = Config::from_toml_str(
         &format!(
@@ -74,6 +86,9 @@ async fn start() -> Server {
     let render_key = trib_api::keys::KeyStore::in_data_dir(dir.path())
         .create("marketing", &[trib_api::Scope::TemplatesRender])
         .unwrap();
+    let send_key = trib_api::keys::KeyStore::in_data_dir(dir.path())
+        .create("qa", &[trib_api::Scope::TemplatesSend])
+        .unwrap();
 
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/examples");
     let registry = trib_schema::Registry::load(examples.join("schemas")).unwrap();
@@ -97,6 +112,7 @@ async fn start() -> Server {
         templates: std::sync::RwLock::new(templates),
         templates_dir: Some(dir.path().join("templates")),
         gatekeeper: Gatekeeper::new(ledger.clone(), keyer.clone(), privacy_rules.clone()),
+        seeds,
     };
     let state = trib_api::AppState::new(
         &config,
@@ -131,6 +147,7 @@ async fn start() -> Server {
         identity,
         consent,
         render_key: render_key.key.expose().clone(),
+        send_key: send_key.key.expose().clone(),
         dir,
     }
 }
@@ -167,6 +184,19 @@ impl Server {
             .unwrap();
         let status = response.status().as_u16();
         (status, response.json().await.unwrap())
+    }
+
+    /// `POST /v1/render/send` of the weekly template for the person with this email.
+    async fn test_send(&self, key: &str, email: &str) -> (u16, Value) {
+        self.call(
+            reqwest::Method::POST,
+            "/v1/render/send",
+            key,
+            json!({"template": "weekly", "identifier": {"type": "email", "value": email}})
+                .to_string()
+                .into(),
+        )
+        .await
     }
 
     async fn render(&self, body: Value) -> (u16, Value) {
@@ -246,6 +276,23 @@ async fn renders_only_with_consent_and_audits_every_person() {
         .render(json!({"template": "nope", "profile_id": ann_id.to_string()}))
         .await;
     assert_eq!(status, 404);
+
+    // This server has no seed list: a test send is refused.
+    let (status, refused) = server
+        .call(
+            reqwest::Method::POST,
+            "/v1/render/send",
+            &server.send_key,
+            json!({"template": "weekly", "profile_id": ann_id.to_string()})
+                .to_string()
+                .into(),
+        )
+        .await;
+    assert_eq!(
+        (status, refused["code"].as_str()),
+        (503, Some("send_disabled")),
+        "{refused}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -296,4 +343,171 @@ async fn saving_a_template_runs_the_static_check() {
         )
         .await;
     assert_eq!(status, 403);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_url_taken_from_a_persons_data_is_blocked_and_reported() {
+    let server = start().await;
+    let template = "purpose = \"email_marketing\"\nversion = 1\nsubject = \"Hi\"\n\
+        html = '''<a href=\"{{ profile.traits.lastName | default: '#' }}\">me</a>'''\n";
+    let (status, saved) = server
+        .call(
+            reqwest::Method::PUT,
+            "/v1/templates/link",
+            ADMIN_KEY,
+            template.into(),
+        )
+        .await;
+    assert_eq!(status, 200, "{saved}");
+    assert_eq!(saved["diagnostics"][0]["kind"], "unsafe_url", "{saved}");
+    server
+        .send(json!([
+            {"type": "identify", "userId": "u-eve", "traits": {"email": "eve@example.com", "lastName": "javascript:alert(1)"},
+             "timestamp": "2026-03-01T10:00:00Z", "context": {"consent": {"categoryPreferences": {"Marketing": true}}}}
+        ]))
+        .await;
+    let (status, eve) = server
+        .render(json!({"template": "link", "identifier": {"type": "email", "value": "eve@example.com"}}))
+        .await;
+    assert_eq!(status, 200, "{eve}");
+    assert_eq!(
+        eve["html"].as_str().unwrap().trim_end(),
+        "<a href=\"about:blank\">me</a>"
+    );
+    assert_eq!(
+        eve["blocked_urls"],
+        json!([{"part": "html", "attribute": "href", "variable": "profile.traits.lastName"}])
+    );
+    assert!(
+        eve["warnings"][0].as_str().unwrap().contains("unsafe_url"),
+        "{eve}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_test_send_is_made_and_audited_as_a_send_by_the_server() {
+    let (port, received) = smtp_sink();
+    let server = start_with(Some(trib_api::SeedSend {
+        to: vec!["qa@example.com".to_owned()],
+        smtp: SmtpSettings {
+            host: "127.0.0.1".to_owned(),
+            port,
+            security: SmtpSecurity::None,
+            username: None,
+            password: None,
+            from: "QA <qa@example.com>".to_owned(),
+            timeout: Duration::from_secs(10),
+        },
+    }))
+    .await;
+    server
+        .send(json!([
+            {"type": "identify", "userId": "u-ann", "traits": {"email": "ann@example.com", "firstName": "Ann"},
+             "timestamp": "2026-03-01T10:00:00Z", "context": {"consent": {"categoryPreferences": {"Marketing": true}}}},
+            {"type": "identify", "userId": "u-bob", "traits": {"email": "bob@example.com"}, "timestamp": "2026-03-01T10:00:00Z"}
+        ]))
+        .await;
+    // Rendering is not sending: the render scope alone is refused.
+    let (status, _) = server
+        .test_send(&server.render_key, "ann@example.com")
+        .await;
+    assert_eq!(status, 403);
+    // Without consent nothing is rendered or sent.
+    let (status, bob) = server.test_send(&server.send_key, "bob@example.com").await;
+    assert_eq!(
+        (status, bob["code"].as_str()),
+        (403, Some("consent_denied")),
+        "{bob}"
+    );
+    assert!(received.lock().unwrap().is_empty());
+
+    let (status, ann) = server.test_send(&server.send_key, "ann@example.com").await;
+    assert_eq!(status, 200, "{ann}");
+    assert_eq!(ann["sent_to"], 1);
+    assert_eq!(ann["subject"], "Ann, your picks this week");
+    let messages = received.lock().unwrap().clone();
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    assert!(
+        messages[0].contains("Subject: Ann, your picks this week"),
+        "{}",
+        messages[0]
+    );
+    assert!(
+        messages[0].contains("To: qa@example.com"),
+        "{}",
+        messages[0]
+    );
+    assert!(!messages[0].contains("ann@example.com"), "{}", messages[0]);
+
+    // The server recorded the send, with the template's purpose, and no separate render.
+    let ann_id: ProfileId = ann["profile_id"].as_str().unwrap().parse().unwrap();
+    let found =
+        trib_audit::entries_about(&server.dir.path().join("audit"), &BTreeSet::from([ann_id]))
+            .unwrap();
+    let entries: Vec<Value> = found
+        .entries
+        .iter()
+        .map(|entry| serde_json::to_value(entry).unwrap())
+        .collect();
+    let sends: Vec<&Value> = entries
+        .iter()
+        .filter(|entry| entry["resource"] == "/v1/render/send")
+        .collect();
+    assert_eq!(sends.len(), 1, "{entries:?}");
+    assert_eq!(sends[0]["purpose"], "email_marketing", "{entries:?}");
+    assert_eq!(sends[0]["outcome"], "ok", "{entries:?}");
+    assert!(
+        entries
+            .iter()
+            .all(|entry| entry["resource"] != "/v1/render"),
+        "{entries:?}"
+    );
+}
+
+/// A minimal SMTP server on a free loopback port that keeps each message it receives.
+fn smtp_sink() -> (u16, Arc<Mutex<Vec<String>>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let sink = received.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let mut writer = stream.try_clone().unwrap();
+            let mut reader = std::io::BufReader::new(stream);
+            writer.write_all(b"220 sink ESMTP\r\n").unwrap();
+            let mut message: Option<String> = None;
+            let mut line = String::new();
+            loop {
+                line.clear();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                if let Some(text) = message.as_mut() {
+                    if line == ".\r\n" {
+                        sink.lock().unwrap().push(message.take().unwrap());
+                        writer.write_all(b"250 queued\r\n").unwrap();
+                    } else {
+                        text.push_str(&line);
+                    }
+                    continue;
+                }
+                let verb = line.get(..4).unwrap_or_default().to_ascii_uppercase();
+                let reply: &[u8] = match verb.as_str() {
+                    "EHLO" | "HELO" => b"250 sink\r\n",
+                    "DATA" => {
+                        message = Some(String::new());
+                        b"354 go on\r\n"
+                    }
+                    "QUIT" => {
+                        let _ = writer.write_all(b"221 bye\r\n");
+                        break;
+                    }
+                    _ => b"250 ok\r\n",
+                };
+                writer.write_all(reply).unwrap();
+            }
+        }
+    });
+    (port, received)
 }
