@@ -13,10 +13,6 @@ use trib_log::{EventLog, StoredRecord};
 
 use crate::{ApiError, AppState};
 
-/// The most records one admin read returns.
-const MAX_LIMIT: usize = 1000;
-const DEFAULT_LIMIT: usize = 100;
-
 /// Query of `GET /v1/events` and `GET /v1/quarantine`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -70,21 +66,8 @@ async fn read_log(
     log: &dyn EventLog,
     query: Result<Query<ReadQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<ReadResponse>, ApiError> {
-    let Query(query) = query.map_err(|rejection| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_query",
-            rejection.body_text(),
-        )
-    })?;
-    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
-    if limit == 0 || limit > MAX_LIMIT {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_query",
-            format!("limit: must be between 1 and {MAX_LIMIT}, got {limit}"),
-        ));
-    }
+    let query = crate::page::query(query)?;
+    let limit = crate::page::limit(query.limit)?;
     let partition_count = log.partition_count();
     let partitions = match query.partition {
         Some(partition) if partition >= partition_count => {

@@ -1,5 +1,6 @@
 //! The destinations' sync state: `GET /v1/destinations` (each destination with its pending,
-//! confirmed and dead-lettered counts), `GET /v1/destinations/{name}/dlq` (dead letters),
+//! confirmed and dead-lettered counts), `GET /v1/destinations/{name}/dlq` (dead letters, paged
+//! by `cursor` and `limit`),
 //! `POST /v1/destinations/{name}/dlq/replay` (back to work: all, or `{"ids": [...]}`), and
 //! `GET /v1/privacy/erasures/{id}/destinations` (where an erasure's deletions stand now).
 //!
@@ -8,14 +9,14 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use trib_sync::SyncState;
 
 use crate::privacy::{blocking, parse_body};
-use crate::{ApiError, AppState};
+use crate::{ApiError, AppState, page};
 
 /// What the destination routes need.
 #[derive(Clone, Debug)]
@@ -89,16 +90,38 @@ pub(crate) async fn list(State(state): State<Arc<AppState>>) -> Result<Json<Valu
     Ok(Json(json!({ "destinations": listed })))
 }
 
-/// `GET /v1/destinations/{name}/dlq`.
+/// Query of `GET /v1/destinations/{name}/dlq`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DlqQuery {
+    /// The `next_cursor` of the previous page (a dead letter id); from the oldest when absent.
+    cursor: Option<i64>,
+    /// At most this many (default 100, at most 1,000).
+    limit: Option<usize>,
+}
+
+/// `GET /v1/destinations/{name}/dlq?cursor=...&limit=...`: dead letters, oldest first;
+/// continue with `next_cursor` (a page shorter than `limit` is the last).
 pub(crate) async fn dead_letters(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
+    query: Result<Query<DlqQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let query = page::query(query)?;
+    let limit = page::limit(query.limit)?;
+    let cursor = query.cursor.unwrap_or(0);
     let destinations = destinations(&state)?;
     known(destinations, &name)?;
     let sync = destinations.sync.clone();
-    let letters = blocking(move || sync.dead_letters(Some(&name)).map_err(state_error)).await?;
-    Ok(Json(json!({ "dead_letters": letters })))
+    let letters = blocking(move || {
+        sync.dead_letters_page(Some(&name), cursor, limit)
+            .map_err(state_error)
+    })
+    .await?;
+    let next_cursor = letters.last().map_or(cursor, |letter| letter.id);
+    Ok(Json(
+        json!({ "dead_letters": letters, "next_cursor": next_cursor }),
+    ))
 }
 
 #[derive(Debug, Default, Deserialize)]

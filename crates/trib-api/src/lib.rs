@@ -63,6 +63,7 @@ mod export;
 mod imports;
 mod ingest;
 pub mod keys;
+mod page;
 mod privacy;
 mod profiles;
 mod quarantine;

@@ -34,9 +34,6 @@ pub struct ConsentState {
     pub rules: Arc<PrivacyRules>,
 }
 
-const DEFAULT_LIMIT: usize = 100;
-const MAX_LIMIT: usize = 1000;
-
 /// A person named in a request body: a profile id or one identifier.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -578,21 +575,8 @@ pub(crate) async fn list_suppressions(
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     consent(&state)?;
-    let Query(query) = query.map_err(|rejection| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_query",
-            rejection.body_text(),
-        )
-    })?;
-    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
-    if limit == 0 || limit > MAX_LIMIT {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_query",
-            format!("limit: must be between 1 and {MAX_LIMIT}, got {limit}"),
-        ));
-    }
+    let query = crate::page::query(query)?;
+    let limit = crate::page::limit(query.limit)?;
     let cursor = query.cursor.unwrap_or(0);
     blocking(move || {
         let consent = consent(&state)?;

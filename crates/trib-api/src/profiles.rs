@@ -16,7 +16,7 @@ use trib_identity::{Exclusion, IdentityRules, Keyer};
 use trib_log::EventLog;
 use trib_store::{ChangeKind, EventRef, ProfileId, ProfileStore, TimelineEntry};
 
-use crate::{ApiError, AppState};
+use crate::{ApiError, AppState, page};
 
 /// What the profile routes need; absent when the server runs without a profile store.
 pub struct ProfilesState {
@@ -26,9 +26,6 @@ pub struct ProfilesState {
     /// The running identity consumer; unmerges are sent to it.
     pub consumer: Option<Arc<IdentityConsumer>>,
 }
-
-const DEFAULT_LIMIT: usize = 100;
-const MAX_LIMIT: usize = 1000;
 
 pub(crate) fn profiles(state: &AppState) -> Result<&ProfilesState, ApiError> {
     state.profiles.as_ref().ok_or_else(|| {
@@ -40,10 +37,6 @@ pub(crate) fn profiles(state: &AppState) -> Result<&ProfilesState, ApiError> {
     })
 }
 
-fn bad_query(message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", message)
-}
-
 pub(crate) fn parse_id(text: &str) -> Result<ProfileId, ApiError> {
     text.parse().map_err(|e: trib_store::ProfileIdError| {
         ApiError::new(
@@ -52,16 +45,6 @@ pub(crate) fn parse_id(text: &str) -> Result<ProfileId, ApiError> {
             format!("{text:?}: {e}"),
         )
     })
-}
-
-fn limit_of(limit: Option<usize>) -> Result<usize, ApiError> {
-    let limit = limit.unwrap_or(DEFAULT_LIMIT);
-    if limit == 0 || limit > MAX_LIMIT {
-        return Err(bad_query(format!(
-            "limit: must be between 1 and {MAX_LIMIT}, got {limit}"
-        )));
-    }
-    Ok(limit)
 }
 
 /// Runs blocking store work off the async runtime.
@@ -150,11 +133,11 @@ pub(crate) async fn lookup(
                 .iter()
                 .next()
                 .map(|(k, v)| (k.clone(), v.clone()))
-                .ok_or_else(|| bad_query("name one identifier"))?;
+                .ok_or_else(|| page::bad_query("name one identifier"))?;
             (kind, value)
         }
         _ => {
-            return Err(bad_query(
+            return Err(page::bad_query(
                 "name exactly one identifier, such as ?email=... or ?type=crm_id&value=...",
             ));
         }
@@ -166,7 +149,7 @@ pub(crate) async fn lookup(
             .iter()
             .map(|t| t.name.as_str())
             .collect();
-        return Err(bad_query(format!(
+        return Err(page::bad_query(format!(
             "{kind:?} is not an identifier type; configured types: {}",
             known.join(", ")
         )));
@@ -201,14 +184,14 @@ pub(crate) async fn list(
     query: Result<Query<ChangesQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let profiles = profiles(&state)?;
-    let Query(query) = query.map_err(|r| bad_query(r.body_text()))?;
-    let limit = limit_of(query.limit)?;
+    let query = page::query(query)?;
+    let limit = page::limit(query.limit)?;
     let since = match &query.updated_since {
         None => None,
         Some(text) => Some(
             text.parse::<jiff::Timestamp>()
                 .map_err(|e| {
-                    bad_query(format!(
+                    page::bad_query(format!(
                         "updated_since: {text:?} is not an RFC 3339 time: {e}"
                     ))
                 })?
@@ -282,12 +265,12 @@ pub(crate) async fn events(
     query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let profiles = profiles(&state)?;
-    let Query(query) = query.map_err(|r| bad_query(r.body_text()))?;
-    let limit = limit_of(query.limit)?;
+    let query = page::query(query)?;
+    let limit = page::limit(query.limit)?;
     let before = match &query.before {
         None => None,
         Some(text) => Some(parse_timeline_cursor(text).ok_or_else(|| {
-            bad_query(format!(
+            page::bad_query(format!(
                 "before: {text:?} is not a cursor returned as `next`"
             ))
         })?),

@@ -27,7 +27,6 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -85,13 +84,7 @@ pub(crate) async fn replay(
     State(state): State<Arc<AppState>>,
     query: Result<Query<ReplayQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<ReplayReport>, ApiError> {
-    let Query(query) = query.map_err(|rejection| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_query",
-            rejection.body_text(),
-        )
-    })?;
+    let query = crate::page::query(query)?;
     let resolved = resolved_positions(&state).await?;
     let mut report = ReplayReport::default();
     let mut bodies = Bodies::default();

@@ -27,6 +27,9 @@ pub(crate) enum DestinationsCommand {
     },
 }
 
+/// Dead letters per request of `dlq list` (the server's most).
+const DLQ_PAGE: usize = 1000;
+
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum DlqCommand {
     /// Lists a destination's dead letters, oldest first.
@@ -84,17 +87,33 @@ pub(crate) async fn run(command: DestinationsCommand) -> anyhow::Result<()> {
                     json,
                 },
         } => {
-            let (request, url) =
-                connect.request(Method::GET, &format!("/v1/destinations/{destination}/dlq"))?;
-            let answer: Value = send_json(request, &url).await?;
+            // Every page, oldest first (the server answers at most 1,000 per request).
+            let mut letters = Vec::new();
+            let mut cursor = 0;
+            loop {
+                let (request, url) = connect.request(
+                    Method::GET,
+                    &format!("/v1/destinations/{destination}/dlq?cursor={cursor}&limit={DLQ_PAGE}"),
+                )?;
+                let answer: Value = send_json(request, &url).await?;
+                let page = answer["dead_letters"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default();
+                let full = page.len() == DLQ_PAGE;
+                letters.extend(page);
+                match answer["next_cursor"].as_i64() {
+                    Some(next) if full && next > cursor => cursor = next,
+                    _ => break,
+                }
+            }
             if json {
-                println!("{}", serde_json::to_string_pretty(&answer)?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({ "dead_letters": letters }))?
+                );
                 return Ok(());
             }
-            let letters = answer["dead_letters"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
             if letters.is_empty() {
                 println!("no dead letters for {destination}");
             }

@@ -603,13 +603,26 @@ impl SyncState {
 
     /// The dead letters of a destination (all when `None`), oldest first.
     pub fn dead_letters(&self, destination: Option<&str>) -> Result<Vec<DeadLetter>, StateError> {
+        self.dead_letters_page(destination, 0, usize::MAX)
+    }
+
+    /// One page of dead letters: those with an id above `after_id`, oldest first, at most
+    /// `limit` (continue with the last one's id).
+    pub fn dead_letters_page(
+        &self,
+        destination: Option<&str>,
+        after_id: i64,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, StateError> {
         let conn = self.conn();
         let mut statement = conn.prepare_cached(
             "SELECT id, destination, profile, operation, class, detail, attempts,
                  first_failed_ms, dead_at_ms
-             FROM dead_letters WHERE ?1 IS NULL OR destination = ?1 ORDER BY id",
+             FROM dead_letters WHERE (?1 IS NULL OR destination = ?1) AND id > ?2
+             ORDER BY id LIMIT ?3",
         )?;
-        let rows = statement.query_map([destination], |row| {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = statement.query_map(params![destination, after_id, limit], |row| {
             Ok((
                 row.get::<_, i64>(0)?,
                 row.get::<_, String>(1)?,

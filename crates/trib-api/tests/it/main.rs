@@ -6,6 +6,7 @@
 
 mod auth;
 mod bad_input;
+mod destinations;
 mod export;
 mod ingest;
 mod privacy;
