@@ -58,13 +58,7 @@ async fn start() -> KeyServer {
         .build_recorder()
         .handle();
     let state = trib_api::AppState::new(&config, logs, registry, Some(metrics)).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(listener, trib_api::app(Arc::new(state)))
-            .await
-            .unwrap()
-    });
+    let addr = crate::serve(state).await;
     KeyServer {
         base: format!("http://{addr}"),
         http: crate::http_client(),

@@ -54,13 +54,7 @@ async fn start(letters: u8) -> (String, Arc<SyncState>) {
                 mode: "upsert".to_owned(),
             }],
         });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(listener, trib_api::app(Arc::new(state)))
-            .await
-            .unwrap()
-    });
+    let addr = crate::serve(state).await;
     (format!("http://{addr}"), sync)
 }
 

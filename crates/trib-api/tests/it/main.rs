@@ -24,6 +24,18 @@ use trib_log::{EventLog, MemoryLog};
 pub(crate) const WRITE_KEY: &str = "wk_web";
 pub(crate) const ADMIN_KEY: &str = "ak_admin";
 
+/// Serves the API of `state` on a loopback port until the test ends.
+pub(crate) async fn serve(state: trib_api::AppState) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, trib_api::app(Arc::new(state)))
+            .await
+            .unwrap()
+    });
+    addr
+}
+
 /// A server on a loopback port over in-memory logs.
 pub(crate) struct TestServer {
     pub(crate) addr: SocketAddr,
@@ -76,13 +88,7 @@ impl TestServer {
             resolutions,
         };
         let state = trib_api::AppState::new(&config, logs, registry, None).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            axum::serve(listener, trib_api::app(Arc::new(state)))
-                .await
-                .unwrap()
-        });
+        let addr = crate::serve(state).await;
         TestServer {
             addr,
             events,

@@ -84,13 +84,7 @@ async fn start() -> PrivacyServer {
             keyer,
             rules: privacy_rules,
         });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(listener, trib_api::app(Arc::new(state)))
-            .await
-            .unwrap()
-    });
+    let addr = crate::serve(state).await;
     PrivacyServer {
         base: format!("http://{addr}"),
         http: crate::http_client(),

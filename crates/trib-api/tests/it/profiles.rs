@@ -97,13 +97,7 @@ async fn start_full(
     if let Some(log) = audit {
         state = state.with_audit(log);
     }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(listener, trib_api::app(Arc::new(state)))
-            .await
-            .unwrap()
-    });
+    let addr = crate::serve(state).await;
     ProfileServer {
         base: format!("http://{addr}"),
         http: crate::http_client(),

@@ -134,13 +134,7 @@ async fn start_with(seeds: Option<trib_api::SeedSend>) -> Server {
     })
     .with_audit(audit)
     .with_render(render);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(listener, trib_api::app(Arc::new(state)))
-            .await
-            .unwrap()
-    });
+    let addr = crate::serve(state).await;
     Server {
         base: format!("http://{addr}"),
         http: crate::http_client(),
