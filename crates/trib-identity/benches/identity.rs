@@ -4,6 +4,8 @@
 //! 100,000). Each user browses anonymously on one or two devices, identifies on each (linking
 //! the device to the user id: renames and merges), and a CRM row per user adds a CRM email
 //! link. Runs against the in-memory store (engine cost alone) and the embedded SQLite store.
+//! `IDENTITY_BENCH=consumer` runs only the last two lines (the consumer, plain then encrypted at
+//! rest), `IDENTITY_BENCH=sealed` only the encrypted one.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
@@ -101,8 +103,6 @@ fn main() {
     let total = args.first().copied().unwrap_or(1_000_000);
     let users = args.get(1).copied().unwrap_or(100_000);
     let events = events(total, users);
-    // `IDENTITY_BENCH=consumer` runs only the two consumer lines (plain, then encrypted), and
-    // `IDENTITY_BENCH=sealed` only the encrypted one: for profiling and A/B runs.
     match std::env::var("IDENTITY_BENCH").as_deref() {
         Ok("consumer") => {
             consume(&events, false);
