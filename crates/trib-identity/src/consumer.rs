@@ -404,6 +404,9 @@ impl Loop<'_> {
                 .collect(),
         };
         let batch = engine.take_batch(Some(offsets))?;
+        // Lets the store start on it (a sealed store creates its data keys) while the writer
+        // may still be applying the batch before.
+        engine.store().prepare(&batch);
         self.writer.submit(batch, self.next.clone())?;
         self.uncommitted = 0;
         self.since = None;

@@ -15,7 +15,10 @@
 //! Creation goes through one writer thread with group commit: it drains its queue, creates
 //! every missing key of every waiting request in one `synchronous = FULL` transaction, and only
 //! then answers, so a data key is durable before anything is sealed with it. Shredding and
-//! tombstone changes go through the same thread, in order with creations.
+//! tombstone changes go through the same thread, in order with creations. A caller that can
+//! work meanwhile starts a creation with [`KeyStore::request_deks`] and waits for its commit
+//! later ([`PendingDeks::wait`]); the sealed profile store does so for the identity consumer's
+//! next batch while the one before is being applied.
 //!
 //! Unwrapped data keys are kept in a bounded in-memory cache. Shredding evicts in this
 //! process only: erase through the process that serves reads (another process's cache keeps a
@@ -65,7 +68,7 @@ use zeroize::Zeroizing;
 
 use crate::PrivacyError;
 use crate::blind::Subject;
-use crate::master::{Kek, MasterKeyring};
+use crate::master::{KEY_BYTES, Kek, MasterKeyring, NONCE_BYTES};
 
 const SCHEMA_VERSION: i64 = 1;
 const MIGRATION_1: &str = "
@@ -95,6 +98,8 @@ CREATE TABLE meta (
 const ACTIVE_KEK_VERSION: &str = "active_kek_version";
 /// The most creation requests one group commit takes.
 const MAX_GROUP_REQUESTS: usize = 1024;
+/// Random bytes drawn per new data key: the key, its id, the nonce that wraps it.
+const RANDOM_PER_KEY: usize = KEY_BYTES + 8 + NONCE_BYTES;
 /// Idle read connections kept for reuse.
 const MAX_IDLE_READERS: usize = 8;
 
@@ -143,6 +148,43 @@ impl Dek {
 impl fmt::Debug for Dek {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(formatter, "Dek(key id {}, ***)", self.key_id)
+    }
+}
+
+/// Data keys being got by [`KeyStore::request_deks`].
+pub struct PendingDeks {
+    inner: Arc<Inner>,
+    /// The shred epoch when the request was made.
+    epoch: u64,
+    /// The keys that were in the cache.
+    cached: Vec<(Subject, Arc<Dek>)>,
+    /// The writer's answer for the others.
+    receive: Option<mpsc::Receiver<CreateAnswer>>,
+}
+
+impl fmt::Debug for PendingDeks {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("PendingDeks")
+            .field("cached", &self.cached.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PendingDeks {
+    /// Waits for the creation's commit; returns each requested subject that has a key (those
+    /// under a tombstone are missing) with its key. Returns no key at all when a shred
+    /// committed since the request: keys kept that long may have been destroyed, and the
+    /// caller asks again.
+    pub fn wait(self) -> Result<Vec<(Subject, Arc<Dek>)>, PrivacyError> {
+        let mut deks = self.cached;
+        if let Some(receive) = self.receive {
+            deks.extend(receive.recv().map_err(|_| self.inner.writer_gone())??);
+        }
+        if self.inner.shred_epoch.load(Ordering::SeqCst) != self.epoch {
+            return Ok(Vec::new());
+        }
+        Ok(deks)
     }
 }
 
@@ -322,6 +364,44 @@ impl KeyStore {
             .collect())
     }
 
+    /// Starts getting the data keys of `subjects` without waiting: cached keys are taken now,
+    /// the others are created (or found in SQLite) by the writer thread in its next group
+    /// commit, and [`PendingDeks::wait`] returns them all once that commit is durable. Lets a
+    /// caller overlap key creation with other work. Subjects under a tombstone are left out of
+    /// the answer.
+    pub fn request_deks(&self, subjects: &[Subject]) -> Result<PendingDeks, PrivacyError> {
+        let inner = &self.inner;
+        let epoch = inner.shred_epoch.load(Ordering::SeqCst);
+        let mut seen = std::collections::HashSet::with_capacity(subjects.len());
+        let mut cached = Vec::with_capacity(subjects.len());
+        let mut missing = Vec::new();
+        for subject in subjects {
+            if !seen.insert(*subject) {
+                continue;
+            }
+            match inner.cache.get(subject) {
+                Some(dek) => cached.push((*subject, dek)),
+                None => missing.push(*subject),
+            }
+        }
+        let receive = if missing.is_empty() {
+            None
+        } else {
+            let (reply, receive) = mpsc::sync_channel(1);
+            inner.send(Message::Create {
+                subjects: missing,
+                reply,
+            })?;
+            Some(receive)
+        };
+        Ok(PendingDeks {
+            inner: Arc::clone(inner),
+            epoch,
+            cached,
+            receive,
+        })
+    }
+
     /// [`KeyStore::deks_for_write_partial`] for async callers: cache hits answer at once,
     /// misses run on a blocking thread.
     pub async fn deks_for_write_async(
@@ -377,6 +457,11 @@ impl KeyStore {
             inner.remember(epoch, std::iter::once((subject, dek)));
         }
         Ok(dek)
+    }
+
+    /// Returns the cached data key of `subject`, whatever its id; never touches SQLite.
+    pub(crate) fn cached_current(&self, subject: &Subject) -> Option<Arc<Dek>> {
+        self.inner.cache.get(subject)
     }
 
     /// Returns the cached data key of `subject` if it has id `key_id`; never touches SQLite.
@@ -757,40 +842,49 @@ fn create_for_request(
     now_ms: i64,
 ) -> Result<Vec<(Subject, Arc<Dek>)>, PrivacyError> {
     let mut out = Vec::with_capacity(subjects.len());
+    let mut fresh: Vec<&Subject> = Vec::with_capacity(subjects.len());
     for subject in subjects {
-        if let Some(dek) = created.get(subject) {
-            out.push((*subject, Arc::clone(dek)));
-            continue;
+        match created.get(subject) {
+            Some(dek) => out.push((*subject, Arc::clone(dek))),
+            None => fresh.push(subject),
         }
-        // Another request, or another process, may have created it since the caller looked.
-        if let Some(row) = select_dek(transaction, &inner.path, subject)? {
-            out.push((*subject, inner.unwrap_row(subject, &row)?));
-            continue;
-        }
-        let tombstoned: bool = transaction
-            .prepare_cached("SELECT EXISTS (SELECT 1 FROM tombstones WHERE subject = ?1)")
-            .and_then(|mut statement| statement.query_row([subject.0], |row| row.get(0)))
-            .map_err(|source| inner.database("looking up a tombstone", source))?;
-        if tombstoned {
-            // No key: the caller learns the subject was erased, other requests go on.
-            continue;
-        }
-        let mut key = Zeroizing::new([0_u8; 32]);
-        getrandom::fill(key.as_mut_slice()).map_err(PrivacyError::Random)?;
-        let key_id = loop {
+    }
+    // In key order: consecutive inserts land on neighbouring B-tree pages.
+    fresh.sort_unstable();
+    fresh.dedup();
+    // The key, id and wrapping nonce of every new key in one draw from the OS.
+    let mut random = Zeroizing::new(vec![0_u8; fresh.len() * RANDOM_PER_KEY]);
+    getrandom::fill(&mut random).map_err(PrivacyError::Random)?;
+    for (subject, random) in fresh.into_iter().zip(random.chunks_exact(RANDOM_PER_KEY)) {
+        let (key_bytes, rest) = random.split_at(KEY_BYTES);
+        let (id_bytes, nonce) = rest.split_at(8);
+        let key: &[u8; KEY_BYTES] = key_bytes
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("the key slice has the key length"));
+        let nonce: &[u8; NONCE_BYTES] = nonce
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("the nonce slice has the nonce length"));
+        // Stored as SQLite's signed 64-bit integer; keep ids positive and non-zero.
+        let mut key_id = u64::from_le_bytes(
+            id_bytes
+                .try_into()
+                .unwrap_or_else(|_| unreachable!("eight bytes")),
+        ) >> 1;
+        while key_id == 0 {
             let mut bytes = [0_u8; 8];
             getrandom::fill(&mut bytes).map_err(PrivacyError::Random)?;
-            // Stored as SQLite's signed 64-bit integer; keep ids positive and non-zero.
-            let id = u64::from_le_bytes(bytes) >> 1;
-            if id != 0 {
-                break id;
-            }
-        };
-        let wrapped = kek.wrap(subject, key_id, &key)?;
-        transaction
+            key_id = u64::from_le_bytes(bytes) >> 1;
+        }
+        let wrapped = kek.wrap_with_nonce(subject, key_id, key, nonce)?;
+        // One statement for the common case, a new subject: it inserts unless the subject has
+        // a key already (another request, or another process, created it since the caller
+        // looked) or a tombstone.
+        let inserted = transaction
             .prepare_cached(
                 "INSERT INTO deks (subject, key_id, kek_version, wrapped, created_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                 SELECT ?1, ?2, ?3, ?4, ?5
+                 WHERE NOT EXISTS (SELECT 1 FROM tombstones WHERE subject = ?1)
+                 ON CONFLICT (subject) DO NOTHING",
             )
             .and_then(|mut statement| {
                 statement.execute(params![
@@ -802,6 +896,16 @@ fn create_for_request(
                 ])
             })
             .map_err(|source| inner.database("storing a new key", source))?;
+        if inserted == 0 {
+            // It has a key: use it. It has none: it has a tombstone, and the caller learns
+            // the subject was erased while other requests go on.
+            if let Some(row) = select_dek(transaction, &inner.path, subject)? {
+                let dek = inner.unwrap_row(subject, &row)?;
+                created.insert(*subject, Arc::clone(&dek));
+                out.push((*subject, dek));
+            }
+            continue;
+        }
         let dek = Arc::new(Dek {
             key_id,
             cipher: Aes256Gcm::new(&(*key).into()),

@@ -25,7 +25,7 @@ mod store;
 pub use at_rest::{AtRest, Shredded};
 pub use blind::{BlindIndex, Subject};
 pub use error::PrivacyError;
-pub use keystore::{Dek, KeyStats, KeyStore, KeyStoreOptions, RewrapReport};
+pub use keystore::{Dek, KeyStats, KeyStore, KeyStoreOptions, PendingDeks, RewrapReport};
 pub use log::SealedLog;
 pub use master::MasterKeyring;
 pub use seal::{Opened, Sealer};

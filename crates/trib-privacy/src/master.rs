@@ -39,8 +39,8 @@ pub const MASTER_KEYS_FILE: &str = "master.keys";
 /// How often a keyring looks at its file for a rotation done by another process.
 pub const CHECK_INTERVAL: Duration = Duration::from_millis(500);
 
-const KEY_BYTES: usize = 32;
-const NONCE_BYTES: usize = 24;
+pub(crate) const KEY_BYTES: usize = 32;
+pub(crate) const NONCE_BYTES: usize = 24;
 const TAG_BYTES: usize = 16;
 /// A wrapped data key: nonce, encrypted key, tag.
 pub(crate) const WRAPPED_BYTES: usize = NONCE_BYTES + KEY_BYTES + TAG_BYTES;
@@ -303,8 +303,22 @@ impl Kek {
         key_id: u64,
         data_key: &[u8; KEY_BYTES],
     ) -> Result<[u8; WRAPPED_BYTES], PrivacyError> {
+        let mut nonce = [0_u8; NONCE_BYTES];
+        getrandom::fill(&mut nonce).map_err(PrivacyError::Random)?;
+        self.wrap_with_nonce(subject, key_id, data_key, &nonce)
+    }
+
+    /// [`Kek::wrap`] with a nonce the caller drew from the OS's random source (key creation
+    /// draws the randomness of a whole group of keys in one call); never reuse one.
+    pub(crate) fn wrap_with_nonce(
+        &self,
+        subject: &Subject,
+        key_id: u64,
+        data_key: &[u8; KEY_BYTES],
+        fresh_nonce: &[u8; NONCE_BYTES],
+    ) -> Result<[u8; WRAPPED_BYTES], PrivacyError> {
         let mut out = [0_u8; WRAPPED_BYTES];
-        getrandom::fill(&mut out[..NONCE_BYTES]).map_err(PrivacyError::Random)?;
+        out[..NONCE_BYTES].copy_from_slice(fresh_nonce);
         let (nonce, rest) = out.split_at_mut(NONCE_BYTES);
         let (body, tag_out) = rest.split_at_mut(KEY_BYTES);
         body.copy_from_slice(data_key);

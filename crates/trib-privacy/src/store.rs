@@ -11,7 +11,8 @@
 //! without its document. A profile id that comes back later (the person returned with new
 //! consent: the identity layer decided) gets a new data key.
 
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use trib_store::{
@@ -21,18 +22,24 @@ use trib_store::{
 
 use crate::PrivacyError;
 use crate::blind::{BlindIndex, Subject};
-use crate::keystore::{Dek, KeyStore};
+use crate::keystore::{Dek, KeyStore, PendingDeks};
 use crate::seal::{SEAL_OVERHEAD, open_with, seal_with, sealed_key_id};
 
 const PROFILE_DOMAIN: &[u8] = b"profile\0";
 const DOC_CONTEXT: &[u8] = b"profiles";
 const JOURNAL_CONTEXT: &[u8] = b"journal";
 
+/// Key creations started by [`ProfileStore::prepare`] kept for later applies; past this the
+/// oldest is dropped (its keys are still created, and cached).
+const MAX_PENDING: usize = 4;
+
 /// Wraps a profile store so that documents and journal entries are stored sealed.
 pub struct SealedStore<S> {
     inner: S,
     keystore: KeyStore,
     blind: Arc<BlindIndex>,
+    /// Key creations started by `prepare`, oldest first.
+    pending: Mutex<VecDeque<PendingDeks>>,
 }
 
 impl<S> std::fmt::Debug for SealedStore<S> {
@@ -56,6 +63,7 @@ impl<S: ProfileStore> SealedStore<S> {
             inner,
             keystore,
             blind,
+            pending: Mutex::new(VecDeque::new()),
         }
     }
 
@@ -69,9 +77,54 @@ impl<S: ProfileStore> SealedStore<S> {
         blind.subject_in_domain(PROFILE_DOMAIN, id.as_bytes())
     }
 
+    /// The profile ids of a batch's documents and journal entries, sorted, once each.
+    fn batch_ids(batch: &ChangeBatch) -> Vec<ProfileId> {
+        let mut ids: Vec<ProfileId> = batch.upserts.iter().map(|r| r.id).collect();
+        ids.extend(batch.journal.iter().map(|e| e.profile));
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
     /// Data keys for profile `subjects`, creating missing ones; a profile id whose key was shredded gets a
     /// new one (whether a person may come back is the identity layer's decision).
+    ///
+    /// Keys come from the cache, then from the requests `prepare` made (waited for oldest
+    /// first, only until every key is there: a later batch's request may be queued behind),
+    /// then from the key store.
     fn write_keys(&self, subjects: &[Subject]) -> Result<Vec<Arc<Dek>>, StoreError> {
+        let mut deks: Vec<Option<Arc<Dek>>> = subjects
+            .iter()
+            .map(|subject| self.keystore.cached_current(subject))
+            .collect();
+        let mut missing = deks.iter().filter(|dek| dek.is_none()).count();
+        while missing > 0 {
+            let next = self
+                .pending
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pop_front();
+            let Some(pending) = next else { break };
+            let created: HashMap<Subject, Arc<Dek>> = match pending.wait() {
+                Ok(created) => created.into_iter().collect(),
+                Err(error) => {
+                    // Asked again below, where a failure fails the batch.
+                    tracing::debug!(%error, "creating a batch's data keys ahead failed");
+                    continue;
+                }
+            };
+            for (dek, subject) in deks.iter_mut().zip(subjects) {
+                if dek.is_none()
+                    && let Some(found) = created.get(subject)
+                {
+                    *dek = Some(Arc::clone(found));
+                    missing -= 1;
+                }
+            }
+        }
+        if missing == 0 {
+            return Ok(deks.into_iter().flatten().collect());
+        }
         let mut deks = self
             .keystore
             .deks_for_write_partial(subjects)
@@ -149,11 +202,30 @@ impl<S: ProfileStore> SealedStore<S> {
 }
 
 impl<S: ProfileStore> ProfileStore for SealedStore<S> {
+    /// Takes the batch's cached data keys and starts creating the others (the batch's new
+    /// profile ids) on the key store's writer thread, so that their commit overlaps the apply
+    /// of the batch before; `apply` waits for that commit before sealing anything under them.
+    fn prepare(&self, batch: &ChangeBatch) {
+        let subjects: Vec<Subject> = Self::batch_ids(batch)
+            .iter()
+            .map(|id| Self::profile_subject(&self.blind, id))
+            .collect();
+        match self.keystore.request_deks(&subjects) {
+            Ok(pending) => {
+                let mut queue = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+                if queue.len() >= MAX_PENDING {
+                    queue.pop_front();
+                }
+                queue.push_back(pending);
+            }
+            // `apply` gets the keys itself, and reports a failure.
+            Err(error) => tracing::debug!(%error, "cannot start creating a batch's data keys"),
+        }
+        self.inner.prepare(batch);
+    }
+
     fn apply(&self, batch: &ChangeBatch) -> Result<(), StoreError> {
-        let mut ids: Vec<ProfileId> = batch.upserts.iter().map(|r| r.id).collect();
-        ids.extend(batch.journal.iter().map(|e| e.profile));
-        ids.sort_unstable();
-        ids.dedup();
+        let ids = Self::batch_ids(batch);
         if ids.is_empty() {
             return self.inner.apply(batch);
         }
@@ -340,6 +412,60 @@ mod tests {
                 "{clear} is on disk in clear"
             );
         }
+    }
+
+    fn doc_of(store: &SealedStore<MemoryStore>, n: u8) -> Option<Vec<u8>> {
+        match store.get(&id(n)).unwrap() {
+            Some(ProfileState::Active(record)) => Some(record.doc.to_vec()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn batches_prepared_ahead_are_sealed_under_their_committed_keys() {
+        let keys = tempfile::tempdir().unwrap();
+        let blind = Arc::new(BlindIndex::new([3; 32]));
+        let keystore = keystore(keys.path());
+        let store = SealedStore::new(MemoryStore::new(), keystore.clone(), blind.clone());
+        // Prepared in order, some twice, more than are kept, applied later (as the identity
+        // consumer does when the writer lags).
+        let batches: Vec<ChangeBatch> = (1..=7)
+            .map(|n| batch(n, &format!("doc {n}"), &format!("note {n}")))
+            .collect();
+        for batch in batches.iter().chain(&batches[..2]) {
+            store.prepare(batch);
+        }
+        for batch in &batches {
+            store.apply(batch).unwrap();
+        }
+        for n in 1..=7 {
+            assert_eq!(doc_of(&store, n), Some(format!("doc {n}").into_bytes()));
+        }
+        // After a restart (no cache) the keys are read from the key store.
+        drop(store);
+        drop(keystore);
+        let store = SealedStore::new(
+            MemoryStore::new(),
+            super::tests::keystore(keys.path()),
+            blind,
+        );
+        store.apply(&batch(1, "doc 1 again", "note")).unwrap();
+        assert_eq!(doc_of(&store, 1), Some(b"doc 1 again".to_vec()));
+    }
+
+    #[test]
+    fn a_profile_erased_between_prepare_and_apply_is_sealed_under_a_new_key() {
+        let keys = tempfile::tempdir().unwrap();
+        let blind = Arc::new(BlindIndex::new([3; 32]));
+        let keystore = keystore(keys.path());
+        let store = SealedStore::new(MemoryStore::new(), keystore.clone(), blind.clone());
+        let returning = batch(3, "ida, back with consent", "consented");
+        store.prepare(&returning);
+        let subject = SealedStore::<MemoryStore>::profile_subject(&blind, &id(3));
+        // The key the prepare created is destroyed before the batch is applied.
+        assert_eq!(keystore.shred(&[subject], Some("r3")).unwrap(), 1);
+        store.apply(&returning).unwrap();
+        assert_eq!(doc_of(&store, 3), Some(b"ida, back with consent".to_vec()));
     }
 
     #[test]

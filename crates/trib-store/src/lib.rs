@@ -61,6 +61,13 @@ pub trait ProfileStore: Send + Sync + 'static {
     /// Applies a batch atomically (see [`ChangeBatch`] for the order of its parts).
     fn apply(&self, batch: &ChangeBatch) -> Result<(), StoreError>;
 
+    /// A hint that `batch` will soon be passed to [`ProfileStore::apply`], given by a caller
+    /// that applies batches on another thread (the identity consumer): a store may start slow
+    /// preparation now so that it overlaps the apply of the batch before (the sealed store
+    /// starts creating the data keys of the batch's new profile ids). It changes nothing
+    /// visible; `apply` must be correct whether or not it came first. Does nothing by default.
+    fn prepare(&self, _batch: &ChangeBatch) {}
+
     /// The state of a profile id: active with its document, merged into another id, or
     /// deleted; `None` if the id was never stored.
     fn get(&self, id: &ProfileId) -> Result<Option<ProfileState>, StoreError>;
@@ -127,6 +134,9 @@ pub trait ProfileStore: Send + Sync + 'static {
 impl<S: ProfileStore + ?Sized> ProfileStore for std::sync::Arc<S> {
     fn apply(&self, batch: &ChangeBatch) -> Result<(), StoreError> {
         (**self).apply(batch)
+    }
+    fn prepare(&self, batch: &ChangeBatch) {
+        (**self).prepare(batch);
     }
     fn get(&self, id: &ProfileId) -> Result<Option<ProfileState>, StoreError> {
         (**self).get(id)

@@ -124,3 +124,69 @@ async fn a_sealed_log_skips_an_erased_subjects_records_and_stores_the_others() {
     payloads.sort();
     assert_eq!(payloads, ["", "back with consent", "h1", "h2"]);
 }
+
+#[test]
+fn keys_requested_ahead_are_durable_when_answered_and_skip_tombstones() {
+    let dir = tempfile::tempdir().unwrap();
+    let blind = BlindIndex::new([4; 32]);
+    let ada = blind.subject_of_log_key("ada");
+    let bob = blind.subject_of_log_key("bob");
+    let erin = blind.subject_of_log_key("erin");
+    let first = open_store(dir.path());
+    let bob_key_id = first.deks_for_write(&[bob]).unwrap()[0].key_id();
+    first.shred(&[erin], Some("erasure-1")).unwrap();
+
+    // Another process (its own cache): bob's key is found, ada's created, erin's refused.
+    let second = open_store(dir.path());
+    let answer = second
+        .request_deks(&[ada, bob, erin, ada])
+        .unwrap()
+        .wait()
+        .unwrap();
+    let key_id_of = |subject: &trib_privacy::Subject| {
+        answer
+            .iter()
+            .find(|(s, _)| s == subject)
+            .map(|(_, dek)| dek.key_id())
+    };
+    assert_eq!(answer.len(), 2);
+    assert_eq!(key_id_of(&bob), Some(bob_key_id));
+    let ada_key_id = key_id_of(&ada).expect("ada has a new key");
+    assert_eq!(key_id_of(&erin), None);
+    assert!(matches!(
+        second.deks_for_write(&[erin]),
+        Err(PrivacyError::Erased { .. })
+    ));
+
+    // Answered means committed: a third process reads ada's key.
+    drop(second);
+    let third = open_store(dir.path());
+    assert_eq!(
+        third
+            .dek_for_read(&ada, ada_key_id)
+            .unwrap()
+            .unwrap()
+            .key_id(),
+        ada_key_id
+    );
+    // Cached keys are answered from the cache, the same keys.
+    let again = first.request_deks(&[bob]).unwrap().wait().unwrap();
+    assert_eq!(again[0].1.key_id(), bob_key_id);
+}
+
+#[test]
+fn keys_requested_before_a_shred_are_not_answered_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let blind = BlindIndex::new([4; 32]);
+    let ada = blind.subject_of_log_key("ada");
+    let bob = blind.subject_of_log_key("bob");
+    let keystore = open_store(dir.path());
+    keystore.deks_for_write(&[bob]).unwrap();
+    let pending = keystore.request_deks(&[ada, bob]).unwrap();
+    // The writer thread takes the creation first, then the shred.
+    assert_eq!(keystore.shred(&[ada], Some("erasure-2")).unwrap(), 1);
+    assert!(
+        pending.wait().unwrap().is_empty(),
+        "an answer from before a shred may hold destroyed keys"
+    );
+}
