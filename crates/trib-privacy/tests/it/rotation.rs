@@ -143,3 +143,71 @@ async fn rotation_and_rewrap_under_load_lose_nothing() {
         assert!(stored.contains(payload), "{payload} missing");
     }
 }
+
+/// A key store written by the previous schema (version 1, with an index by master key version)
+/// is migrated when opened: the index is dropped, the keys stay readable, and a rotation's
+/// rewrap, which walks the keys in subject order in small batches, still reaches every key.
+#[test]
+fn a_schema_1_key_store_is_migrated_and_rewrap_reaches_every_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let subjects: Vec<trib_privacy::Subject> =
+        (0..50u8).map(|n| trib_privacy::Subject([n; 32])).collect();
+    let ids: Vec<u64> = {
+        let store = open_store(dir.path());
+        store
+            .deks_for_write(&subjects)
+            .unwrap()
+            .iter()
+            .map(|dek| dek.key_id())
+            .collect()
+    };
+    // Back to what version 1 left on disk.
+    let path = dir.path().join("keys").join("subjects.db");
+    assert!(path.exists(), "{path:?}");
+    {
+        let connection = rusqlite::Connection::open(&path).unwrap();
+        connection
+            .execute_batch(
+                "CREATE INDEX deks_by_kek_version ON deks (kek_version); PRAGMA user_version = 1;",
+            )
+            .unwrap();
+    }
+
+    let store = open_store(dir.path());
+    let connection = rusqlite::Connection::open(&path).unwrap();
+    let version: i64 = connection
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(version, 2);
+    let indexes: i64 = connection
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = 'deks_by_kek_version'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(indexes, 0, "the index is dropped");
+
+    master::rotate_file(&dir.path().join("master.keys")).unwrap();
+    let report = store.rewrap(7).unwrap();
+    assert_eq!(report.rewrapped, 50);
+    assert_eq!(report.batches, 8, "50 keys in batches of 7");
+    assert_eq!(store.rewrap(7).unwrap().rewrapped, 0);
+    let fresh = open_store(dir.path());
+    for (subject, id) in subjects.iter().zip(ids) {
+        assert!(
+            fresh.dek_for_read(subject, id).unwrap().is_some(),
+            "every key reads back under the new master key"
+        );
+    }
+    assert_eq!(
+        fresh
+            .stats()
+            .unwrap()
+            .deks_by_kek_version
+            .keys()
+            .copied()
+            .collect::<Vec<u32>>(),
+        vec![2]
+    );
+}
