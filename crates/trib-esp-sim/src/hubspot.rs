@@ -184,9 +184,14 @@ enum Target {
     Existing(String),
 }
 
-/// A batch body's `inputs` (required, at most [`MAX_BATCH`]), or the 400 HubSpot answers.
-fn batch_inputs(body: &Map<String, Value>) -> Result<&Vec<Value>, Box<Response>> {
-    let Some(inputs) = body.get("inputs").and_then(Value::as_array) else {
+/// A batch request's other members, and its `inputs`.
+type BatchBody = (Map<String, Value>, Vec<Value>);
+
+/// A batch request's body (a JSON object) and its `inputs` (required, at most
+/// [`MAX_BATCH`], taken out of the body), or the 400 HubSpot answers.
+fn batch_body(bytes: &[u8]) -> Result<BatchBody, Box<Response>> {
+    let mut body = parse_object(bytes)?;
+    let Some(Value::Array(inputs)) = body.remove("inputs") else {
         return Err(Box::new(error(
             StatusCode::BAD_REQUEST,
             "VALIDATION_ERROR",
@@ -200,17 +205,13 @@ fn batch_inputs(body: &Map<String, Value>) -> Result<&Vec<Value>, Box<Response>>
             &format!("Batch input limit exceeded: at most {MAX_BATCH} inputs per request"),
         )));
     }
-    Ok(inputs)
+    Ok((body, inputs))
 }
 
 async fn batch_upsert(State(shared): State<Arc<Shared>>, request: Request) -> Response {
     let (plan, _query, bytes) = read_request(request).await;
-    let body = match parse_object(&bytes) {
-        Ok(body) => body,
-        Err(response) => return *response,
-    };
-    let inputs = match batch_inputs(&body) {
-        Ok(inputs) => inputs,
+    let (_, inputs) = match batch_body(&bytes) {
+        Ok(parsed) => parsed,
         Err(response) => return *response,
     };
     let started_at = now_millis();
@@ -416,12 +417,8 @@ fn apply(state: &mut Store, input: ValidInput, now: &str) -> (Contact, bool) {
 
 async fn batch_read(State(shared): State<Arc<Shared>>, request: Request) -> Response {
     let (_plan, _query, bytes) = read_request(request).await;
-    let body = match parse_object(&bytes) {
-        Ok(body) => body,
-        Err(response) => return *response,
-    };
-    let inputs = match batch_inputs(&body) {
-        Ok(inputs) => inputs,
+    let (body, inputs) = match batch_body(&bytes) {
+        Ok(parsed) => parsed,
         Err(response) => return *response,
     };
     let by_email = match body.get("idProperty").and_then(Value::as_str) {

@@ -83,6 +83,24 @@ struct Job {
     finished_at: Option<String>,
 }
 
+impl Job {
+    /// A job just accepted: `pending`, nothing counted yet.
+    fn pending(id: String, job_type: &'static str, requested_count: usize) -> Self {
+        Self {
+            id,
+            status: "pending",
+            job_type,
+            requested_count,
+            created_count: 0,
+            updated_count: 0,
+            deleted_count: 0,
+            errored_count: 0,
+            started_at: now_seconds(),
+            finished_at: None,
+        }
+    }
+}
+
 impl Store {
     pub(crate) fn contacts(&self) -> BTreeMap<String, SimContact> {
         self.contacts
@@ -212,18 +230,7 @@ async fn put_contacts(State(shared): State<Arc<Shared>>, request: Request) -> Re
     let job_id = uuid::Uuid::new_v4().to_string();
     lock(&shared.sendgrid).jobs.insert(
         job_id.clone(),
-        Job {
-            id: job_id.clone(),
-            status: "pending",
-            job_type: "upsert",
-            requested_count: upserts.len(),
-            created_count: 0,
-            updated_count: 0,
-            deleted_count: 0,
-            errored_count: 0,
-            started_at: now_seconds(),
-            finished_at: None,
-        },
+        Job::pending(job_id.clone(), "upsert", upserts.len()),
     );
     let job_shared = Arc::clone(&shared);
     let id = job_id.clone();
@@ -475,18 +482,7 @@ async fn delete_contacts(State(shared): State<Arc<Shared>>, request: Request) ->
     let requested = ids.as_ref().map_or(0, Vec::len);
     lock(&shared.sendgrid).jobs.insert(
         job_id.clone(),
-        Job {
-            id: job_id.clone(),
-            status: "pending",
-            job_type: "delete",
-            requested_count: requested,
-            created_count: 0,
-            updated_count: 0,
-            deleted_count: 0,
-            errored_count: 0,
-            started_at: now_seconds(),
-            finished_at: None,
-        },
+        Job::pending(job_id.clone(), "delete", requested),
     );
     let job_shared = Arc::clone(&shared);
     let id = job_id.clone();

@@ -719,13 +719,7 @@ impl SyncState {
         for destination in destinations {
             for profile in profiles {
                 let key = &profile.as_bytes()[..];
-                let esp_id: Option<String> = tx
-                    .query_row(
-                        "SELECT esp_id FROM confirmed WHERE destination = ?1 AND profile = ?2",
-                        params![destination, key],
-                        |row| row.get(0),
-                    )
-                    .optional()?;
+                let esp_id = confirmed_esp_id_in(&tx, destination, key)?;
                 // A marker row (status `none_held`) even when nothing was confirmed, so that
                 // an upsert in flight during the erasure is deleted when it completes.
                 let (esp_id, status) = match esp_id {
@@ -764,14 +758,7 @@ impl SyncState {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let key = &profile.as_bytes()[..];
-        let esp_id: Option<String> = tx
-            .query_row(
-                "SELECT esp_id FROM confirmed WHERE destination = ?1 AND profile = ?2",
-                params![destination, key],
-                |row| row.get(0),
-            )
-            .optional()?;
-        let Some(esp_id) = esp_id else {
+        let Some(esp_id) = confirmed_esp_id_in(&tx, destination, key)? else {
             return Ok(false);
         };
         tx.execute(
@@ -1005,4 +992,20 @@ impl SyncState {
             dead_letters: count("SELECT COUNT(*) FROM dead_letters WHERE destination = ?1")?,
         })
     }
+}
+
+/// The ESP id `destination` confirmed for the profile with these id bytes, read inside a
+/// caller's transaction.
+fn confirmed_esp_id_in(
+    conn: &Connection,
+    destination: &str,
+    profile: &[u8],
+) -> Result<Option<String>, StateError> {
+    Ok(conn
+        .query_row(
+            "SELECT esp_id FROM confirmed WHERE destination = ?1 AND profile = ?2",
+            params![destination, profile],
+            |row| row.get(0),
+        )
+        .optional()?)
 }

@@ -388,19 +388,7 @@ fn id_text(value: &Value) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
-
-    fn contact(email: &str, fields: Value) -> Contact {
-        let fields: BTreeMap<String, Value> = serde_json::from_value(fields).expect("object");
-        Contact {
-            profile_id: format!("p-{email}"),
-            email: email.into(),
-            desired: fields.clone(),
-            fields,
-            subscribed: true,
-            esp_id: None,
-        }
-    }
+    use crate::connectors::test_contact as contact;
 
     #[test]
     fn body_uses_email_as_id_property_and_string_values() {

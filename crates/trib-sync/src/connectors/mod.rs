@@ -213,6 +213,22 @@ pub(crate) fn trim_base(url: &str) -> String {
     url.trim_end_matches('/').to_owned()
 }
 
+/// A contact of the connectors' unit tests: `fields` (a JSON object) both sent and desired,
+/// subscribed, no ESP id yet.
+#[cfg(test)]
+pub(crate) fn test_contact(email: &str, fields: Value) -> crate::connector::Contact {
+    let fields: std::collections::BTreeMap<String, Value> =
+        serde_json::from_value(fields).expect("object");
+    crate::connector::Contact {
+        profile_id: format!("p-{email}"),
+        email: email.into(),
+        desired: fields.clone(),
+        fields,
+        subscribed: true,
+        esp_id: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -629,18 +629,7 @@ fn job_id(body: &Value) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn contact(email: &str, fields: Value) -> Contact {
-        let fields: BTreeMap<String, Value> = serde_json::from_value(fields).expect("object");
-        Contact {
-            profile_id: format!("p-{email}"),
-            email: email.into(),
-            desired: fields.clone(),
-            fields,
-            subscribed: true,
-            esp_id: None,
-        }
-    }
+    use crate::connectors::test_contact as contact;
 
     fn definitions() -> FieldDefinitions {
         parse_field_definitions(&json!({"custom_fields": [
