@@ -26,7 +26,10 @@ pub const LEDGER_FILE: &str = "consent.db";
 const MAX_PROOF_CHARS: usize = 512;
 
 /// The schema, one migration per entry; `PRAGMA user_version` counts those applied.
-const MIGRATIONS: [&str; 1] = [include_str!("../migrations/0001_ledger.sql")];
+const MIGRATIONS: [&str; 2] = [
+    include_str!("../migrations/0001_ledger.sql"),
+    include_str!("../migrations/0002_suppression_changes.sql"),
+];
 
 /// A consent status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -311,7 +314,11 @@ impl Ledger {
                 reason: "must be 1 to 200 characters".into(),
             });
         }
-        self.lock()
+        let mut connection = self.lock();
+        let transaction = connection
+            .transaction()
+            .map_err(ConsentError::sqlite("add suppression"))?;
+        transaction
             .execute(
                 "INSERT INTO suppressions (ident_key, scope, reason, at_ms, source) \
                  VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (ident_key, scope) DO UPDATE SET \
@@ -325,7 +332,11 @@ impl Ledger {
                 ],
             )
             .map_err(ConsentError::sqlite("add suppression"))?;
-        Ok(())
+        note_suppression_change(&transaction, &suppression.ident_key, &suppression.scope)
+            .map_err(ConsentError::sqlite("add suppression"))?;
+        transaction
+            .commit()
+            .map_err(ConsentError::sqlite("add suppression"))
     }
 
     /// Removes a suppression; returns whether there was one.
@@ -334,14 +345,61 @@ impl Ledger {
         ident_key: &IdentKey,
         scope: &SuppressionScope,
     ) -> Result<bool, ConsentError> {
-        let removed = self
-            .lock()
+        let mut connection = self.lock();
+        let transaction = connection
+            .transaction()
+            .map_err(ConsentError::sqlite("remove suppression"))?;
+        let removed = transaction
             .execute(
                 "DELETE FROM suppressions WHERE ident_key = ?1 AND scope = ?2",
                 params![&ident_key.0[..], scope.as_text()],
             )
             .map_err(ConsentError::sqlite("remove suppression"))?;
+        if removed > 0 {
+            note_suppression_change(&transaction, ident_key, scope)
+                .map_err(ConsentError::sqlite("remove suppression"))?;
+        }
+        transaction
+            .commit()
+            .map_err(ConsentError::sqlite("remove suppression"))?;
         Ok(removed > 0)
+    }
+
+    /// Suppressions added, changed or removed after sequence `after_seq`, oldest first, at
+    /// most `limit`: `(seq, key, scope)`, for consumers that act on them (the sync engine
+    /// re-evaluates the profiles they identify, at once).
+    pub fn suppression_changes_after(
+        &self,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, IdentKey, SuppressionScope)>, ConsentError> {
+        let connection = self.lock();
+        let mut statement = connection
+            .prepare_cached(
+                "SELECT seq, ident_key, scope FROM suppression_changes WHERE seq > ?1
+                 ORDER BY seq LIMIT ?2",
+            )
+            .map_err(ConsentError::sqlite("read suppression changes"))?;
+        let rows = statement
+            .query_map(params![after_seq, limit as i64], |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, Vec<u8>>(1)?,
+                    row.get::<_, String>(2)?,
+                ))
+            })
+            .map_err(ConsentError::sqlite("read suppression changes"))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (seq, key, scope) =
+                row.map_err(ConsentError::sqlite("read suppression changes"))?;
+            let scope = SuppressionScope::parse(&scope).ok_or(ConsentError::Invalid {
+                field: "scope",
+                reason: format!("unknown suppression scope in the ledger: {scope:?}"),
+            })?;
+            out.push((seq, IdentKey(Bytes::from(key)), scope));
+        }
+        Ok(out)
     }
 
     /// The suppression that stops these identifier keys from reaching `destination` (or any
@@ -714,6 +772,17 @@ fn latest_of(
 }
 
 /// The first suppression of `keys`: global ones first, then the destination's.
+fn note_suppression_change(
+    transaction: &rusqlite::Transaction<'_>,
+    ident_key: &IdentKey,
+    scope: &SuppressionScope,
+) -> rusqlite::Result<usize> {
+    transaction.execute(
+        "INSERT INTO suppression_changes (ident_key, scope) VALUES (?1, ?2)",
+        params![&ident_key.0[..], scope.as_text()],
+    )
+}
+
 fn suppression_of(
     connection: &Connection,
     keys: &[IdentKey],
@@ -936,6 +1005,54 @@ mod tests {
             json!({"form_id": "newsletter-footer", "text_version": "3", "url": "https://shop.example/signup"})
         );
         assert_eq!(Proof::from_json(&json!("free text")), Proof::default());
+    }
+
+    #[test]
+    fn suppression_changes_are_listed_in_order_from_a_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open_in(dir.path()).unwrap();
+        let suppression = |n: u8, scope: SuppressionScope, reason: &str| Suppression {
+            ident_key: key(n),
+            scope,
+            reason: reason.into(),
+            at_ms: 1,
+            source: "api:test".into(),
+        };
+        let mailchimp = SuppressionScope::Destination("mailchimp".into());
+        ledger
+            .suppress(&suppression(1, SuppressionScope::Global, "complaint"))
+            .unwrap();
+        ledger
+            .suppress(&suppression(2, mailchimp.clone(), "hard_bounce"))
+            .unwrap();
+        // A new reason is a change too; removing nothing is not.
+        ledger
+            .suppress(&suppression(1, SuppressionScope::Global, "request"))
+            .unwrap();
+        assert!(
+            !ledger
+                .unsuppress(&key(3), &SuppressionScope::Global)
+                .unwrap()
+        );
+        assert!(ledger.unsuppress(&key(2), &mailchimp).unwrap());
+        let changes = ledger.suppression_changes_after(0, 10).unwrap();
+        let listed: Vec<(IdentKey, SuppressionScope)> = changes
+            .iter()
+            .map(|(_, key, scope)| (key.clone(), scope.clone()))
+            .collect();
+        assert_eq!(
+            listed,
+            vec![
+                (key(1), SuppressionScope::Global),
+                (key(2), mailchimp.clone()),
+                (key(1), SuppressionScope::Global),
+                (key(2), mailchimp),
+            ]
+        );
+        assert!(changes.windows(2).all(|pair| pair[0].0 < pair[1].0));
+        let after_second = ledger.suppression_changes_after(changes[1].0, 1).unwrap();
+        assert_eq!(after_second.len(), 1);
+        assert_eq!(after_second[0].0, changes[2].0);
     }
 
     #[test]

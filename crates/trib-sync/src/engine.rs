@@ -27,7 +27,7 @@ use rand::RngExt;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use trib_config::{DestinationConfig, SyncMode};
-use trib_consent::{Gatekeeper, Permitted};
+use trib_consent::{Gatekeeper, Permitted, SuppressionScope};
 use trib_store::{ChangeKind, ProfileId, ProfileState, ProfileStore};
 
 use crate::breaker::{Breaker, Gate, PROBE_BATCH};
@@ -36,6 +36,26 @@ use crate::map::{Digester, EMAIL_FIELD, changed_fields, desired};
 use crate::state::{Confirmed, Deletion, Pending, Settlement, SyncState};
 
 /// The longest retry delay.
+/// The consent ledger's change feeds a worker follows.
+#[derive(Debug, Clone, Copy)]
+enum LedgerFeed {
+    Consent,
+    Suppressions,
+}
+
+impl LedgerFeed {
+    /// The suffix of its cursor's name in the sync state (`<destination>#consent`).
+    fn cursor_suffix(self) -> &'static str {
+        match self {
+            LedgerFeed::Consent => "consent",
+            LedgerFeed::Suppressions => "suppressions",
+        }
+    }
+}
+
+/// How long a merged-away record's deletion waits before looking again at its survivor's
+/// pending push.
+const MERGE_WAIT_MS: i64 = 200;
 const MAX_BACKOFF: Duration = Duration::from_secs(5 * 60);
 
 /// One configured destination and its connector.
@@ -208,21 +228,53 @@ impl Worker {
         Ok(!fed && !consented && !deleted && !pushed)
     }
 
-    /// Consent recorded since the last round: the profiles it names are evaluated again (a
-    /// grant sends a profile that was refused; a withdrawal, in mirror mode, deletes it).
+    /// Consent recorded, and suppressions added or removed, since the last round: the
+    /// profiles they name are evaluated again (a grant or a lifted suppression sends a
+    /// profile that was refused; a withdrawal or a suppression, in mirror mode, deletes it).
     async fn consent_feed(&self) -> Result<bool, EngineError> {
-        let cursor_name = format!("{}#consent", self.name());
+        let consent = self.ledger_feed(LedgerFeed::Consent).await?;
+        let suppressions = self.ledger_feed(LedgerFeed::Suppressions).await?;
+        Ok(consent || suppressions)
+    }
+
+    /// One page of one of the ledger's change feeds, after its cursor in the sync state.
+    async fn ledger_feed(&self, feed: LedgerFeed) -> Result<bool, EngineError> {
+        let cursor_name = format!("{}#{}", self.name(), feed.cursor_suffix());
         let name = cursor_name.clone();
         let cursor = self.blocking(move |s| s.cursor(&name)).await? as i64;
         let ledger = self.gate.ledger().clone();
         let page = self.options.feed_page;
-        let changed = tokio::task::spawn_blocking(move || ledger.changed_after(cursor, page))
-            .await?
-            .map_err(|e| EngineError::Consent(e.to_string()))?;
+        let destination = self.name().to_owned();
+        let changed = tokio::task::spawn_blocking(move || match feed {
+            LedgerFeed::Consent => ledger.changed_after(cursor, page).map(|changes| {
+                changes
+                    .into_iter()
+                    .map(|(seq, key)| (seq, Some(key)))
+                    .collect()
+            }),
+            LedgerFeed::Suppressions => {
+                ledger
+                    .suppression_changes_after(cursor, page)
+                    .map(|changes| {
+                        changes
+                            .into_iter()
+                            .map(|(seq, key, scope)| {
+                                let here = match scope {
+                                    SuppressionScope::Global => true,
+                                    SuppressionScope::Destination(name) => name == destination,
+                                };
+                                (seq, here.then_some(key))
+                            })
+                            .collect::<Vec<_>>()
+                    })
+            }
+        })
+        .await?
+        .map_err(|e| EngineError::Consent(e.to_string()))?;
         let Some(last) = changed.last().map(|(seq, _)| *seq) else {
             return Ok(false);
         };
-        let keys: Vec<_> = changed.into_iter().map(|(_, key)| key).collect();
+        let keys: Vec<_> = changed.into_iter().filter_map(|(_, key)| key).collect();
         let store = self.store.clone();
         let profiles = tokio::task::spawn_blocking(move || store.lookup_many(&keys)).await??;
         let now = now_ms();
@@ -268,24 +320,46 @@ impl Worker {
         let Some(last) = changes.last().map(|c| c.seq) else {
             return Ok(0);
         };
+        let mirror = self.destination.config.mode == SyncMode::Mirror;
         let mut enqueue = Vec::with_capacity(changes.len());
         let mut gone = Vec::new();
+        let mut merged = Vec::new();
         for change in &changes {
             match change.kind {
                 ChangeKind::Upserted => enqueue.push((change.id, change.seq, change.updated_at_ms)),
-                // The survivor appears in the feed on its own; the merged-away id's ESP
-                // record shares the survivor's email more often than not, so it is never
-                // deleted automatically (see ARCHITECTURE.md, sync).
+                // Mirror mode removes the merged-away id's ESP record, but only after the
+                // survivor's push: it is enqueued here (it also appears in the feed on its
+                // own, perhaps on the next page), and the deletion waits for it and is
+                // superseded when the survivor confirmed the same ESP record (same email).
+                ChangeKind::MergedInto(into) if mirror => {
+                    merged.push((change.id, into, change.seq, change.updated_at_ms));
+                }
                 ChangeKind::MergedInto(_) => {}
                 ChangeKind::Deleted => gone.push(change.id),
             }
         }
         // Deletions are queued before the cursor moves past them, so a crash in between
         // reads them again (queueing is idempotent: the confirmed record is gone after).
-        if self.destination.config.mode == SyncMode::Mirror {
+        if mirror {
             for profile in gone {
                 self.mirror_delete(profile, "deleted").await?;
             }
+            let name = self.name().to_owned();
+            let now = now_ms();
+            let survivors: Vec<_> = merged
+                .iter()
+                .map(|&(_, into, seq, changed_ms)| (into, seq, changed_ms))
+                .collect();
+            self.blocking(move |s| {
+                // The survivors first: a deletion must never find its survivor not yet
+                // pending.
+                s.enqueue(&name, &survivors, None, now)?;
+                for (profile, into, _, _) in merged {
+                    s.queue_merge_deletion(&name, profile, into, now)?;
+                }
+                Ok(())
+            })
+            .await?;
         }
         let name = self.name().to_owned();
         let now = now_ms();
@@ -338,6 +412,10 @@ impl Worker {
                         && s.esp_id_shared(&name, deletion.profile, &deletion.esp_id)?
                     {
                         s.supersede_deletion(&deletion, now_ms())?;
+                    } else if let Some(survivor) = deletion.survivor
+                        && s.is_pending(&name, survivor)?
+                    {
+                        s.postpone_deletion(deletion.id, now_ms() + MERGE_WAIT_MS)?;
                     } else {
                         due.push(deletion);
                     }

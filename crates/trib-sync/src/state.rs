@@ -66,8 +66,11 @@ pub struct Deletion {
     pub profile: ProfileId,
     pub esp_id: String,
     /// `erasure`, or why mirror mode removes the record (`deleted`, `consent`,
-    /// `email_changed`).
+    /// `email_changed`, `merged`).
     pub reason: String,
+    /// For `merged`: the profile it was merged into. The deletion waits while that profile
+    /// has a push pending here, and is superseded if its push confirms the same ESP record.
+    pub survivor: Option<ProfileId>,
     pub attempts: u32,
     pub first_failed_ms: Option<i64>,
 }
@@ -221,6 +224,16 @@ impl SyncState {
     fn from_connection(conn: Connection) -> Result<Self, StateError> {
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch(SCHEMA)?;
+        // Added after the first release: the survivor of a merge whose merged-away record a
+        // mirror-mode deletion removes.
+        let has_survivor: bool = conn.query_row(
+            "SELECT COUNT(*) > 0 FROM pragma_table_info('deletions') WHERE name = 'survivor'",
+            [],
+            |row| row.get(0),
+        )?;
+        if !has_survivor {
+            conn.execute_batch("ALTER TABLE deletions ADD COLUMN survivor BLOB")?;
+        }
         Ok(Self {
             conn: Mutex::new(conn),
         })
@@ -755,6 +768,30 @@ impl SyncState {
         reason: &str,
         now_ms: i64,
     ) -> Result<bool, StateError> {
+        self.queue_mirror_deletion(destination, profile, reason, None, now_ms)
+    }
+
+    /// Queues the deletion of the confirmed record of `profile`, merged into `survivor`
+    /// (mirror mode), and forgets it. It is carried out once `survivor` has no push pending
+    /// here, unless `survivor`'s confirmed record is the same ESP record by then.
+    pub fn queue_merge_deletion(
+        &self,
+        destination: &str,
+        profile: ProfileId,
+        survivor: ProfileId,
+        now_ms: i64,
+    ) -> Result<bool, StateError> {
+        self.queue_mirror_deletion(destination, profile, "merged", Some(survivor), now_ms)
+    }
+
+    fn queue_mirror_deletion(
+        &self,
+        destination: &str,
+        profile: ProfileId,
+        reason: &str,
+        survivor: Option<ProfileId>,
+        now_ms: i64,
+    ) -> Result<bool, StateError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let key = &profile.as_bytes()[..];
@@ -762,10 +799,17 @@ impl SyncState {
             return Ok(false);
         };
         tx.execute(
-            "INSERT INTO deletions (destination, profile, esp_id, reason, status, next_at_ms,
-                 updated_at_ms, created_at_ms)
-             VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?5, ?5)",
-            params![destination, key, esp_id, reason, now_ms],
+            "INSERT INTO deletions (destination, profile, esp_id, reason, survivor, status,
+                 next_at_ms, updated_at_ms, created_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?6, ?6)",
+            params![
+                destination,
+                key,
+                esp_id,
+                reason,
+                survivor.map(|s| s.as_bytes().to_vec()),
+                now_ms
+            ],
         )?;
         tx.execute(
             "DELETE FROM confirmed WHERE destination = ?1 AND profile = ?2",
@@ -773,6 +817,28 @@ impl SyncState {
         )?;
         tx.commit()?;
         Ok(true)
+    }
+
+    /// Whether `profile` has a push pending at `destination`.
+    pub fn is_pending(&self, destination: &str, profile: ProfileId) -> Result<bool, StateError> {
+        let pending: Option<i64> = self
+            .conn()
+            .query_row(
+                "SELECT 1 FROM pending WHERE destination = ?1 AND profile = ?2",
+                params![destination, &profile.as_bytes()[..]],
+                |row| row.get(0),
+            )
+            .optional()?;
+        Ok(pending.is_some())
+    }
+
+    /// Moves a queued deletion's due time to `next_at_ms` without counting an attempt.
+    pub fn postpone_deletion(&self, id: i64, next_at_ms: i64) -> Result<(), StateError> {
+        self.conn().execute(
+            "UPDATE deletions SET next_at_ms = ?2 WHERE id = ?1",
+            params![id, next_at_ms],
+        )?;
+        Ok(())
     }
 
     /// Whether another profile's confirmed record at `destination` has this ESP id (then a
@@ -816,8 +882,8 @@ impl SyncState {
     ) -> Result<Vec<Deletion>, StateError> {
         let conn = self.conn();
         let mut statement = conn.prepare_cached(
-            "SELECT id, profile, esp_id, attempts, first_failed_ms, reason FROM deletions
-             WHERE destination = ?1 AND status = 'queued' AND next_at_ms <= ?2
+            "SELECT id, profile, esp_id, attempts, first_failed_ms, reason, survivor
+             FROM deletions WHERE destination = ?1 AND status = 'queued' AND next_at_ms <= ?2
              ORDER BY id LIMIT ?3",
         )?;
         let rows = statement.query_map(params![destination, now_ms, limit as i64], |row| {
@@ -828,16 +894,18 @@ impl SyncState {
                 row.get::<_, i64>(3)?,
                 row.get::<_, Option<i64>>(4)?,
                 row.get::<_, String>(5)?,
+                row.get::<_, Option<Vec<u8>>>(6)?,
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, profile, esp_id, attempts, first_failed_ms, reason) = row?;
+            let (id, profile, esp_id, attempts, first_failed_ms, reason, survivor) = row?;
             out.push(Deletion {
                 id,
                 profile: profile_of(profile)?,
                 esp_id,
                 reason,
+                survivor: survivor.map(profile_of).transpose()?,
                 attempts: attempts as u32,
                 first_failed_ms,
             });
@@ -1008,4 +1076,35 @@ fn confirmed_esp_id_in(
             |row| row.get(0),
         )
         .optional()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_state_written_before_merge_deletions_opens_and_keeps_its_deletions() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("sync.db");
+        let profile = ProfileId::from_bytes([3; 16]);
+        {
+            // The schema as released, without `deletions.survivor`, holding one deletion.
+            let conn = Connection::open(&path).expect("open");
+            conn.execute_batch(SCHEMA).expect("schema");
+            conn.execute(
+                "INSERT INTO deletions (destination, profile, esp_id, reason, status,
+                     next_at_ms, updated_at_ms)
+                 VALUES ('esp', ?1, 'esp-1', 'deleted', 'queued', 0, 0)",
+                [&profile.as_bytes()[..]],
+            )
+            .expect("insert");
+        }
+        for _ in 0..2 {
+            let state = SyncState::open(dir.path()).expect("reopen");
+            let due = state.due_deletions("esp", 1, 10).expect("due");
+            assert_eq!(due.len(), 1);
+            assert_eq!(due[0].profile, profile);
+            assert_eq!(due[0].survivor, None);
+        }
+    }
 }

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use trib_config::{DestinationConfig, DestinationType, FieldSource, SyncMode};
 use trib_consent::{
     Gatekeeper, Ledger, LegalBasis, NewEntry, Permitted, PrivacyRules, Proof, Purpose, Status,
+    Suppression, SuppressionScope,
 };
 use trib_core::Secret;
 use trib_identity::Keyer;
@@ -224,50 +225,28 @@ impl Harness {
 
     fn put(&self, n: u8, traits: Value) -> ProfileId {
         let id = ProfileId::from_bytes([n; 16]);
-        let profile = Profile {
-            id: id.to_string(),
-            identifiers: vec![IdentifierEntry {
-                kind: "email".to_owned(),
-                value: email(n),
-                first_seen_ms: 0,
-                source: "test".to_owned(),
-                message_id: format!("m{n}"),
-            }],
-            traits: traits
-                .as_object()
-                .expect("traits object")
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        k.clone(),
-                        GoldenTrait {
-                            value: v.clone(),
-                            rule: "most_recent".to_owned(),
-                            sources: vec!["test".to_owned()],
-                            at_ms: 0,
-                        },
-                    )
-                })
-                .collect(),
-            observations: BTreeMap::new(),
-            sources: vec!["test".to_owned()],
-            merged_ids: Vec::new(),
-            merge_count: 0,
-        };
-        let doc = trib_identity::engine::encode(&profile).expect("encode");
         self.store
             .apply(&ChangeBatch {
                 at_ms: 1,
-                upserts: vec![ProfileRecord {
-                    id,
-                    updated_at_ms: 1,
-                    doc: doc.into(),
-                }],
+                upserts: vec![record(id, &email(n), traits)],
                 identifiers: vec![(self.keyer.ident_key("email", &email(n)), Some(id))],
                 ..ChangeBatch::default()
             })
             .expect("apply");
         id
+    }
+
+    /// Merges `from` into `into`, whose golden record then has `email` and `traits`.
+    fn merge(&self, from: ProfileId, into: ProfileId, email: &str, traits: Value) {
+        self.store
+            .apply(&ChangeBatch {
+                at_ms: 2,
+                merged: vec![(from, into)],
+                upserts: vec![record(into, email, traits)],
+                identifiers: vec![(self.keyer.ident_key("email", email), Some(into))],
+                ..ChangeBatch::default()
+            })
+            .expect("merge");
     }
 
     fn settled(&self) -> bool {
@@ -291,6 +270,47 @@ impl Harness {
         if let Some(engine) = self.engine.take() {
             engine.stop().await;
         }
+    }
+}
+
+/// A stored golden profile with one email and these traits.
+fn record(id: ProfileId, email: &str, traits: Value) -> ProfileRecord {
+    let profile = Profile {
+        id: id.to_string(),
+        identifiers: vec![IdentifierEntry {
+            kind: "email".to_owned(),
+            value: email.to_owned(),
+            first_seen_ms: 0,
+            source: "test".to_owned(),
+            message_id: format!("m-{id}"),
+        }],
+        traits: traits
+            .as_object()
+            .expect("traits object")
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    GoldenTrait {
+                        value: v.clone(),
+                        rule: "most_recent".to_owned(),
+                        sources: vec!["test".to_owned()],
+                        at_ms: 0,
+                    },
+                )
+            })
+            .collect(),
+        observations: BTreeMap::new(),
+        sources: vec!["test".to_owned()],
+        merged_ids: Vec::new(),
+        merge_count: 0,
+    };
+    ProfileRecord {
+        id,
+        updated_at_ms: 1,
+        doc: trib_identity::engine::encode(&profile)
+            .expect("encode")
+            .into(),
     }
 }
 
@@ -539,6 +559,119 @@ async fn mirror_mode_deletes_contacts_of_deleted_profiles_and_upsert_mode_keeps_
         assert_eq!(held, mode == SyncMode::Upsert, "{mode:?}");
         h.stop().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_mode_removes_the_record_of_a_profile_merged_into_another() {
+    for mode in [SyncMode::Mirror, SyncMode::Upsert] {
+        let h = Harness::start(config("email_marketing", mode));
+        let ann = h.put(1, json!({"firstName": "Ann"}));
+        let bob = h.put(2, json!({"firstName": "Bob"}));
+        h.wait("both confirmed", |h| {
+            h.connector.with(|s| s.held.len()) == 2 && h.settled()
+        });
+        // Bob turns out to be Ann, who keeps her email: Bob's record is a duplicate.
+        h.merge(
+            bob,
+            ann,
+            &email(1),
+            json!({"firstName": "Ann", "plan": "pro"}),
+        );
+        h.wait("the merge to be carried out", |h| {
+            h.settled() && h.state.cursor("esp").expect("cursor") >= 4
+        });
+        let held = h.connector.with(|s| s.held.clone());
+        assert_eq!(held[&email(1)]["PLAN"], json!("pro"), "{mode:?}");
+        assert_eq!(
+            held.contains_key(&email(2)),
+            mode == SyncMode::Upsert,
+            "{mode:?}: {held:?}"
+        );
+        h.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merged_away_record_the_survivor_takes_over_is_never_deleted() {
+    let h = Harness::start(config("email_marketing", SyncMode::Mirror));
+    let ann = h.put(1, json!({"firstName": "Ann"}));
+    let bob = h.put(2, json!({"firstName": "Bob"}));
+    h.wait("both confirmed", |h| {
+        h.connector.with(|s| s.held.len()) == 2 && h.settled()
+    });
+    // The survivor takes the merged-away profile's email, and its first push after the
+    // merge is not applied: the merged-away record's deletion must wait for the retry,
+    // then find the survivor holding that record and not delete it.
+    h.connector.with(|s| {
+        s.failures.insert(
+            email(2),
+            VecDeque::from([ItemOutcome::NotApplied {
+                detail: "not yet".to_owned(),
+            }]),
+        )
+    });
+    h.merge(bob, ann, &email(2), json!({"firstName": "Ann"}));
+    h.wait("the merge to be carried out", |h| {
+        h.settled()
+            && h.state.cursor("esp").expect("cursor") >= 4
+            && h.connector
+                .with(|s| s.failures.values().all(VecDeque::is_empty))
+    });
+    let deleted: Vec<String> = h.connector.with(|s| s.deletes.concat());
+    assert!(
+        !deleted.contains(&format!("esp-{}", email(2))),
+        "the survivor's record was deleted: {deleted:?}"
+    );
+    let held = h.connector.with(|s| s.held.clone());
+    assert_eq!(held[&email(2)]["FNAME"], json!("Ann"));
+    // Ann's former record went with her email change.
+    assert!(!held.contains_key(&email(1)), "{held:?}");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suppression_acts_at_once_and_lifting_it_sends_the_person_again() {
+    let h = Harness::start(config("email_marketing", SyncMode::Mirror));
+    h.put(1, json!({"firstName": "Ann"}));
+    h.wait("confirmed", |h| {
+        h.connector.with(|s| s.held.len()) == 1 && h.settled()
+    });
+    let key = h.keyer.ident_key("email", &email(1));
+    let suppression = |scope: SuppressionScope| Suppression {
+        ident_key: key.clone(),
+        scope,
+        reason: "complaint".to_owned(),
+        at_ms: 3,
+        source: "api:test".to_owned(),
+    };
+    // Another destination's suppression changes nothing here.
+    h.ledger
+        .suppress(&suppression(SuppressionScope::Destination(
+            "other".to_owned(),
+        )))
+        .expect("suppress elsewhere");
+    h.wait("the suppression feed read", |h| {
+        h.state.cursor("esp#suppressions").expect("cursor") >= 1
+    });
+    let calls = h.calls();
+    // A global one removes the contact without any change to the profile.
+    h.ledger
+        .suppress(&suppression(SuppressionScope::Global))
+        .expect("suppress");
+    h.wait("the contact removed", |h| {
+        h.connector.with(|s| s.held.is_empty()) && h.settled()
+    });
+    assert_eq!(h.calls(), calls, "a suppressed person was pushed");
+    // Lifted: the person is sent again, still without a profile change.
+    assert!(
+        h.ledger
+            .unsuppress(&key, &SuppressionScope::Global)
+            .expect("unsuppress")
+    );
+    h.wait("the contact back", |h| {
+        h.connector.with(|s| s.held.contains_key(&email(1))) && h.settled()
+    });
+    h.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
