@@ -68,7 +68,19 @@ fn main() {
 /// applied after 200 ms) and the destination's default retry settings and batch window.
 fn realistic(kind: SimKind) -> EspSetup {
     let mut setup = EspSetup::new(kind);
-    setup.sim = Box::new(|config| config.sendgrid_job_delay = Duration::from_millis(200));
+    // SENDGRID_RATE_MAX=N: the SendGrid simulator admits N calls per endpoint per second
+    // (its fixed windows, advertised in `X-RateLimit-*`).
+    let sendgrid_rate = std::env::var("SENDGRID_RATE_MAX")
+        .ok()
+        .and_then(|max| max.parse::<u32>().ok())
+        .filter(|_| kind == SimKind::Sendgrid);
+    setup.sim = Box::new(move |config| {
+        config.sendgrid_job_delay = Duration::from_millis(200);
+        if let Some(max) = sendgrid_rate {
+            config.rate_max = Some(max);
+            config.rate_interval = Duration::from_secs(1);
+        }
+    });
     setup.config = Box::new(|config| {
         config.retry_base = DestinationConfig::DEFAULT_RETRY_BASE;
         config.retry_window = DestinationConfig::DEFAULT_RETRY_WINDOW;

@@ -4,7 +4,13 @@
 //! per-call timeout, reads the whole body, records metrics
 //! (`tributary_sync_api_calls_total{destination,endpoint,status}` and the histogram
 //! `tributary_sync_api_latency_seconds{destination}`), feeds the response's status and
-//! rate-limit headers back to the limiter, and classes failures into [`CallError`]:
+//! rate-limit headers back to the limiter, and classes failures into [`CallError`].
+//!
+//! For an ESP whose rate limits are per endpoint (SendGrid: each endpoint has its own
+//! `X-RateLimit-*` window), [`Api::rates_per_endpoint`] gives every endpoint label its own
+//! limiter for the rate, pauses and 429s it reports, so that one exhausted window (say, the
+//! job status polls) neither pauses nor caps calls to another (the contact upserts); the
+//! destination's limiter then keeps only the concurrency cap. The classes:
 //!
 //! | what happened | class |
 //! |---|---|
@@ -59,6 +65,9 @@ impl std::fmt::Debug for Auth {
     }
 }
 
+type EndpointLimiters =
+    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<&'static str, Limiter>>>;
+
 /// One destination's HTTP client: limiter, timeout, authentication and metrics.
 #[derive(Clone)]
 pub struct Api {
@@ -67,6 +76,10 @@ pub struct Api {
     /// The metrics label: the configured destination name (the ESP kind until named).
     label: std::sync::Arc<str>,
     limiter: Limiter,
+    /// Per endpoint label, when the ESP's rate limits are per endpoint.
+    endpoints: Option<EndpointLimiters>,
+    /// The seed of each endpoint's limiter: no rate until headers tell one.
+    endpoint_limits: Limits,
     timeout: Duration,
     auth: Auth,
 }
@@ -107,9 +120,35 @@ impl Api {
             destination,
             label: destination.as_str().into(),
             limiter: Limiter::new(limits),
+            endpoints: None,
+            endpoint_limits: Limits {
+                rate_max: None,
+                ..*limits
+            },
             timeout,
             auth,
         })
+    }
+
+    /// Gives each endpoint label its own limiter for rates, pauses and 429s (see the module
+    /// doc); the destination's limiter keeps the concurrency cap.
+    pub fn rates_per_endpoint(mut self) -> Self {
+        self.endpoints = Some(Default::default());
+        self
+    }
+
+    /// The limiter of `endpoint`, when rates are per endpoint.
+    fn endpoint_limiter(&self, endpoint: &'static str) -> Option<Limiter> {
+        let endpoints = self.endpoints.as_ref()?;
+        let mut endpoints = endpoints
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Some(
+            endpoints
+                .entry(endpoint)
+                .or_insert_with(|| Limiter::new(&self.endpoint_limits))
+                .clone(),
+        )
     }
 
     /// Labels this client's metrics with the configured destination name, so that two
@@ -148,6 +187,12 @@ impl Api {
         endpoint: &'static str,
         request: RequestBuilder,
     ) -> Result<ApiResponse, CallError> {
+        // The endpoint's window first: a call waiting for it holds no concurrency slot.
+        let endpoint_limiter = self.endpoint_limiter(endpoint);
+        let endpoint_permit = match &endpoint_limiter {
+            Some(limiter) => Some(limiter.acquire().await),
+            None => None,
+        };
         let permit = self.limiter.acquire().await;
         let started = Instant::now();
         let outcome = tokio::time::timeout(self.timeout, async {
@@ -190,8 +235,14 @@ impl Api {
         };
         self.count(endpoint, &status.to_string());
         let feedback = Feedback::from_response(status, &headers);
-        self.limiter.observe(&feedback, permit.started());
+        match (&endpoint_limiter, &endpoint_permit) {
+            (Some(limiter), Some(endpoint_permit)) => {
+                limiter.observe(&feedback, endpoint_permit.started());
+            }
+            _ => self.limiter.observe(&feedback, permit.started()),
+        }
         drop(permit);
+        drop(endpoint_permit);
         tracing::debug!(
             destination = %destination,
             endpoint,
@@ -489,6 +540,66 @@ mod tests {
             .await
             .expect("4xx to the connector");
         assert_eq!(not_found.status, 404);
+    }
+
+    /// A window exhausted on one endpoint pauses that endpoint only when rates are per
+    /// endpoint, and every call of the destination otherwise.
+    #[tokio::test]
+    async fn an_exhausted_window_pauses_only_its_endpoint_when_rates_are_per_endpoint() {
+        let reset = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs()
+            + 60;
+        let raw: &'static str = Box::leak(
+            format!(
+                "HTTP/1.1 200 OK\r\nX-RateLimit-Limit: 5\r\nX-RateLimit-Remaining: 0\r\n\
+                 X-RateLimit-Reset: {reset}\r\nContent-Length: 2\r\n\r\n{{}}"
+            )
+            .into_boxed_str(),
+        );
+        let url = serve_raw(raw, Duration::ZERO).await;
+        let client = || {
+            Api::new(
+                DestinationKind::Sendgrid,
+                &limits(),
+                Auth::None,
+                DEFAULT_TIMEOUT,
+            )
+            .expect("client")
+        };
+        async fn call(
+            api: &Api,
+            url: &str,
+            endpoint: &'static str,
+        ) -> Result<Result<ApiResponse, CallError>, tokio::time::error::Elapsed> {
+            let request = api.request(Method::GET, url);
+            tokio::time::timeout(Duration::from_millis(500), api.send(endpoint, request)).await
+        }
+
+        let shared = client();
+        call(&shared, &url, "jobs.get")
+            .await
+            .expect("first call")
+            .expect("2xx");
+        assert!(
+            call(&shared, &url, "contacts.put").await.is_err(),
+            "one limiter: the exhausted window pauses every endpoint"
+        );
+
+        let per_endpoint = client().rates_per_endpoint();
+        call(&per_endpoint, &url, "jobs.get")
+            .await
+            .expect("first call")
+            .expect("2xx");
+        call(&per_endpoint, &url, "contacts.put")
+            .await
+            .expect("another endpoint is not paused")
+            .expect("2xx");
+        assert!(
+            call(&per_endpoint, &url, "jobs.get").await.is_err(),
+            "the exhausted endpoint waits for its reset"
+        );
     }
 
     #[tokio::test]

@@ -22,9 +22,10 @@
 //!   polled; a completed job confirms every id, and a 404 (no such contacts) does too.
 //! * **Partial updates: yes.** The spec's `UpdateContact` says "Any fields omitted from the
 //!   request will remain as they were", so sending only the changed fields is safe.
-//! * Rate limits are per endpoint and unpublished: the limiter starts without a rate cap and
-//!   adopts `X-RateLimit-Limit`, pausing when `X-RateLimit-Remaining` reaches 0 until
-//!   `X-RateLimit-Reset`.
+//! * Rate limits are per endpoint and unpublished: each endpoint has its own limiter
+//!   ([`Api::rates_per_endpoint`]), which starts without a rate cap and adopts that endpoint's
+//!   `X-RateLimit-Limit`, pausing when its `X-RateLimit-Remaining` reaches 0 until
+//!   `X-RateLimit-Reset`; the destination's limiter keeps the concurrency cap.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -157,7 +158,8 @@ impl SendgridConnector {
                 &LIMITS,
                 Auth::Bearer(config.api_key.clone()),
                 config.timeout,
-            )?,
+            )?
+            .rates_per_endpoint(),
             base: base.into(),
             list_ids: config.list_ids.clone(),
             job_deadline: config.job_deadline,
