@@ -60,6 +60,9 @@ pub(crate) struct SimulateArgs {
     /// SendGrid: how long a job takes.
     #[arg(long, default_value = "200ms", value_parser = parse_duration)]
     job_delay: Duration,
+    /// Mailchimp: how long a `/batches` job stays pending before its operations run.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    batch_delay: Duration,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -82,6 +85,7 @@ pub(crate) fn sim_config(args: &SimulateArgs) -> anyhow::Result<SimConfig> {
     config.webhook_secret = args.api_key.clone();
     config.mailchimp_lists = args.lists.clone();
     config.sendgrid_job_delay = args.job_delay;
+    config.mailchimp_batch_delay = args.batch_delay;
     if !args.fields.is_empty() {
         match kind {
             SimKind::Mailchimp => config.mailchimp_merge_fields = args.fields.clone(),

@@ -106,6 +106,9 @@ pub struct SimConfig {
     pub sendgrid_custom_fields: Vec<(String, String, String)>,
     /// How long a SendGrid job stays `pending` before it is applied.
     pub sendgrid_job_delay: Duration,
+    /// How long a Mailchimp `/batches` job stays `pending` before its operations run (the
+    /// real service takes minutes under load).
+    pub mailchimp_batch_delay: Duration,
     /// Most requests per `rate_interval` (HubSpot: rolling; SendGrid: fixed window per
     /// endpoint; others: rolling, without headers). `None`: no rate limit.
     pub rate_max: Option<u32>,
@@ -148,6 +151,7 @@ impl SimConfig {
                 ("w2_N".to_owned(), "score".to_owned(), "Number".to_owned()),
             ],
             sendgrid_job_delay: Duration::from_millis(200),
+            mailchimp_batch_delay: Duration::ZERO,
             rate_max,
             rate_interval,
             webhook_secret: "test-secret".to_owned(),

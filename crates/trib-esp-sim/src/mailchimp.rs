@@ -601,6 +601,9 @@ async fn post_batch(State(shared): State<Arc<Shared>>, request: Request) -> Resp
 /// endpoints), then builds the result archive. `partial` answers a random subset with 500
 /// without running them; `not_applied` runs every operation in "answer as if applied" mode.
 async fn run_batch(shared: Arc<Shared>, id: String, operations: Vec<Operation>, plan: FaultPlan) {
+    if !shared.config.mailchimp_batch_delay.is_zero() {
+        tokio::time::sleep(shared.config.mailchimp_batch_delay).await;
+    }
     set_batch(&shared, &id, |batch| batch.status = "started");
     let api = api_routes().with_state(Arc::clone(&shared));
     let failing = plan

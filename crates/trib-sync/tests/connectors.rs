@@ -524,6 +524,70 @@ async fn mailchimp_large_batches_use_the_batch_endpoint() {
     assert!(failed > 0);
 }
 
+/// A `/batches` job still running at the connector's deadline may apply later: until it
+/// has finished, the connector writes nothing (a newer write would be overwritten by it).
+#[tokio::test]
+async fn mailchimp_writes_nothing_while_a_batch_abandoned_at_its_deadline_runs() {
+    let h = harness_with(
+        SimKind::Mailchimp,
+        |config| config.mailchimp_batch_delay = Duration::from_millis(1_500),
+        |_| {},
+    )
+    .await;
+    let mut config = MailchimpConfig::new("test-key", "list1");
+    config.base_url = Some(h.sim.base_url());
+    config.batch_threshold = 2;
+    config.batch_deadline = Duration::from_millis(200);
+    let connector = MailchimpConnector::new(&config).expect("connector");
+    let names = ["Ann", "Bob", "Cat"];
+    let old: Vec<Contact> = names.iter().map(|name| h.contact(name, "gold")).collect();
+    let error = connector
+        .upsert(h.permit(old))
+        .await
+        .expect_err("the batch is still pending at the deadline");
+    assert_eq!(error.class, ErrorClass::Transient, "{error}");
+
+    // A newer value for one of them, as a single PUT: not sent while the batch runs.
+    let newer = vec![h.contact("Ann", "platinum")];
+    let writes = |h: &Harness| {
+        h.sim
+            .requests()
+            .iter()
+            .filter(|request| request.method == "PUT" || request.path == "/3.0/batches")
+            .count()
+    };
+    let before = writes(&h);
+    let error = connector
+        .upsert(h.permit(newer.clone()))
+        .await
+        .expect_err("held back by the running batch");
+    assert_eq!(error.class, ErrorClass::Transient, "{error}");
+    assert_eq!(
+        writes(&h),
+        before,
+        "nothing written while the old batch runs"
+    );
+
+    // Once the batch has applied, the newer value goes through and stays.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while h.held(&h.contact("Cat", "gold")).is_none() {
+        assert!(Instant::now() < deadline, "the old batch never applied");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let outcomes = loop {
+        match connector.upsert(h.permit(newer.clone())).await {
+            Ok(outcomes) => break outcomes,
+            Err(error) => {
+                assert_eq!(error.class, ErrorClass::Transient, "{error}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    h.assert_confirmed(&outcomes[0], &newer[0]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    h.assert_held(&newer[0]);
+}
+
 /// Mailchimp's 10-connection cap: 40 concurrent PUTs never exceed it (no 429).
 #[tokio::test]
 async fn mailchimp_stays_within_ten_connections() {

@@ -7,6 +7,10 @@
 //!   [`MailchimpConfig::batch_threshold`] go through `POST /3.0/batches` instead: one call
 //!   carries every PUT, `GET /3.0/batches/{id}` is polled until `finished`, and the gzipped
 //!   tar of results at `response_body_url` is read, correlating by `operation_id`.
+//!   A `/batches` job still running at [`MailchimpConfig::batch_deadline`] may apply later:
+//!   its id is kept, and no upsert is sent until `GET /3.0/batches/{id}` says `finished`
+//!   (each attempt meanwhile fails as transient before writing), so a late batch never
+//!   overwrites a newer write. The ids are kept in memory: a restart forgets them.
 //! * Confirmation: the member in the response (or the batch result) must carry every sent
 //!   merge field's value; otherwise the record is [`ItemOutcome::NotApplied`].
 //! * Delete: `POST .../members/{hash}/actions/delete-permanent` (erasure; the email cannot be
@@ -71,6 +75,9 @@ pub struct MailchimpConnector {
     list_id: Arc<str>,
     batch_threshold: usize,
     batch_deadline: Duration,
+    /// `/batches` jobs still running when their deadline passed: no upsert is sent until
+    /// they finish, so that one applying late never overwrites a newer write.
+    outstanding: std::sync::Mutex<Vec<String>>,
 }
 
 impl MailchimpConfig {
@@ -217,7 +224,54 @@ impl MailchimpConnector {
             list_id: config.list_id.clone().into(),
             batch_threshold: config.batch_threshold,
             batch_deadline: config.batch_deadline,
+            outstanding: std::sync::Mutex::new(Vec::new()),
         })
+    }
+
+    fn outstanding(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
+        self.outstanding
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Looks at the batches abandoned at their deadline: finished (or unknown to Mailchimp)
+    /// ones are forgotten; while one still runs, the upsert fails as transient before
+    /// sending anything (its records stay pending and are retried later).
+    async fn wait_for_outstanding(&self) -> Result<(), CallError> {
+        let ids = self.outstanding().clone();
+        for id in ids {
+            let url = format!("{}/3.0/batches/{id}", self.base);
+            let response = self
+                .api
+                .send("batches.get", self.api.request(Method::GET, &url))
+                .await?;
+            let status = match response.status {
+                404 => None,
+                _ if response.is_success() => {
+                    let batch: Batch = response.json("batches.get")?;
+                    (batch.status != "finished").then_some(batch.status)
+                }
+                status => {
+                    return Err(transient(
+                        Some(status),
+                        format!("batches.get: {}", response.error_summary()),
+                    ));
+                }
+            };
+            match status {
+                Some(status) => {
+                    return Err(transient(
+                        None,
+                        format!(
+                            "an earlier batch, abandoned at its deadline, is still {status}: \
+                             nothing is written until it finishes"
+                        ),
+                    ));
+                }
+                None => self.outstanding().retain(|outstanding| *outstanding != id),
+            }
+        }
+        Ok(())
     }
 
     /// The HTTP client (its limiter), for the engine's metrics and tests.
@@ -315,6 +369,8 @@ impl MailchimpConnector {
             }
             let delay = poll_delay(attempt);
             if tokio::time::Instant::now() + delay > deadline {
+                // It may still apply later: later writes wait for it (`wait_for_outstanding`).
+                self.outstanding().push(id);
                 return Err(transient(
                     None,
                     format!("batches.get: batch still {} at the deadline", batch.status),
@@ -338,6 +394,7 @@ impl Connector for MailchimpConnector {
 
     async fn upsert(&self, batch: Vec<Permitted<Contact>>) -> Result<Vec<ItemOutcome>, CallError> {
         let contacts: Vec<Contact> = batch.into_iter().map(Permitted::into_inner).collect();
+        self.wait_for_outstanding().await?;
         if contacts.len() > self.batch_threshold {
             self.upsert_batch(contacts).await
         } else {
