@@ -35,7 +35,6 @@ use crate::connector::{CallError, Connector, Contact, DeleteTarget, ErrorClass, 
 use crate::map::{Digester, EMAIL_FIELD, changed_fields, desired};
 use crate::state::{Confirmed, Deletion, Pending, Settlement, SyncState};
 
-/// The longest retry delay.
 /// The consent ledger's change feeds a worker follows.
 #[derive(Debug, Clone, Copy)]
 enum LedgerFeed {
@@ -56,6 +55,7 @@ impl LedgerFeed {
 /// How long a merged-away record's deletion waits before looking again at its survivor's
 /// pending push.
 const MERGE_WAIT_MS: i64 = 200;
+/// The longest retry delay.
 const MAX_BACKOFF: Duration = Duration::from_secs(5 * 60);
 
 /// One configured destination and its connector.

@@ -7,8 +7,8 @@
 //!   [`MailchimpConfig::batch_threshold`] go through `POST /3.0/batches` instead: one call
 //!   carries every PUT, `GET /3.0/batches/{id}` is polled until `finished`, and the gzipped
 //!   tar of results at `response_body_url` is read, correlating by `operation_id`.
-//!   A `/batches` job still running at [`MailchimpConfig::batch_deadline`] may apply later:
-//!   its id is kept, and no upsert is sent until `GET /3.0/batches/{id}` says `finished`
+//!   A `/batches` job still running at [`MailchimpConfig::batch_deadline`] (or whose status
+//!   could not be read) may apply later: its id is kept, and no upsert is sent until `GET /3.0/batches/{id}` says `finished`
 //!   (each attempt meanwhile fails as transient before writing), so a late batch never
 //!   overwrites a newer write. The ids are kept in memory: a restart forgets them.
 //! * Confirmation: the member in the response (or the batch result) must carry every sent
@@ -328,7 +328,15 @@ impl MailchimpConnector {
             .send_expect_success("batches.post", request)
             .await?
             .json("batches.post")?;
-        let finished = self.wait_for_batch(batch.id).await?;
+        let finished = match self.wait_for_batch(batch.id.clone()).await {
+            Ok(finished) => finished,
+            Err(error) => {
+                // Past its deadline, or its status unreadable: it may still apply later, so
+                // later writes wait for it (`wait_for_outstanding`).
+                self.outstanding().push(batch.id);
+                return Err(error);
+            }
+        };
         let Some(results_url) = finished.response_body_url.filter(|url| !url.is_empty()) else {
             return Err(transient(
                 None,
@@ -369,8 +377,6 @@ impl MailchimpConnector {
             }
             let delay = poll_delay(attempt);
             if tokio::time::Instant::now() + delay > deadline {
-                // It may still apply later: later writes wait for it (`wait_for_outstanding`).
-                self.outstanding().push(id);
                 return Err(transient(
                     None,
                     format!("batches.get: batch still {} at the deadline", batch.status),
