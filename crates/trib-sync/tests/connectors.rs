@@ -567,6 +567,31 @@ async fn mailchimp_writes_nothing_while_a_batch_abandoned_at_its_deadline_runs()
         before,
         "nothing written while the old batch runs"
     );
+    // A mirror-mode archive waits too (the batch could re-create the member); an erasure
+    // does not (delete-permanent cannot be undone).
+    let archive = DeleteTarget {
+        profile_id: "profile-bob".to_owned(),
+        esp_id: mailchimp::subscriber_hash("bob@example.com"),
+        permanent: false,
+    };
+    let error = connector
+        .delete(vec![archive])
+        .await
+        .expect_err("held back by the running batch");
+    assert_eq!(error.class, ErrorClass::Transient, "{error}");
+    let erasure = DeleteTarget {
+        profile_id: "profile-dan".to_owned(),
+        esp_id: mailchimp::subscriber_hash("dan@example.com"),
+        permanent: true,
+    };
+    let outcomes = connector
+        .delete(vec![erasure])
+        .await
+        .expect("not held back");
+    assert!(
+        matches!(outcomes[0], ItemOutcome::Confirmed { .. }),
+        "{outcomes:?}"
+    );
 
     // Once the batch has applied, the newer value goes through and stays.
     let deadline = Instant::now() + Duration::from_secs(10);

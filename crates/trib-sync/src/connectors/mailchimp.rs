@@ -10,7 +10,9 @@
 //!   A `/batches` job still running at [`MailchimpConfig::batch_deadline`] (or whose status
 //!   could not be read) may apply later: its id is kept, and no upsert is sent until `GET /3.0/batches/{id}` says `finished`
 //!   (each attempt meanwhile fails as transient before writing), so a late batch never
-//!   overwrites a newer write. The ids are kept in memory: a restart forgets them.
+//!   overwrites a newer write (nor undoes a mirror-mode archive; erasures are not held
+//!   back: delete-permanent cannot be undone). The ids are kept in memory: a restart
+//!   forgets them.
 //! * Confirmation: the member in the response (or the batch result) must carry every sent
 //!   merge field's value; otherwise the record is [`ItemOutcome::NotApplied`].
 //! * Delete: `POST .../members/{hash}/actions/delete-permanent` (erasure; the email cannot be
@@ -409,6 +411,11 @@ impl Connector for MailchimpConnector {
     }
 
     async fn delete(&self, targets: Vec<DeleteTarget>) -> Result<Vec<ItemOutcome>, CallError> {
+        // An archive (mirror mode) could be undone by a batch applying late; a permanent
+        // delete cannot, and an erasure is never held back.
+        if targets.iter().any(|target| !target.permanent) {
+            self.wait_for_outstanding().await?;
+        }
         let api = self.api.clone();
         let base = self.base.clone();
         let list_id = self.list_id.clone();
