@@ -8,10 +8,17 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use serde_json::json;
+use trib_config::SyncMode;
+use trib_consent::{Suppression, SuppressionScope};
 use trib_esp_sim::{Faults, SimKind};
+use trib_identity::Keyer;
+use trib_store::{ChangeBatch, ProfileRecord, ProfileStore};
 use trib_sync::EngineOptions;
 
-use common::{Env, Esp, EspSetup, KINDS, Person, invalid_email, now_ms, profile_id, wait_until};
+use common::{
+    Env, Esp, EspSetup, KINDS, Person, document, email, invalid_email, now_ms, profile_id,
+    wait_until,
+};
 
 /// How long a test waits for the engine to settle before failing.
 const SETTLE_LIMIT: Duration = Duration::from_secs(45);
@@ -341,5 +348,100 @@ async fn an_erasure_deletes_the_contact_at_every_esp() {
         .map(|name| (name.clone(), "deleted".to_owned()))
         .collect();
     assert_eq!(status, expected);
+    engine.stop().await;
+}
+
+/// Mirror mode at every ESP: a suppression removes the person's contact at once and lifting it
+/// sends them again, without any profile change; a profile merged into another loses its
+/// contact once the survivor has been pushed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_mode_follows_suppressions_and_merges_at_every_esp() {
+    let env = Env::new();
+    let mut people: BTreeMap<u32, Person> =
+        (1..=20).map(|n| (n, Person::new(n, "basic"))).collect();
+    let mut esps = Vec::new();
+    for kind in KINDS {
+        let mut setup = EspSetup::new(kind);
+        setup.config = Box::new(|config| config.mode = SyncMode::Mirror);
+        esps.push(setup.start().await);
+    }
+    let engine = env.start(esps.iter().map(|esp| esp.destination.clone()).collect());
+    let all: Vec<(u32, &Person)> = people.iter().map(|(n, person)| (*n, person)).collect();
+    env.put_many(&all);
+    // The identity graph's entry for person 7's email, which a suppression is keyed by.
+    let key = Keyer::new(&[7; 32]).ident_key("email", &email(7));
+    env.store
+        .apply(&ChangeBatch {
+            at_ms: now_ms(),
+            identifiers: vec![(key.clone(), Some(profile_id(7)))],
+            ..ChangeBatch::default()
+        })
+        .expect("identifier");
+    let settle = |what: &'static str| {
+        wait_until(what, SETTLE_LIMIT, || {
+            esps.iter().all(|esp| env.settled(&esp.name))
+        })
+    };
+    settle("the first sync").await;
+    for esp in &esps {
+        esp.assert_holds_exactly(&people);
+    }
+
+    env.gate
+        .ledger()
+        .suppress(&Suppression {
+            ident_key: key.clone(),
+            scope: SuppressionScope::Global,
+            reason: "complaint".to_owned(),
+            at_ms: now_ms(),
+            source: "api:test".to_owned(),
+        })
+        .expect("suppress");
+    let seven = people.remove(&7).expect("person 7");
+    wait_until("the suppressed contact removed", SETTLE_LIMIT, || {
+        esps.iter()
+            .all(|esp| env.settled(&esp.name) && !esp.held().contains_key(&esp.key(7, &seven)))
+    })
+    .await;
+    for esp in &esps {
+        esp.assert_holds_exactly(&people);
+    }
+
+    // Person 9 turns out to be person 8, who keeps their email and gets a new plan.
+    let eight = Person::new(8, "pro");
+    env.store
+        .apply(&ChangeBatch {
+            at_ms: now_ms(),
+            merged: vec![(profile_id(9), profile_id(8))],
+            upserts: vec![ProfileRecord {
+                id: profile_id(8),
+                updated_at_ms: now_ms(),
+                doc: document(8, &eight).into(),
+            }],
+            ..ChangeBatch::default()
+        })
+        .expect("merge");
+    people.remove(&9);
+    people.insert(8, eight);
+    settle("the merge").await;
+    for esp in &esps {
+        esp.assert_holds_exactly(&people);
+    }
+
+    assert!(
+        env.gate
+            .ledger()
+            .unsuppress(&key, &SuppressionScope::Global)
+            .expect("unsuppress")
+    );
+    people.insert(7, seven);
+    wait_until("the person sent again", SETTLE_LIMIT, || {
+        esps.iter()
+            .all(|esp| env.settled(&esp.name) && esp.held().contains_key(&esp.key(7, &people[&7])))
+    })
+    .await;
+    for esp in &esps {
+        esp.assert_holds_exactly(&people);
+    }
     engine.stop().await;
 }
