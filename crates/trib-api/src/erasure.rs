@@ -44,6 +44,29 @@ pub struct ErasureState {
     pub destinations: Vec<String>,
     /// The sync state where deletions are queued for the sync engine; `None` without one.
     pub sync: Option<Arc<trib_sync::SyncState>>,
+    /// Seals the person's emails for deletions by email (a push with no known outcome);
+    /// `None` (no encryption at rest): no deletion by email is queued.
+    pub email_sealer: Option<Arc<dyn trib_sync::EmailSealer>>,
+}
+
+/// The sync engine's [`trib_sync::EmailSealer`] over a queue key of the privacy key store.
+#[derive(Debug)]
+pub struct QueuedEmails(pub trib_privacy::QueueSealer);
+
+impl QueuedEmails {
+    /// The queue the sync engine's erasure emails are sealed for.
+    pub const QUEUE: &'static str = "sync-erasures";
+}
+
+impl trib_sync::EmailSealer for QueuedEmails {
+    fn seal(&self, email: &str) -> Result<Vec<u8>, String> {
+        self.0.seal(email.as_bytes()).map_err(|e| e.to_string())
+    }
+
+    fn open(&self, sealed: &[u8]) -> Result<String, String> {
+        let clear = self.0.open(sealed).map_err(|e| e.to_string())?;
+        String::from_utf8(clear).map_err(|_| "the queued email is not UTF-8".to_owned())
+    }
 }
 
 /// A person named in the body of an erasure or export: a profile id or one identifier.
@@ -91,7 +114,7 @@ pub(crate) async fn erase(
     let profiles = profiles(&state)?;
     let body: PersonBody = parse_body(&body, "erasure")?;
     let found = find_person(profiles, body).await?;
-    let (profile_id, known_ids) = match found {
+    let (profile_id, known_ids, emails) = match found {
         Found::Active { profile, .. } => {
             let id = profile
                 .id
@@ -103,7 +126,13 @@ pub(crate) async fn erase(
                 .filter_map(|merged| merged.parse().ok())
                 .collect();
             known.push(id);
-            (id, known)
+            let emails: Vec<String> = profile
+                .identifiers
+                .iter()
+                .filter(|identifier| identifier.kind == "email")
+                .map(|identifier| identifier.value.clone())
+                .collect();
+            (id, known, emails)
         }
         Found::Deleted { .. } => {
             return Err(ApiError::new(
@@ -117,18 +146,35 @@ pub(crate) async fn erase(
 
     let id = receipt_id()?;
     let requested_at = jiff::Timestamp::now();
+    // The person's emails, sealed, for destinations where a push of theirs had no known
+    // outcome (the ESP may hold them under an id Tributary never saw): found by email there.
+    let sealed_emails: Vec<Vec<u8>> = match (&erasure.email_sealer, &erasure.sync) {
+        (Some(sealer), Some(_)) if !emails.is_empty() => {
+            let sealer = sealer.clone();
+            blocking(move || {
+                emails
+                    .iter()
+                    .map(|email| sealer.seal(email))
+                    .collect::<Result<Vec<_>, String>>()
+                    .map_err(|error| ApiError::internal(&std::io::Error::other(error)))
+            })
+            .await?
+        }
+        _ => Vec::new(),
+    };
     // Destination deletions are queued (durably) before anything is erased: once the graph
     // entries are gone, the person can no longer be found to queue them, and a second request
     // answers 410. An in-flight push that the ESP confirms later is turned into a deletion too.
     let queue = |ids: Vec<ProfileId>| {
         let sync = erasure.sync.clone();
         let (receipt, names) = (id.clone(), erasure.destinations.clone());
+        let sealed_emails = sealed_emails.clone();
         async move {
             match sync {
                 Some(sync) if !ids.is_empty() => {
                     let now = jiff::Timestamp::now().as_millisecond();
                     blocking(move || {
-                        sync.queue_erasure(&receipt, &names, &ids, now)
+                        sync.queue_erasure(&receipt, &names, &ids, &sealed_emails, now)
                             .map_err(|e| ApiError::internal(&e))
                     })
                     .await
@@ -351,4 +397,39 @@ pub(crate) async fn receipt(
         )
     })?;
     Ok(([(header::CONTENT_TYPE, "application/json")], text).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use trib_sync::EmailSealer;
+
+    use super::*;
+
+    #[test]
+    fn queued_emails_are_sealed_under_their_own_key_and_survive_any_erasure() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let at_rest = AtRest::open(dir.path(), [3; 32]).expect("at rest");
+        let sealer = QueuedEmails(at_rest.queue_sealer(QueuedEmails::QUEUE));
+        let sealed = sealer.seal("ann@example.com").expect("seal");
+        assert!(
+            !sealed
+                .windows(b"ann@example.com".len())
+                .any(|window| window == b"ann@example.com")
+        );
+        assert_eq!(sealer.open(&sealed).expect("open"), "ann@example.com");
+        // Another queue's key does not open it.
+        let other = QueuedEmails(at_rest.queue_sealer("other"));
+        assert!(other.open(&sealed).is_err());
+        // Erasing a person whose identifier is spelled like the queue leaves the queue's key.
+        at_rest
+            .shred(
+                &BTreeSet::from([QueuedEmails::QUEUE.to_owned()]),
+                &[],
+                "er_test",
+            )
+            .expect("shred");
+        assert_eq!(sealer.open(&sealed).expect("open"), "ann@example.com");
+    }
 }

@@ -89,7 +89,7 @@ use trib_pipeline::{Gates, SharedRegistry};
 use trib_sources::webhook::WebhookSource;
 
 pub use audit::{Audited, PURPOSE_HEADER};
-pub use erasure::ErasureState;
+pub use erasure::{ErasureState, QueuedEmails};
 pub use error::ApiError;
 pub use export::MAX_EXPORT_EVENTS;
 pub use keys::{Principal, Scope};

@@ -137,6 +137,14 @@ impl Server {
             quarantine = at_rest.seal_log(quarantine, "quarantine", None);
             profiles = at_rest.seal_store(profiles);
         }
+        // Emails of erased people that a destination must still find by email wait sealed
+        // under a queue key of the key store (none without encryption at rest).
+        let email_sealer: Option<Arc<dyn trib_sync::EmailSealer>> =
+            at_rest.as_ref().map(|at_rest| {
+                Arc::new(trib_api::QueuedEmails(
+                    at_rest.queue_sealer(trib_api::QueuedEmails::QUEUE),
+                )) as Arc<dyn trib_sync::EmailSealer>
+            });
         let registry = trib_schema::Registry::open(&config.schemas_dir).with_context(|| {
             format!(
                 "failed to load the schema registry in {}",
@@ -243,6 +251,7 @@ impl Server {
                 receipts_dir: config.server.data_dir.join("privacy").join("erasures"),
                 destinations: destination_names,
                 sync: Some(sync_state.clone()),
+                email_sealer: email_sealer.clone(),
             })
             .with_destinations(trib_api::destinations::DestinationsState {
                 sync: sync_state.clone(),
@@ -294,6 +303,7 @@ impl Server {
                 trib_sync::map::Digester::new(&sync_key),
                 trib_sync::EngineOptions {
                     audit: Some(audit.clone()),
+                    email_sealer,
                     ..trib_sync::EngineOptions::default()
                 },
             ))

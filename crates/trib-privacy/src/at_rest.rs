@@ -13,13 +13,46 @@ use crate::blind::{BlindIndex, Subject};
 use crate::keystore::{KeyStore, KeyStoreOptions};
 use crate::log::SealedLog;
 use crate::master::MasterKeyring;
+use crate::seal::{Opened, Sealer};
 use crate::store::SealedStore;
+
+/// The blind-index domain of queue keys: no identifier's subject can be one of them.
+const QUEUE_DOMAIN: &[u8] = b"tributary/queue/v1\0";
 
 /// The key store and blind index of a data directory.
 #[derive(Clone, Debug)]
 pub struct AtRest {
     keystore: KeyStore,
     blind: Arc<BlindIndex>,
+}
+
+/// Seals values that must wait in a queue outside any person's data key (so that shredding
+/// the person does not make them unreadable), e.g. the emails of erased people that the sync
+/// engine still has to delete at an ESP. One data key per queue, in the key store (wrapped by
+/// the master key, rotated with it), in its own blind-index domain.
+#[derive(Clone, Debug)]
+pub struct QueueSealer {
+    sealer: Sealer,
+    subject: Subject,
+    context: Vec<u8>,
+}
+
+impl QueueSealer {
+    /// Seals `clear` (blocking: the queue's key may be created).
+    pub fn seal(&self, clear: &[u8]) -> Result<Vec<u8>, PrivacyError> {
+        self.sealer.seal(&self.subject, &self.context, clear)
+    }
+
+    /// Opens what [`QueueSealer::seal`] made (blocking on a key cache miss).
+    pub fn open(&self, sealed: &[u8]) -> Result<Vec<u8>, PrivacyError> {
+        match self.sealer.open(&self.subject, &self.context, sealed)? {
+            Opened::Plain(clear) => Ok(clear),
+            Opened::Shredded => Err(PrivacyError::CorruptCiphertext {
+                subject: self.subject.to_hex(),
+                reason: "the queue's data key was destroyed",
+            }),
+        }
+    }
 }
 
 /// What [`AtRest::shred`] destroyed.
@@ -47,6 +80,15 @@ impl AtRest {
 
     pub fn keystore(&self) -> &KeyStore {
         &self.keystore
+    }
+
+    /// The sealer of the queue `name` (see [`QueueSealer`]).
+    pub fn queue_sealer(&self, name: &str) -> QueueSealer {
+        QueueSealer {
+            sealer: Sealer::new(self.keystore.clone(), self.blind.clone()),
+            subject: self.blind.subject_in_domain(QUEUE_DOMAIN, name.as_bytes()),
+            context: [b"queue:".as_slice(), name.as_bytes()].concat(),
+        }
     }
 
     /// Seals a log: `name` goes into every payload's AAD; `revives` tells from a clear

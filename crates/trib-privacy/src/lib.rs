@@ -22,7 +22,7 @@ pub mod master;
 pub mod seal;
 mod store;
 
-pub use at_rest::{AtRest, Shredded};
+pub use at_rest::{AtRest, QueueSealer, Shredded};
 pub use blind::{BlindIndex, Subject};
 pub use error::PrivacyError;
 pub use keystore::{Dek, KeyStats, KeyStore, KeyStoreOptions, PendingDeks, RewrapReport};

@@ -17,6 +17,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use trib_consent::Permitted;
+use trib_core::Secret;
 
 /// The ESP a destination talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -69,14 +70,18 @@ pub struct Contact {
 }
 
 /// A record to delete at the ESP (erasure, or a profile that left the destination in mirror
-/// mode). It holds no personal data: only the ids the ESP confirmed earlier.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// mode): by the id the ESP confirmed earlier or, for an erasure of a person whose push had no
+/// known outcome (the ESP may hold them under an id Tributary never saw), by email.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeleteTarget {
     /// The profile id the record stood for.
     pub profile_id: String,
     /// The ESP's id: Mailchimp's subscriber hash (MD5 of the lower-cased email), HubSpot's
-    /// contact id, SendGrid's contact id, or the webhook's profile id.
+    /// contact id, SendGrid's contact id, or the webhook's profile id. Empty: find the record
+    /// by [`DeleteTarget::email`].
     pub esp_id: String,
+    /// The email to find the record by when `esp_id` is empty (never logged).
+    pub email: Option<Secret<String>>,
     /// An erasure (forget the person for good, e.g. Mailchimp's delete-permanent), rather
     /// than a mirror-mode removal that must not stop the person from being re-added later
     /// (Mailchimp: archive).

@@ -28,12 +28,13 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use trib_config::{DestinationConfig, SyncMode};
 use trib_consent::{Gatekeeper, Permitted, SuppressionScope};
+use trib_core::Secret;
 use trib_store::{ChangeKind, ProfileId, ProfileState, ProfileStore};
 
 use crate::breaker::{Breaker, Gate, PROBE_BATCH};
 use crate::connector::{CallError, Connector, Contact, DeleteTarget, ErrorClass, ItemOutcome};
 use crate::map::{Digester, EMAIL_FIELD, changed_fields, desired};
-use crate::state::{Confirmed, Deletion, Pending, Settlement, SyncState};
+use crate::state::{Confirmed, Deletion, EmailSealer, Pending, Settlement, SyncState};
 
 /// The consent ledger's change feeds a worker follows.
 #[derive(Debug, Clone, Copy)]
@@ -66,7 +67,7 @@ pub struct Destination {
 }
 
 /// Engine-wide settings.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct EngineOptions {
     /// How often an idle worker looks at the change feed.
     pub poll_interval: Duration,
@@ -76,6 +77,20 @@ pub struct EngineOptions {
     /// the destination's purpose) before it is sent; a batch whose records cannot be made
     /// durable is not sent. `None`: nothing is recorded (tests, benchmarks).
     pub audit: Option<Arc<trib_audit::AuditLog>>,
+    /// Opens the emails that erasures by email carry (see `SyncState::queue_erasure`).
+    /// `None`: such deletions are dead-lettered as fatal.
+    pub email_sealer: Option<Arc<dyn EmailSealer>>,
+}
+
+impl std::fmt::Debug for EngineOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineOptions")
+            .field("poll_interval", &self.poll_interval)
+            .field("feed_page", &self.feed_page)
+            .field("audit", &self.audit.is_some())
+            .field("email_sealer", &self.email_sealer.is_some())
+            .finish()
+    }
 }
 
 impl Default for EngineOptions {
@@ -84,6 +99,7 @@ impl Default for EngineOptions {
             poll_interval: Duration::from_millis(100),
             feed_page: 2_000,
             audit: None,
+            email_sealer: None,
         }
     }
 }
@@ -432,19 +448,46 @@ impl Worker {
             due.iter().map(|d| d.profile),
         )
         .await?;
+        // Erasures by email: the email is opened now (a blocking key store read), held only
+        // while the call is made.
+        let mut due_targets = Vec::with_capacity(due.len());
+        for deletion in due {
+            let Some(sealed) = deletion.sealed_email.clone() else {
+                due_targets.push((deletion, None));
+                continue;
+            };
+            let sealer = self.options.email_sealer.clone();
+            let opened = tokio::task::spawn_blocking(move || match sealer {
+                Some(sealer) => sealer.open(&sealed),
+                None => Err("this server has no key to open queued emails with".to_owned()),
+            })
+            .await?;
+            match opened {
+                Ok(email) => due_targets.push((deletion, Some(Secret::new(email)))),
+                Err(reason) => {
+                    let outcome = ItemOutcome::Failed {
+                        class: ErrorClass::Fatal,
+                        detail: format!("the queued email cannot be opened: {reason}"),
+                    };
+                    self.record_deletions(vec![deletion], Ok(vec![outcome]))
+                        .await?;
+                }
+            }
+        }
         let mut calls = JoinSet::new();
-        for chunk in due.chunks(limits.max_delete_batch.max(1)) {
-            let chunk = chunk.to_vec();
+        for chunk in due_targets.chunks(limits.max_delete_batch.max(1)) {
+            let targets: Vec<DeleteTarget> = chunk
+                .iter()
+                .map(|(d, email)| DeleteTarget {
+                    profile_id: d.profile.to_string(),
+                    esp_id: d.esp_id.clone(),
+                    email: email.clone(),
+                    permanent: d.reason == "erasure",
+                })
+                .collect();
+            let chunk: Vec<Deletion> = chunk.iter().map(|(d, _)| d.clone()).collect();
             let connector = self.destination.connector.clone();
             calls.spawn(async move {
-                let targets = chunk
-                    .iter()
-                    .map(|d| DeleteTarget {
-                        profile_id: d.profile.to_string(),
-                        esp_id: d.esp_id.clone(),
-                        permanent: d.reason == "erasure",
-                    })
-                    .collect();
                 let result = connector.delete(targets).await;
                 (chunk, result)
             });
@@ -477,7 +520,7 @@ impl Worker {
                     self.count("tributary_sync_deleted_total");
                     self.blocking(move |s| {
                         s.finish_deletion(&name, &deletion, None, now)?;
-                        if deletion.reason == "erasure" {
+                        if deletion.reason == "erasure" && !deletion.esp_id.is_empty() {
                             s.forget_esp_id(&name, &deletion.esp_id, deletion.profile)?;
                         }
                         Ok(())

@@ -31,4 +31,4 @@ pub use connector::{
 pub use engine::{Destination, EngineOptions, SyncEngine};
 pub use http::Api;
 pub use limit::Limiter;
-pub use state::{DeadLetter, SyncState};
+pub use state::{DeadLetter, EmailSealer, SyncState};

@@ -71,8 +71,18 @@ pub struct Deletion {
     /// For `merged`: the profile it was merged into. The deletion waits while that profile
     /// has a push pending here, and is superseded if its push confirms the same ESP record.
     pub survivor: Option<ProfileId>,
+    /// For an erasure by email (`esp_id` empty): the email, sealed by the [`EmailSealer`].
+    pub sealed_email: Option<Vec<u8>>,
     pub attempts: u32,
     pub first_failed_ms: Option<i64>,
+}
+
+/// Seals the emails of erased people whose records at a destination must be found by email
+/// (see [`SyncState::queue_erasure`]) while their deletions wait, and opens them for the
+/// engine. The server's implementation seals under a data key of the privacy key store.
+pub trait EmailSealer: std::fmt::Debug + Send + Sync + 'static {
+    fn seal(&self, email: &str) -> Result<Vec<u8>, String>;
+    fn open(&self, sealed: &[u8]) -> Result<String, String>;
 }
 
 /// How one record of a batch ended, for [`SyncState::settle_outcomes`].
@@ -225,14 +235,16 @@ impl SyncState {
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch(SCHEMA)?;
         // Added after the first release: the survivor of a merge whose merged-away record a
-        // mirror-mode deletion removes.
-        let has_survivor: bool = conn.query_row(
-            "SELECT COUNT(*) > 0 FROM pragma_table_info('deletions') WHERE name = 'survivor'",
-            [],
-            |row| row.get(0),
-        )?;
-        if !has_survivor {
-            conn.execute_batch("ALTER TABLE deletions ADD COLUMN survivor BLOB")?;
+        // mirror-mode deletion removes; the sealed email an erasure finds a record by.
+        for column in ["survivor", "sealed_email"] {
+            let present: bool = conn.query_row(
+                "SELECT COUNT(*) > 0 FROM pragma_table_info('deletions') WHERE name = ?1",
+                [column],
+                |row| row.get(0),
+            )?;
+            if !present {
+                conn.execute_batch(&format!("ALTER TABLE deletions ADD COLUMN {column} BLOB"))?;
+            }
         }
         Ok(Self {
             conn: Mutex::new(conn),
@@ -718,11 +730,17 @@ impl SyncState {
     /// Queues the deletion of these profiles' records at every destination that confirmed
     /// one (an erasure), and forgets what was confirmed and pending. Returns, per destination
     /// given, how many deletions were queued (0: it held nothing).
+    ///
+    /// Where one of the profiles had a push pending (sent with no known outcome, or about to
+    /// be), the ESP may hold the person under an id Tributary never saw: a deletion by email
+    /// is queued too, one per entry of `sealed_emails` (the person's emails, sealed by the
+    /// [`EmailSealer`]); the sealed email is dropped once the deletion is done.
     pub fn queue_erasure(
         &self,
         erasure_id: &str,
         destinations: &[String],
         profiles: &[ProfileId],
+        sealed_emails: &[Vec<u8>],
         now_ms: i64,
     ) -> Result<BTreeMap<String, usize>, StateError> {
         let mut conn = self.conn();
@@ -730,6 +748,7 @@ impl SyncState {
         let mut queued: BTreeMap<String, usize> =
             destinations.iter().map(|d| (d.clone(), 0)).collect();
         for destination in destinations {
+            let mut was_pending = false;
             for profile in profiles {
                 let key = &profile.as_bytes()[..];
                 let esp_id = confirmed_esp_id_in(&tx, destination, key)?;
@@ -748,11 +767,40 @@ impl SyncState {
                      VALUES (?1, ?2, ?3, 'erasure', ?4, ?5, ?6, ?6, ?6)",
                     params![destination, key, esp_id, erasure_id, status, now_ms],
                 )?;
-                for table in ["confirmed", "pending"] {
+                was_pending |= tx.execute(
+                    "DELETE FROM pending WHERE destination = ?1 AND profile = ?2",
+                    params![destination, key],
+                )? > 0;
+                tx.execute(
+                    "DELETE FROM confirmed WHERE destination = ?1 AND profile = ?2",
+                    params![destination, key],
+                )?;
+            }
+            let by_email_queued: bool = tx.query_row(
+                "SELECT COUNT(*) > 0 FROM deletions
+                 WHERE erasure_id = ?1 AND destination = ?2 AND sealed_email IS NOT NULL",
+                params![erasure_id, destination],
+                |row| row.get(0),
+            )?;
+            let Some(first) = profiles.first() else {
+                continue;
+            };
+            if was_pending && !by_email_queued {
+                for sealed in sealed_emails {
                     tx.execute(
-                        &format!("DELETE FROM {table} WHERE destination = ?1 AND profile = ?2"),
-                        params![destination, key],
+                        "INSERT INTO deletions (destination, profile, esp_id, reason,
+                             erasure_id, status, sealed_email, next_at_ms, updated_at_ms,
+                             created_at_ms)
+                         VALUES (?1, ?2, '', 'erasure', ?3, 'queued', ?4, ?5, ?5, ?5)",
+                        params![
+                            destination,
+                            &first.as_bytes()[..],
+                            erasure_id,
+                            sealed,
+                            now_ms
+                        ],
                     )?;
+                    *queued.entry(destination.clone()).or_default() += 1;
                 }
             }
         }
@@ -882,7 +930,8 @@ impl SyncState {
     ) -> Result<Vec<Deletion>, StateError> {
         let conn = self.conn();
         let mut statement = conn.prepare_cached(
-            "SELECT id, profile, esp_id, attempts, first_failed_ms, reason, survivor
+            "SELECT id, profile, esp_id, attempts, first_failed_ms, reason, survivor,
+                 sealed_email
              FROM deletions WHERE destination = ?1 AND status = 'queued' AND next_at_ms <= ?2
              ORDER BY id LIMIT ?3",
         )?;
@@ -895,17 +944,20 @@ impl SyncState {
                 row.get::<_, Option<i64>>(4)?,
                 row.get::<_, String>(5)?,
                 row.get::<_, Option<Vec<u8>>>(6)?,
+                row.get::<_, Option<Vec<u8>>>(7)?,
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, profile, esp_id, attempts, first_failed_ms, reason, survivor) = row?;
+            let (id, profile, esp_id, attempts, first_failed_ms, reason, survivor, sealed_email) =
+                row?;
             out.push(Deletion {
                 id,
                 profile: profile_of(profile)?,
                 esp_id,
                 reason,
                 survivor: survivor.map(profile_of).transpose()?,
+                sealed_email,
                 attempts: attempts as u32,
                 first_failed_ms,
             });
@@ -927,7 +979,8 @@ impl SyncState {
         match failure {
             None => {
                 tx.execute(
-                    "UPDATE deletions SET status = 'deleted', detail = NULL, updated_at_ms = ?2
+                    "UPDATE deletions SET status = 'deleted', detail = NULL, sealed_email = NULL,
+                         updated_at_ms = ?2
                      WHERE id = ?1",
                     params![deletion.id, now_ms],
                 )?;
@@ -1081,6 +1134,57 @@ fn confirmed_esp_id_in(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_erasure_finds_by_email_only_where_a_push_was_pending_and_then_drops_the_email() {
+        let state = SyncState::in_memory().expect("state");
+        let ann = ProfileId::from_bytes([1; 16]);
+        let merged = ProfileId::from_bytes([2; 16]);
+        state
+            .enqueue("a", &[(ann, 1, 0), (merged, 2, 0)], None, 0)
+            .expect("enqueue");
+        let sealed = vec![b"sealed-1".to_vec(), b"sealed-2".to_vec()];
+        let destinations = ["a".to_owned(), "b".to_owned()];
+        let queued = state
+            .queue_erasure("er_1", &destinations, &[ann], &sealed, 0)
+            .expect("erasure");
+        assert_eq!(
+            queued,
+            BTreeMap::from([("a".to_owned(), 2), ("b".to_owned(), 0)])
+        );
+        // The same erasure again (profile ids found later) queues no second set.
+        let again = state
+            .queue_erasure("er_1", &destinations, &[merged], &sealed, 0)
+            .expect("erasure");
+        assert_eq!(
+            again,
+            BTreeMap::from([("a".to_owned(), 0), ("b".to_owned(), 0)])
+        );
+        let due = state.due_deletions("a", 1, 10).expect("due");
+        assert_eq!(due.len(), 2);
+        assert!(due.iter().all(|deletion| deletion.esp_id.is_empty()));
+        assert_eq!(
+            due.iter()
+                .filter_map(|deletion| deletion.sealed_email.clone())
+                .collect::<Vec<_>>(),
+            sealed
+        );
+        assert!(state.due_deletions("b", 1, 10).expect("due").is_empty());
+        for deletion in &due {
+            state
+                .finish_deletion("a", deletion, None, 2)
+                .expect("finish");
+        }
+        let left: i64 = state
+            .conn()
+            .query_row(
+                "SELECT COUNT(*) FROM deletions WHERE sealed_email IS NOT NULL",
+                [],
+                |row| row.get(0),
+            )
+            .expect("count");
+        assert_eq!(left, 0, "a done deletion keeps no sealed email");
+    }
 
     #[test]
     fn a_state_written_before_merge_deletions_opens_and_keeps_its_deletions() {

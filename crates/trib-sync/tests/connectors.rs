@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use trib_consent::ledger::Ledger;
 use trib_consent::rules::{LegalBasis, PrivacyRules, Purpose};
 use trib_consent::{Gatekeeper, Permitted};
+use trib_core::Secret;
 use trib_esp_sim::{Faults, SimConfig, SimContact, SimKind, Simulator};
 use trib_identity::Keyer;
 use trib_sync::connectors::{
@@ -278,6 +279,7 @@ async fn delete(kind: SimKind) {
     let target = DeleteTarget {
         profile_id: ann.profile_id.clone(),
         esp_id: esp_id.clone(),
+        email: None,
         permanent: true,
     };
     let deleted = h.connector.delete(vec![target]).await.expect("delete");
@@ -302,10 +304,43 @@ async fn delete_absent(kind: SimKind) {
     let target = DeleteTarget {
         profile_id: "profile-ghost".to_owned(),
         esp_id: esp_id.clone(),
+        email: None,
         permanent: true,
     };
     let outcomes = h.connector.delete(vec![target]).await.expect("delete");
     assert_eq!(outcomes, vec![ItemOutcome::Confirmed { esp_id }]);
+}
+
+/// An erasure of a person whose push had no known outcome: the record is found by email (and
+/// an email the ESP does not hold is already gone), in the order given.
+async fn delete_by_email(kind: SimKind) {
+    let h = harness(kind).await;
+    let ann = h.contact("Ann", "gold");
+    let bob = h.contact("Bob", "gold");
+    h.upsert(vec![ann.clone(), bob.clone()])
+        .await
+        .expect("upsert");
+    let by_email = |contact: &Contact| DeleteTarget {
+        profile_id: contact.profile_id.clone(),
+        esp_id: String::new(),
+        email: Some(Secret::new(contact.email.to_uppercase())),
+        permanent: true,
+    };
+    let ghost = h.contact("Ghost", "gold");
+    let outcomes = h
+        .connector
+        .delete(vec![by_email(&ghost), by_email(&ann)])
+        .await
+        .expect("delete");
+    assert_eq!(outcomes.len(), 2, "{kind:?}");
+    assert!(
+        outcomes
+            .iter()
+            .all(|outcome| matches!(outcome, ItemOutcome::Confirmed { .. })),
+        "{kind:?}: {outcomes:?}"
+    );
+    assert!(h.held(&ann).is_none(), "{kind:?}: deleted");
+    h.assert_held(&bob);
 }
 
 async fn throttled(kind: SimKind) {
@@ -442,6 +477,7 @@ conformance! {
     invalid_record: [Mailchimp, Hubspot, Sendgrid, Webhook];
     delete: [Mailchimp, Hubspot, Sendgrid, Webhook];
     delete_absent: [Mailchimp, Hubspot, Sendgrid, Webhook];
+    delete_by_email: [Mailchimp, Hubspot, Sendgrid, Webhook];
     throttled: [Mailchimp, Hubspot, Sendgrid, Webhook];
     server_error: [Mailchimp, Hubspot, Sendgrid, Webhook];
     connection_reset: [Mailchimp, Hubspot, Sendgrid, Webhook];
@@ -572,6 +608,7 @@ async fn mailchimp_writes_nothing_while_a_batch_abandoned_at_its_deadline_runs()
     let archive = DeleteTarget {
         profile_id: "profile-bob".to_owned(),
         esp_id: mailchimp::subscriber_hash("bob@example.com"),
+        email: None,
         permanent: false,
     };
     let error = connector
@@ -582,6 +619,7 @@ async fn mailchimp_writes_nothing_while_a_batch_abandoned_at_its_deadline_runs()
     let erasure = DeleteTarget {
         profile_id: "profile-dan".to_owned(),
         esp_id: mailchimp::subscriber_hash("dan@example.com"),
+        email: None,
         permanent: true,
     };
     let outcomes = connector
@@ -736,6 +774,7 @@ async fn workload(kind: SimKind, batch_threshold: usize) -> Vec<trib_esp_sim::Re
             ItemOutcome::Confirmed { esp_id } => Some(DeleteTarget {
                 profile_id: contact.profile_id.clone(),
                 esp_id: esp_id.clone(),
+                email: None,
                 permanent: true,
             }),
             _ => None,

@@ -245,7 +245,7 @@ async fn a_backlog_is_sent_in_full_batches_whatever_the_feed_page() {
         EngineOptions {
             poll_interval: Duration::from_millis(20),
             feed_page: 100,
-            audit: None,
+            ..EngineOptions::default()
         },
     );
     let people: BTreeMap<u32, Person> = (1..=1000).map(|n| (n, Person::new(n, "basic"))).collect();
@@ -325,7 +325,7 @@ async fn an_erasure_deletes_the_contact_at_every_esp() {
     let names: Vec<String> = esps.iter().map(|esp| esp.name.clone()).collect();
     let queued = env
         .state
-        .queue_erasure("er_1", &names, &[profile_id(7)], now_ms())
+        .queue_erasure("er_1", &names, &[profile_id(7)], &[], now_ms())
         .expect("queue erasure");
     assert!(queued.values().all(|count| *count == 1), "{queued:?}");
     people.remove(&7);

@@ -17,8 +17,8 @@ use trib_identity::profile::{GoldenTrait, IdentifierEntry, Profile};
 use trib_store::{ChangeBatch, MemoryStore, ProfileId, ProfileRecord, ProfileStore};
 use trib_sync::map::Digester;
 use trib_sync::{
-    CallError, Connector, Contact, DeleteTarget, Destination, DestinationKind, EngineOptions,
-    ErrorClass, ItemOutcome, Limits, SyncEngine, SyncState,
+    CallError, Connector, Contact, DeleteTarget, Destination, DestinationKind, EmailSealer,
+    EngineOptions, ErrorClass, ItemOutcome, Limits, SyncEngine, SyncState,
 };
 
 /// What the scripted connector was asked, and what it holds.
@@ -31,6 +31,8 @@ struct Script {
     deletes: Vec<Vec<String>>,
     /// When set, every call fails as a whole (the ESP answers 503), after being recorded.
     down: bool,
+    /// Emails whose pushes the ESP applies but whose answers are lost (a timeout).
+    applied_then_lost: std::collections::HashSet<String>,
     /// email → fields held.
     held: BTreeMap<String, BTreeMap<String, Value>>,
 }
@@ -83,8 +85,15 @@ impl Connector for Scripted {
                     {
                         return outcome;
                     }
+                    let lost = script.applied_then_lost.contains(&contact.email);
                     let held = script.held.entry(contact.email.clone()).or_default();
                     held.extend(contact.fields);
+                    if lost {
+                        return ItemOutcome::Failed {
+                            class: ErrorClass::Transient,
+                            detail: "no answer within the timeout".to_owned(),
+                        };
+                    }
                     ItemOutcome::Confirmed {
                         esp_id: format!("esp-{}", contact.email),
                     }
@@ -104,7 +113,10 @@ impl Connector for Scripted {
             Ok(targets
                 .into_iter()
                 .map(|target| {
-                    let email = target.esp_id.trim_start_matches("esp-").to_owned();
+                    let email = match &target.email {
+                        Some(email) if target.esp_id.is_empty() => email.expose().clone(),
+                        _ => target.esp_id.trim_start_matches("esp-").to_owned(),
+                    };
                     script.held.remove(&email);
                     ItemOutcome::Confirmed {
                         esp_id: target.esp_id,
@@ -112,6 +124,21 @@ impl Connector for Scripted {
                 })
                 .collect())
         })
+    }
+}
+
+/// A stand-in for the server's sealer: the email reversed behind a prefix.
+#[derive(Debug)]
+struct ReversedSealer;
+
+impl EmailSealer for ReversedSealer {
+    fn seal(&self, email: &str) -> Result<Vec<u8>, String> {
+        Ok(format!("sealed:{}", email.chars().rev().collect::<String>()).into_bytes())
+    }
+    fn open(&self, sealed: &[u8]) -> Result<String, String> {
+        let text = std::str::from_utf8(sealed).map_err(|e| e.to_string())?;
+        let reversed = text.strip_prefix("sealed:").ok_or("not sealed here")?;
+        Ok(reversed.chars().rev().collect())
     }
 }
 
@@ -209,6 +236,7 @@ impl Harness {
                 poll_interval: Duration::from_millis(10),
                 feed_page: 100,
                 audit: audit.clone(),
+                email_sealer: Some(Arc::new(ReversedSealer)),
             },
         );
         Self {
@@ -507,7 +535,13 @@ async fn an_erasure_deletes_the_contact_at_every_destination_that_holds_it() {
     });
     let queued = h
         .state
-        .queue_erasure("er_1", &["esp".to_owned(), "other".to_owned()], &[ann], 0)
+        .queue_erasure(
+            "er_1",
+            &["esp".to_owned(), "other".to_owned()],
+            &[ann],
+            &[],
+            0,
+        )
         .expect("queue");
     assert_eq!(
         queued,
@@ -675,6 +709,41 @@ async fn a_suppression_acts_at_once_and_lifting_it_sends_the_person_again() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erasure_after_a_push_with_no_known_outcome_deletes_the_contact_by_email() {
+    let h = Harness::start(config("email_marketing", SyncMode::Upsert));
+    // The ESP applies Ann's pushes but its answers are lost: Tributary never learns an id.
+    h.connector.with(|s| s.applied_then_lost.insert(email(1)));
+    let ann = h.put(1, json!({"firstName": "Ann"}));
+    h.wait("the push applied, unconfirmed", |h| {
+        h.connector.with(|s| s.held.contains_key(&email(1)))
+    });
+    assert!(
+        h.state
+            .confirmed("esp", &[ann])
+            .expect("confirmed")
+            .is_empty()
+    );
+    let sealed = ReversedSealer.seal(&email(1)).expect("seal");
+    let queued = h
+        .state
+        .queue_erasure("er_9", &["esp".to_owned()], &[ann], &[sealed], 1)
+        .expect("queue erasure");
+    assert_eq!(queued["esp"], 1, "one deletion by email");
+    h.wait("the contact deleted by email", |h| {
+        h.settled() && !h.connector.with(|s| s.held.contains_key(&email(1)))
+    });
+    let statuses: Vec<String> = h
+        .state
+        .erasure_status("er_9")
+        .expect("status")
+        .into_iter()
+        .map(|deletion| deletion.status)
+        .collect();
+    assert_eq!(statuses, vec!["deleted".to_owned()]);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_profiles_with_one_email_never_share_a_batch() {
     let h = Harness::start(config("email_marketing", SyncMode::Upsert));
     // Two profile ids whose first email is the same address, changed together.
@@ -749,7 +818,7 @@ async fn every_push_and_deletion_is_audited_before_it_is_sent() {
         h.connector.with(|s| s.held.len()) == 1 && h.settled()
     });
     h.state
-        .queue_erasure("er_2", &["esp".to_owned()], &[ann], 0)
+        .queue_erasure("er_2", &["esp".to_owned()], &[ann], &[], 0)
         .expect("queue");
     h.wait("deleted", |h| {
         h.settled() && h.connector.with(|s| s.held.is_empty())
@@ -810,7 +879,7 @@ async fn a_person_who_comes_back_after_an_erasure_is_synced_again() {
         .expect("clock")
         .as_millis() as i64;
     h.state
-        .queue_erasure("er_3", &["esp".to_owned()], &[ann], now)
+        .queue_erasure("er_3", &["esp".to_owned()], &[ann], &[], now)
         .expect("queue");
     h.wait("deleted", |h| {
         h.settled() && h.connector.with(|s| s.held.is_empty())

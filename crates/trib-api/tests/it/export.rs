@@ -100,6 +100,7 @@ async fn start() -> ExportServer {
             receipts_dir: dir.path().join("privacy").join("erasures"),
             destinations: Vec::new(),
             sync: None,
+            email_sealer: None,
         });
     let addr = crate::serve(state).await;
     ExportServer {

@@ -321,11 +321,24 @@ impl Connector for HubspotConnector {
         let results = run_each(targets, move |target| {
             let api = api.clone();
             let url = url.clone();
-            let contact_url = format!("{base}/crm/v3/objects/contacts/{}", target.esp_id);
+            // By contact id, or (an erasure of a push with no known outcome) by email.
+            let by_email = target
+                .email
+                .as_ref()
+                .filter(|_| target.esp_id.is_empty())
+                .map(|email| email.expose().trim().to_lowercase());
+            let (body, contact_url) = match &by_email {
+                Some(email) => (
+                    json!({ "objectId": email, "idProperty": "email" }),
+                    contact_url_by_email(&base, email),
+                ),
+                None => (
+                    json!({ "objectId": target.esp_id }),
+                    format!("{base}/crm/v3/objects/contacts/{}", target.esp_id),
+                ),
+            };
             async move {
-                let request = api
-                    .request(Method::POST, &url)
-                    .json(&json!({ "objectId": target.esp_id }));
+                let request = api.request(Method::POST, &url).json(&body);
                 let response = api.send("contacts.gdpr_delete", request).await?;
                 Ok(match response.status {
                     // Read back: a 204 that deleted nothing must not count as erased.
@@ -349,6 +362,22 @@ impl Connector for HubspotConnector {
         })
         .await;
         collapse(results)
+    }
+}
+
+/// `GET /crm/v3/objects/contacts/{email}?idProperty=email`, the email percent-encoded as one
+/// path segment.
+fn contact_url_by_email(base: &str, email: &str) -> String {
+    match reqwest::Url::parse(&format!("{base}/crm/v3/objects/contacts")) {
+        Ok(mut url) => {
+            if let Ok(mut segments) = url.path_segments_mut() {
+                segments.push(email);
+            }
+            url.query_pairs_mut().append_pair("idProperty", "email");
+            url.to_string()
+        }
+        // The base URL was parsed when the connector was built; keep the call well-formed.
+        Err(_) => format!("{base}/crm/v3/objects/contacts/{email}?idProperty=email"),
     }
 }
 

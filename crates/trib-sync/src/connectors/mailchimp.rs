@@ -419,8 +419,15 @@ impl Connector for MailchimpConnector {
         let api = self.api.clone();
         let base = self.base.clone();
         let list_id = self.list_id.clone();
-        let results = run_each(targets, move |target| {
+        let results = run_each(targets, move |mut target| {
             let api = api.clone();
+            // Known only by email (an erasure of a push with no known outcome): the
+            // subscriber hash is the email's.
+            if target.esp_id.is_empty()
+                && let Some(email) = &target.email
+            {
+                target.esp_id = subscriber_hash(email.expose());
+            }
             let member_url = format!("{base}/3.0/lists/{list_id}/members/{}", target.esp_id);
             async move {
                 if !is_subscriber_hash(&target.esp_id) {

@@ -309,6 +309,39 @@ impl SendgridConnector {
     }
 }
 
+impl SendgridConnector {
+    /// Contact ids by lower-cased email, for the emails SendGrid holds (one search per 100).
+    async fn contact_ids(&self, emails: &[String]) -> Result<HashMap<String, String>, CallError> {
+        let url = format!("{}/v3/marketing/contacts/search/emails", self.base);
+        let mut ids = HashMap::new();
+        for chunk in emails.chunks(MAX_SEARCH) {
+            let request = self
+                .api
+                .request(Method::POST, &url)
+                .json(&json!({ "emails": chunk }));
+            let response = self.api.send("contacts.search_emails", request).await?;
+            let result = match response.status {
+                200 => response.json::<Value>("contacts.search_emails")?,
+                404 => continue,
+                _ => return Err(response.error(ErrorClass::Fatal, "contacts.search_emails")),
+            };
+            for email in chunk {
+                if let Some(id) = result
+                    .get("result")
+                    .and_then(|result| result.get(email))
+                    .and_then(|entry| entry.get("contact"))
+                    .and_then(|contact| contact.get("id"))
+                    .and_then(Value::as_str)
+                    .filter(|id| !id.is_empty())
+                {
+                    ids.insert(email.clone(), id.to_owned());
+                }
+            }
+        }
+        Ok(ids)
+    }
+}
+
 #[async_trait::async_trait]
 impl Connector for SendgridConnector {
     fn kind(&self) -> DestinationKind {
@@ -376,7 +409,39 @@ impl Connector for SendgridConnector {
     }
 
     async fn delete(&self, targets: Vec<DeleteTarget>) -> Result<Vec<ItemOutcome>, CallError> {
+        // Targets known only by email: their contact ids first (one search per 100); one that
+        // SendGrid does not hold is already gone.
+        let emails: Vec<String> = targets
+            .iter()
+            .filter(|target| target.esp_id.is_empty())
+            .filter_map(|target| target.email.as_ref())
+            .map(|email| email.expose().trim().to_lowercase())
+            .collect();
+        let ids_by_email = self.contact_ids(&emails).await?;
+        let targets: Vec<DeleteTarget> = targets
+            .into_iter()
+            .map(|mut target| {
+                if target.esp_id.is_empty()
+                    && let Some(email) = &target.email
+                    && let Some(id) = ids_by_email.get(&email.expose().trim().to_lowercase())
+                {
+                    target.esp_id = id.clone();
+                }
+                target
+            })
+            .collect();
         let mut outcomes = Vec::with_capacity(targets.len());
+        // Per target given: whether SendGrid holds no contact for it.
+        let original_order: Vec<bool> = targets.iter().map(|t| t.esp_id.is_empty()).collect();
+        let (unknown, targets): (Vec<DeleteTarget>, Vec<DeleteTarget>) = targets
+            .into_iter()
+            .partition(|target| target.esp_id.is_empty());
+        let mut unknown_outcomes: Vec<ItemOutcome> = unknown
+            .iter()
+            .map(|_| ItemOutcome::Confirmed {
+                esp_id: String::new(),
+            })
+            .collect();
         for chunk in targets.chunks(LIMITS.max_delete_batch) {
             let ids: Vec<&str> = chunk.iter().map(|target| target.esp_id.as_str()).collect();
             let request = self
@@ -405,7 +470,22 @@ impl Connector for SendgridConnector {
                 esp_id: target.esp_id.clone(),
             }));
         }
-        Ok(outcomes)
+        // Back in the order given: the known ids' outcomes, then the unknown ones', were
+        // computed separately.
+        let mut known = outcomes.into_iter();
+        let mut order = Vec::with_capacity(known.len() + unknown_outcomes.len());
+        unknown_outcomes.reverse();
+        for target in &original_order {
+            let next = if *target {
+                unknown_outcomes.pop()
+            } else {
+                known.next()
+            };
+            order.push(next.ok_or_else(|| {
+                transient(None, "contacts.delete: an outcome is missing".to_owned())
+            })?);
+        }
+        Ok(order)
     }
 }
 

@@ -270,6 +270,7 @@ mod tests {
         let target = DeleteTarget {
             profile_id: "p1".into(),
             esp_id: "p1".into(),
+            email: None,
             permanent: true,
         };
         assert_eq!(
