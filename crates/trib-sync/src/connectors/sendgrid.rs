@@ -283,48 +283,25 @@ impl SendgridConnector {
         contacts: &[&Contact],
         definitions: &FieldDefinitions,
     ) -> Result<Vec<ItemOutcome>, CallError> {
-        let url = format!("{}/v3/marketing/contacts/search/emails", self.base);
         let mut outcomes = Vec::with_capacity(contacts.len());
         for chunk in contacts.chunks(MAX_SEARCH) {
             let emails: Vec<String> = chunk
                 .iter()
                 .map(|contact| contact.email.to_lowercase())
                 .collect();
-            let request = self
-                .api
-                .request(Method::POST, &url)
-                .json(&json!({ "emails": emails }));
-            let response = self.api.send("contacts.search_emails", request).await?;
-            let result = match response.status {
-                200 => response.json::<Value>("contacts.search_emails")?,
-                // None of the emails is known (yet).
-                404 => Value::Null,
-                _ => return Err(response.error(ErrorClass::Fatal, "contacts.search_emails")),
-            };
+            let result = self.search_emails(&emails).await?;
             for contact in chunk {
                 outcomes.push(confirm_contact(contact, &result, definitions));
             }
         }
         Ok(outcomes)
     }
-}
 
-impl SendgridConnector {
     /// Contact ids by lower-cased email, for the emails SendGrid holds (one search per 100).
     async fn contact_ids(&self, emails: &[String]) -> Result<HashMap<String, String>, CallError> {
-        let url = format!("{}/v3/marketing/contacts/search/emails", self.base);
         let mut ids = HashMap::new();
         for chunk in emails.chunks(MAX_SEARCH) {
-            let request = self
-                .api
-                .request(Method::POST, &url)
-                .json(&json!({ "emails": chunk }));
-            let response = self.api.send("contacts.search_emails", request).await?;
-            let result = match response.status {
-                200 => response.json::<Value>("contacts.search_emails")?,
-                404 => continue,
-                _ => return Err(response.error(ErrorClass::Fatal, "contacts.search_emails")),
-            };
+            let result = self.search_emails(chunk).await?;
             for email in chunk {
                 if let Some(id) = result
                     .get("result")
@@ -339,6 +316,22 @@ impl SendgridConnector {
             }
         }
         Ok(ids)
+    }
+
+    /// `POST /v3/marketing/contacts/search/emails` for at most [`MAX_SEARCH`] lower-cased
+    /// emails: the answer, or `Null` when none of them is known (yet).
+    async fn search_emails(&self, emails: &[String]) -> Result<Value, CallError> {
+        let url = format!("{}/v3/marketing/contacts/search/emails", self.base);
+        let request = self
+            .api
+            .request(Method::POST, &url)
+            .json(&json!({ "emails": emails }));
+        let response = self.api.send("contacts.search_emails", request).await?;
+        match response.status {
+            200 => response.json::<Value>("contacts.search_emails"),
+            404 => Ok(Value::Null),
+            _ => Err(response.error(ErrorClass::Fatal, "contacts.search_emails")),
+        }
     }
 }
 
