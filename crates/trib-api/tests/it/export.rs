@@ -1,7 +1,8 @@
 //! Subject access exports over real HTTP, with the identity and consent consumers on the event
 //! log, the audit log and the signing key of a data directory: an export holds the person's
 //! profile, events, consent and the audit entries about all of their profile ids, verifies,
-//! shows any change, holds nothing of another person, and is itself recorded.
+//! shows any change, holds nothing of another person, and is itself recorded. Also an erasure
+//! whose person had a push pending at a destination: its deletion by email is queued sealed.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -24,10 +25,22 @@ struct ExportServer {
     /// A key with only `privacy:export`, and one with only `profiles:read`.
     export_key: String,
     read_key: String,
+    /// With [`start_with_sync`]: the sync state of the destination `esp` and the sealer of
+    /// the emails erasures queue there.
+    sync: Option<(Arc<trib_sync::SyncState>, Arc<dyn trib_sync::EmailSealer>)>,
     dir: tempfile::TempDir,
 }
 
 async fn start() -> ExportServer {
+    start_with(false).await
+}
+
+/// A server whose erasures queue deletions for one destination, `esp`.
+async fn start_with_sync() -> ExportServer {
+    start_with(true).await
+}
+
+async fn start_with(with_sync: bool) -> ExportServer {
     let dir = tempfile::tempdir().unwrap();
     let config = Config::from_toml_str(
         &format!(
@@ -79,6 +92,17 @@ async fn start() -> ExportServer {
     let read_key = keys
         .create("support", &[trib_api::Scope::ProfilesRead])
         .unwrap();
+    let sync: Option<(Arc<trib_sync::SyncState>, Arc<dyn trib_sync::EmailSealer>)> = with_sync
+        .then(|| {
+            let at_rest = trib_privacy::AtRest::open(dir.path(), [5; 32]).unwrap();
+            let sealer: Arc<dyn trib_sync::EmailSealer> = Arc::new(trib_api::QueuedEmails(
+                at_rest.queue_sealer(trib_api::QueuedEmails::QUEUE),
+            ));
+            (
+                Arc::new(trib_sync::SyncState::open(dir.path()).unwrap()),
+                sealer,
+            )
+        });
     let registry = Arc::new(std::sync::RwLock::new(trib_schema::Registry::empty()));
     let state = trib_api::AppState::new(&config, logs, registry, None)
         .unwrap()
@@ -98,9 +122,9 @@ async fn start() -> ExportServer {
             at_rest: None,
             signer: trib_api::signing::DocumentSigner::load_or_create(dir.path()).unwrap(),
             receipts_dir: dir.path().join("privacy").join("erasures"),
-            destinations: Vec::new(),
-            sync: None,
-            email_sealer: None,
+            destinations: sync.iter().map(|_| "esp".to_owned()).collect(),
+            sync: sync.as_ref().map(|(state, _)| state.clone()),
+            email_sealer: sync.as_ref().map(|(_, sealer)| sealer.clone()),
         });
     let addr = crate::serve(state).await;
     ExportServer {
@@ -110,6 +134,7 @@ async fn start() -> ExportServer {
         consent,
         export_key: export_key.key.expose().clone(),
         read_key: read_key.key.expose().clone(),
+        sync,
         dir,
     }
 }
@@ -454,4 +479,51 @@ async fn exports_refuse_unknown_people_bad_bodies_and_keys_without_the_scope() {
     );
     assert!(text.contains("privacy:export"), "{text}");
     assert_eq!(trib_api::MAX_EXPORT_EVENTS, 1_000_000);
+}
+
+/// An erasure of a person whose push to a destination had no known outcome (pending, no id
+/// confirmed) queues a deletion by email there, the email sealed in `sync.db`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erasure_queues_a_sealed_deletion_by_email_where_a_push_was_pending() {
+    let server = start_with_sync().await;
+    server
+        .send(json!(person(
+            "u-erin",
+            "a-erin",
+            "erin@example.com",
+            "Erin"
+        )))
+        .await;
+    let (status, profile) = server
+        .get("/v1/profiles/lookup?email=erin@example.com")
+        .await;
+    assert_eq!(status, 200, "{profile}");
+    let id: ProfileId = profile["id"].as_str().unwrap().parse().unwrap();
+    let (sync, sealer) = server.sync.as_ref().unwrap();
+    sync.enqueue("esp", &[(id, 1, 0)], None, 0).unwrap();
+
+    let response = server
+        .http
+        .post(format!("{}/v1/privacy/erasures", server.base))
+        .bearer_auth(ADMIN_KEY)
+        .json(&json!({"identifier": {"type": "email", "value": "erin@example.com"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+
+    let due = sync.due_deletions("esp", i64::MAX, 10).unwrap();
+    assert_eq!(due.len(), 1, "{due:?}");
+    assert!(due[0].esp_id.is_empty());
+    let sealed = due[0].sealed_email.clone().expect("a sealed email");
+    assert_eq!(sealer.open(&sealed).unwrap(), "erin@example.com");
+    for file in ["sync.db", "sync.db-wal"] {
+        let bytes = std::fs::read(server.dir.path().join(file)).unwrap_or_default();
+        assert!(
+            !bytes
+                .windows(b"erin@example.com".len())
+                .any(|window| window == b"erin@example.com"),
+            "{file} holds the email in clear"
+        );
+    }
 }
