@@ -776,32 +776,36 @@ impl SyncState {
                     params![destination, key],
                 )?;
             }
+            // Once per erasure and destination (a later call names profile ids found since).
+            // Deletions by email are this erasure's only rows with no ESP id that are not
+            // `none_held` markers, whether or not they are done (done ones lose their email).
+            let Some(first) = profiles.first().filter(|_| was_pending) else {
+                continue;
+            };
             let by_email_queued: bool = tx.query_row(
                 "SELECT COUNT(*) > 0 FROM deletions
-                 WHERE erasure_id = ?1 AND destination = ?2 AND sealed_email IS NOT NULL",
+                 WHERE erasure_id = ?1 AND destination = ?2 AND esp_id = ''
+                     AND status != 'none_held'",
                 params![erasure_id, destination],
                 |row| row.get(0),
             )?;
-            let Some(first) = profiles.first() else {
+            if by_email_queued {
                 continue;
-            };
-            if was_pending && !by_email_queued {
-                for sealed in sealed_emails {
-                    tx.execute(
-                        "INSERT INTO deletions (destination, profile, esp_id, reason,
-                             erasure_id, status, sealed_email, next_at_ms, updated_at_ms,
-                             created_at_ms)
-                         VALUES (?1, ?2, '', 'erasure', ?3, 'queued', ?4, ?5, ?5, ?5)",
-                        params![
-                            destination,
-                            &first.as_bytes()[..],
-                            erasure_id,
-                            sealed,
-                            now_ms
-                        ],
-                    )?;
-                    *queued.entry(destination.clone()).or_default() += 1;
-                }
+            }
+            for sealed in sealed_emails {
+                tx.execute(
+                    "INSERT INTO deletions (destination, profile, esp_id, reason, erasure_id,
+                         status, sealed_email, next_at_ms, updated_at_ms, created_at_ms)
+                     VALUES (?1, ?2, '', 'erasure', ?3, 'queued', ?4, ?5, ?5, ?5)",
+                    params![
+                        destination,
+                        &first.as_bytes()[..],
+                        erasure_id,
+                        sealed,
+                        now_ms
+                    ],
+                )?;
+                *queued.entry(destination.clone()).or_default() += 1;
             }
         }
         tx.commit()?;
@@ -1184,6 +1188,14 @@ mod tests {
             )
             .expect("count");
         assert_eq!(left, 0, "a done deletion keeps no sealed email");
+        // Nor once those are done (they no longer hold an email).
+        state
+            .enqueue("a", &[(merged, 3, 0)], None, 0)
+            .expect("enqueue");
+        let after_done = state
+            .queue_erasure("er_1", &destinations, &[merged], &sealed, 0)
+            .expect("erasure");
+        assert_eq!(after_done["a"], 0);
     }
 
     #[test]

@@ -402,41 +402,29 @@ impl Connector for SendgridConnector {
     }
 
     async fn delete(&self, targets: Vec<DeleteTarget>) -> Result<Vec<ItemOutcome>, CallError> {
-        // Targets known only by email: their contact ids first (one search per 100); one that
-        // SendGrid does not hold is already gone.
-        let emails: Vec<String> = targets
-            .iter()
-            .filter(|target| target.esp_id.is_empty())
-            .filter_map(|target| target.email.as_ref())
-            .map(|email| email.expose().trim().to_lowercase())
-            .collect();
+        // Targets known only by email get their contact ids first (one search per 100); one
+        // that SendGrid does not hold is already gone (its id stays empty).
+        let by_email = |target: &DeleteTarget| {
+            target
+                .email
+                .as_ref()
+                .filter(|_| target.esp_id.is_empty())
+                .map(|email| email.expose().trim().to_lowercase())
+        };
+        let emails: Vec<String> = targets.iter().filter_map(by_email).collect();
         let ids_by_email = self.contact_ids(&emails).await?;
-        let targets: Vec<DeleteTarget> = targets
-            .into_iter()
-            .map(|mut target| {
-                if target.esp_id.is_empty()
-                    && let Some(email) = &target.email
-                    && let Some(id) = ids_by_email.get(&email.expose().trim().to_lowercase())
-                {
-                    target.esp_id = id.clone();
-                }
-                target
-            })
-            .collect();
-        let mut outcomes = Vec::with_capacity(targets.len());
-        // Per target given: whether SendGrid holds no contact for it.
-        let original_order: Vec<bool> = targets.iter().map(|t| t.esp_id.is_empty()).collect();
-        let (unknown, targets): (Vec<DeleteTarget>, Vec<DeleteTarget>) = targets
-            .into_iter()
-            .partition(|target| target.esp_id.is_empty());
-        let mut unknown_outcomes: Vec<ItemOutcome> = unknown
+        let mut targets = targets;
+        for target in &mut targets {
+            if let Some(id) = by_email(target).and_then(|email| ids_by_email.get(&email)) {
+                target.esp_id = id.clone();
+            }
+        }
+        let held: Vec<&str> = targets
             .iter()
-            .map(|_| ItemOutcome::Confirmed {
-                esp_id: String::new(),
-            })
+            .map(|target| target.esp_id.as_str())
+            .filter(|id| !id.is_empty())
             .collect();
-        for chunk in targets.chunks(LIMITS.max_delete_batch) {
-            let ids: Vec<&str> = chunk.iter().map(|target| target.esp_id.as_str()).collect();
+        for ids in held.chunks(LIMITS.max_delete_batch) {
             let request = self
                 .api
                 .request(
@@ -459,26 +447,14 @@ impl Connector for SendgridConnector {
                 400 => return Err(response.error(ErrorClass::Fatal, "contacts.delete")),
                 _ => return Err(response.error(ErrorClass::Fatal, "contacts.delete")),
             }
-            outcomes.extend(chunk.iter().map(|target| ItemOutcome::Confirmed {
-                esp_id: target.esp_id.clone(),
-            }));
         }
-        // Back in the order given: the known ids' outcomes, then the unknown ones', were
-        // computed separately.
-        let mut known = outcomes.into_iter();
-        let mut order = Vec::with_capacity(known.len() + unknown_outcomes.len());
-        unknown_outcomes.reverse();
-        for target in &original_order {
-            let next = if *target {
-                unknown_outcomes.pop()
-            } else {
-                known.next()
-            };
-            order.push(next.ok_or_else(|| {
-                transient(None, "contacts.delete: an outcome is missing".to_owned())
-            })?);
-        }
-        Ok(order)
+        // Every call succeeded (a failure returned above): every target is gone.
+        Ok(targets
+            .into_iter()
+            .map(|target| ItemOutcome::Confirmed {
+                esp_id: target.esp_id,
+            })
+            .collect())
     }
 }
 
