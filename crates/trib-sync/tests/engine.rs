@@ -1,6 +1,8 @@
 //! The engine's behaviour against a scripted connector (a test double of the `Connector`
 //! trait, not of an ESP: ESP contracts are tested against the simulators).
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -13,7 +15,6 @@ use trib_consent::{
 };
 use trib_core::Secret;
 use trib_identity::Keyer;
-use trib_identity::profile::{GoldenTrait, IdentifierEntry, Profile};
 use trib_store::{ChangeBatch, MemoryStore, ProfileId, ProfileRecord, ProfileStore};
 use trib_sync::map::Digester;
 use trib_sync::{
@@ -303,42 +304,10 @@ impl Harness {
 
 /// A stored golden profile with one email and these traits.
 fn record(id: ProfileId, email: &str, traits: Value) -> ProfileRecord {
-    let profile = Profile {
-        id: id.to_string(),
-        identifiers: vec![IdentifierEntry {
-            kind: "email".to_owned(),
-            value: email.to_owned(),
-            first_seen_ms: 0,
-            source: "test".to_owned(),
-            message_id: format!("m-{id}"),
-        }],
-        traits: traits
-            .as_object()
-            .expect("traits object")
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.clone(),
-                    GoldenTrait {
-                        value: v.clone(),
-                        rule: "most_recent".to_owned(),
-                        sources: vec!["test".to_owned()],
-                        at_ms: 0,
-                    },
-                )
-            })
-            .collect(),
-        observations: BTreeMap::new(),
-        sources: vec!["test".to_owned()],
-        merged_ids: Vec::new(),
-        merge_count: 0,
-    };
     ProfileRecord {
         id,
         updated_at_ms: 1,
-        doc: trib_identity::engine::encode(&profile)
-            .expect("encode")
-            .into(),
+        doc: common::encoded_profile(id, email, traits.as_object().expect("traits object")).into(),
     }
 }
 
@@ -749,36 +718,11 @@ async fn two_profiles_with_one_email_never_share_a_batch() {
     // Two profile ids whose first email is the same address, changed together.
     let first = ProfileId::from_bytes([1; 16]);
     let doc = |n: u8, name: &str| {
-        let profile = Profile {
-            id: ProfileId::from_bytes([n; 16]).to_string(),
-            identifiers: vec![IdentifierEntry {
-                kind: "email".to_owned(),
-                value: email(1),
-                first_seen_ms: 0,
-                source: "test".to_owned(),
-                message_id: format!("m{n}"),
-            }],
-            traits: BTreeMap::from([(
-                "firstName".to_owned(),
-                GoldenTrait {
-                    value: json!(name),
-                    rule: "most_recent".to_owned(),
-                    sources: vec!["test".to_owned()],
-                    at_ms: 0,
-                },
-            )]),
-            observations: BTreeMap::new(),
-            sources: vec!["test".to_owned()],
-            merged_ids: Vec::new(),
-            merge_count: 0,
-        };
-        ProfileRecord {
-            id: ProfileId::from_bytes([n; 16]),
-            updated_at_ms: 1,
-            doc: trib_identity::engine::encode(&profile)
-                .expect("encode")
-                .into(),
-        }
+        record(
+            ProfileId::from_bytes([n; 16]),
+            &email(1),
+            json!({ "firstName": name }),
+        )
     };
     h.store
         .apply(&ChangeBatch {

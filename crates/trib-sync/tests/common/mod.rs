@@ -197,18 +197,26 @@ impl Env {
 
 /// The encoded golden profile of person `n`.
 pub(crate) fn document(n: u32, person: &Person) -> Vec<u8> {
+    encoded_profile(profile_id(n), &person.email, &person.traits)
+}
+
+/// An encoded golden profile with one email and these traits (each from source `test`).
+pub(crate) fn encoded_profile<'a>(
+    id: ProfileId,
+    email: &str,
+    traits: impl IntoIterator<Item = (&'a String, &'a Value)>,
+) -> Vec<u8> {
     let profile = Profile {
-        id: profile_id(n).to_string(),
+        id: id.to_string(),
         identifiers: vec![IdentifierEntry {
             kind: "email".to_owned(),
-            value: person.email.clone(),
+            value: email.to_owned(),
             first_seen_ms: 0,
             source: "test".to_owned(),
-            message_id: format!("m{n}"),
+            message_id: format!("m-{id}"),
         }],
-        traits: person
-            .traits
-            .iter()
+        traits: traits
+            .into_iter()
             .map(|(name, value)| {
                 (
                     name.clone(),
