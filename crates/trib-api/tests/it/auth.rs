@@ -49,11 +49,7 @@ async fn start() -> KeyServer {
     )
     .unwrap();
     let registry = Arc::new(std::sync::RwLock::new(trib_schema::Registry::empty()));
-    let logs = trib_api::Logs {
-        events: Arc::new(MemoryLog::new(2)),
-        quarantine: Arc::new(MemoryLog::new(1)),
-        resolutions: Arc::new(MemoryLog::new(1)),
-    };
+    let logs = crate::memory_logs(Arc::new(MemoryLog::new(2)));
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .build_recorder()
         .handle();
@@ -340,11 +336,7 @@ async fn a_malformed_key_file_stops_the_server_from_starting_with_the_file_named
         &|_| None,
     )
     .unwrap();
-    let logs = trib_api::Logs {
-        events: Arc::new(MemoryLog::new(1)),
-        quarantine: Arc::new(MemoryLog::new(1)),
-        resolutions: Arc::new(MemoryLog::new(1)),
-    };
+    let logs = crate::memory_logs(Arc::new(MemoryLog::new(1)));
     let registry = Arc::new(std::sync::RwLock::new(trib_schema::Registry::empty()));
     let Err(error) = trib_api::AppState::new(&config, logs, registry, None) else {
         panic!("a malformed key file was accepted");

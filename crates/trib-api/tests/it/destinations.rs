@@ -37,11 +37,7 @@ async fn start(letters: u8) -> (String, Arc<SyncState>) {
         &|_| None,
     )
     .unwrap();
-    let logs = trib_api::Logs {
-        events: Arc::new(MemoryLog::new(1)),
-        quarantine: Arc::new(MemoryLog::new(1)),
-        resolutions: Arc::new(MemoryLog::new(1)),
-    };
+    let logs = crate::memory_logs(Arc::new(MemoryLog::new(1)));
     let registry = Arc::new(std::sync::RwLock::new(trib_schema::Registry::empty()));
     let state = trib_api::AppState::new(&config, logs, registry, None)
         .unwrap()
@@ -59,14 +55,7 @@ async fn start(letters: u8) -> (String, Arc<SyncState>) {
 }
 
 async fn get(base: &str, path: &str) -> (u16, Value) {
-    let response = crate::http_client()
-        .get(format!("{base}{path}"))
-        .bearer_auth(ADMIN_KEY)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap())
+    crate::admin_get(&crate::http_client(), base, path).await
 }
 
 #[tokio::test]

@@ -54,11 +54,7 @@ async fn start_with(with_sync: bool) -> ExportServer {
     )
     .unwrap();
     let events: Arc<dyn EventLog> = Arc::new(MemoryLog::new(4));
-    let logs = trib_api::Logs {
-        events: events.clone(),
-        quarantine: Arc::new(MemoryLog::new(1)),
-        resolutions: Arc::new(MemoryLog::new(1)),
-    };
+    let logs = crate::memory_logs(events.clone());
     let store: Arc<dyn ProfileStore> = Arc::new(
         trib_store::SqliteStore::open(dir.path().join("profiles"), Default::default()).unwrap(),
     );
@@ -155,15 +151,7 @@ impl ExportServer {
     }
 
     async fn get(&self, path: &str) -> (u16, Value) {
-        let response = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(ADMIN_KEY)
-            .send()
-            .await
-            .unwrap();
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap())
+        crate::admin_get(&self.http, &self.base, path).await
     }
 
     /// `POST /v1/privacy/exports` with `key`: the status, the headers and the exact body.

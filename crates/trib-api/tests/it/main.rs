@@ -24,6 +24,30 @@ use trib_log::{EventLog, MemoryLog};
 pub(crate) const WRITE_KEY: &str = "wk_web";
 pub(crate) const ADMIN_KEY: &str = "ak_admin";
 
+/// A test server's logs: `events`, and empty in-memory quarantine and resolutions logs.
+pub(crate) fn memory_logs(events: Arc<dyn EventLog>) -> trib_api::Logs {
+    trib_api::Logs {
+        events,
+        quarantine: Arc::new(MemoryLog::new(1)),
+        resolutions: Arc::new(MemoryLog::new(1)),
+    }
+}
+
+/// `GET {base}{path}` with the admin key: the status and the JSON body.
+pub(crate) async fn admin_get(
+    http: &reqwest::Client,
+    base: &str,
+    path: &str,
+) -> (u16, serde_json::Value) {
+    let response = http
+        .get(format!("{base}{path}"))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
 /// Serves the API of `state` on a loopback port until the test ends.
 pub(crate) async fn serve(state: trib_api::AppState) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -39,11 +39,7 @@ async fn start() -> PrivacyServer {
     )
     .unwrap();
     let events: Arc<dyn EventLog> = Arc::new(MemoryLog::new(4));
-    let logs = trib_api::Logs {
-        events: events.clone(),
-        quarantine: Arc::new(MemoryLog::new(1)),
-        resolutions: Arc::new(MemoryLog::new(1)),
-    };
+    let logs = crate::memory_logs(events.clone());
     let store: Arc<dyn ProfileStore> = Arc::new(
         trib_store::SqliteStore::open(dir.path().join("profiles"), Default::default()).unwrap(),
     );

@@ -65,11 +65,7 @@ async fn start_full(
     )
     .unwrap();
     let events: Arc<dyn EventLog> = Arc::new(MemoryLog::new(4));
-    let logs = trib_api::Logs {
-        events: events.clone(),
-        quarantine: Arc::new(MemoryLog::new(1)),
-        resolutions: Arc::new(MemoryLog::new(1)),
-    };
+    let logs = crate::memory_logs(events.clone());
     let store: Arc<dyn ProfileStore> = Arc::new(
         trib_store::SqliteStore::open(dir.path(), trib_store::SqliteOptions::default()).unwrap(),
     );
@@ -120,14 +116,7 @@ impl ProfileServer {
     }
 
     async fn get(&self, path: &str) -> (u16, Value) {
-        let response = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(ADMIN_KEY)
-            .send()
-            .await
-            .unwrap();
-        (response.status().as_u16(), response.json().await.unwrap())
+        crate::admin_get(&self.http, &self.base, path).await
     }
 
     async fn post(&self, path: &str, body: Value) -> (u16, Value) {
