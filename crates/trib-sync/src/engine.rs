@@ -57,6 +57,9 @@ impl LedgerFeed {
 /// pending push.
 const MERGE_WAIT_MS: i64 = 200;
 /// The longest retry delay.
+/// Most upsert records one round prepares and holds (all its batches in flight): with
+/// SendGrid's 30,000-contact batches, the connector's concurrency alone would allow 120,000.
+const MAX_ROUND_RECORDS: usize = 60_000;
 const MAX_BACKOFF: Duration = Duration::from_secs(5 * 60);
 
 /// One configured destination and its connector.
@@ -314,7 +317,7 @@ impl Worker {
     /// read or there is enough to fill every batch in flight (so that a backlog is sent in
     /// batches of the destination's maximum, not one batch per page). `Ok(true)` if any.
     async fn feed(&self) -> Result<bool, EngineError> {
-        let enough = self.max_batch() * self.destination.connector.limits().max_concurrency.max(1);
+        let enough = self.max_batch() * self.batches_in_flight();
         let mut fed = 0;
         loop {
             let read = self.feed_page().await?;
@@ -563,12 +566,19 @@ impl Worker {
             .max(1)
     }
 
+    /// Upsert batches sent at once in a round: the connector's concurrency, fewer where
+    /// that many full batches would exceed [`MAX_ROUND_RECORDS`] (but at least two, so that
+    /// one batch's confirmation overlaps another's call).
+    fn batches_in_flight(&self) -> usize {
+        let concurrency = self.destination.connector.limits().max_concurrency.max(1);
+        concurrency.min((MAX_ROUND_RECORDS / self.max_batch()).max(2))
+    }
+
     async fn upserts(&self) -> Result<bool, EngineError> {
-        let limits = self.destination.connector.limits();
         let (max_batch, in_flight) = match self.gate() {
             Gate::Open(_) => return Ok(false),
             Gate::Probe => (self.max_batch().min(PROBE_BATCH), 1),
-            Gate::Closed => (self.max_batch(), limits.max_concurrency.max(1)),
+            Gate::Closed => (self.max_batch(), self.batches_in_flight()),
         };
         let name = self.name().to_owned();
         let limit = max_batch * in_flight;

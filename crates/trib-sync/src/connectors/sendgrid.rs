@@ -31,6 +31,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::{StreamExt, stream};
 use reqwest::Method;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -70,10 +71,11 @@ pub const MAX_PUT_BYTES: usize = 6_000_000 - 4_096;
 /// Most emails per search call.
 pub const MAX_SEARCH: usize = 100;
 
-/// SendGrid's limits. One upsert call costs a PUT, the job polls and one search per 100
-/// contacts, so batches are kept at 1,000 rather than the API's 30,000.
+/// SendGrid's limits. A batch is as large as one `PUT` may be (30,000 contacts; the
+/// connector splits it further at 6 MB); its confirmation takes one search per 100 contacts,
+/// run [`LIMITS`]`.max_concurrency` at a time.
 pub const LIMITS: Limits = Limits {
-    max_batch: 1_000,
+    max_batch: MAX_CONTACTS_PER_PUT,
     max_delete_batch: 100,
     max_concurrency: 4,
     rate_max: None,
@@ -283,18 +285,35 @@ impl SendgridConnector {
         contacts: &[&Contact],
         definitions: &FieldDefinitions,
     ) -> Result<Vec<ItemOutcome>, CallError> {
+        // Searches run a few at a time (the destination's limiter and concurrency cap still
+        // apply to each call); answers are taken in order.
+        let searches: Vec<_> = contacts
+            .chunks(MAX_SEARCH)
+            .map(|chunk| self.confirm_chunk(chunk, definitions))
+            .collect();
+        let mut searches = stream::iter(searches).buffered(LIMITS.max_concurrency);
         let mut outcomes = Vec::with_capacity(contacts.len());
-        for chunk in contacts.chunks(MAX_SEARCH) {
-            let emails: Vec<String> = chunk
-                .iter()
-                .map(|contact| contact.email.to_lowercase())
-                .collect();
-            let result = self.search_emails(&emails).await?;
-            for contact in chunk {
-                outcomes.push(confirm_contact(contact, &result, definitions));
-            }
+        while let Some(chunk) = searches.next().await {
+            outcomes.extend(chunk?);
         }
         Ok(outcomes)
+    }
+
+    /// Confirms at most [`MAX_SEARCH`] contacts with one search.
+    async fn confirm_chunk(
+        &self,
+        chunk: &[&Contact],
+        definitions: &FieldDefinitions,
+    ) -> Result<Vec<ItemOutcome>, CallError> {
+        let emails: Vec<String> = chunk
+            .iter()
+            .map(|contact| contact.email.to_lowercase())
+            .collect();
+        let result = self.search_emails(&emails).await?;
+        Ok(chunk
+            .iter()
+            .map(|contact| confirm_contact(contact, &result, definitions))
+            .collect())
     }
 
     /// Contact ids by lower-cased email, for the emails SendGrid holds (one search per 100).
