@@ -13,7 +13,7 @@
 //! * **Mailchimp Marketing API 3.0** ([`SimKind::Mailchimp`], prefix `/3.0`): HTTP Basic auth
 //!   (any user, the API key as password); `PUT`/`GET /3.0/lists/{list_id}/members/{hash}`,
 //!   `POST .../actions/delete-permanent`, `GET /3.0/lists/{list_id}/merge-fields`,
-//!   `POST /3.0/batches` + `GET /3.0/batches/{id}` with a gzipped tar of results at
+//!   `POST /3.0/batches` + `GET /3.0/batches` (list) + `GET /3.0/batches/{id}` with a gzipped tar of results at
 //!   `response_body_url`; at most 10 simultaneous requests per key (429 problem+json, no
 //!   rate-limit headers) and 500 pending batches.
 //! * **HubSpot CRM v3 contacts** ([`SimKind::Hubspot`]): Bearer token;

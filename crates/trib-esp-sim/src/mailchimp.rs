@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -139,7 +139,7 @@ fn api_routes() -> Router<Arc<Shared>> {
             post(delete_permanent),
         )
         .route("/lists/{list_id}/merge-fields", get(merge_fields))
-        .route("/batches", post(post_batch))
+        .route("/batches", post(post_batch).get(list_batches))
         .route("/batches/{batch_id}", get(get_batch))
         .fallback(not_found)
 }
@@ -742,6 +742,40 @@ fn batch_json(batch: &Batch) -> Value {
         "response_body_url": batch.response_body_url,
         "_links": [],
     })
+}
+
+/// `GET /batches?count=&offset=`: the batches in id order (`count` at most 1,000, default 10).
+async fn list_batches(
+    State(shared): State<Arc<Shared>>,
+    Query(query): Query<BTreeMap<String, String>>,
+) -> Response {
+    let number = |name: &'static str, default: usize| -> Result<usize, &'static str> {
+        query
+            .get(name)
+            .map_or(Ok(default), |text| text.parse().map_err(|_| name))
+    };
+    let (count, offset) = match (number("count", 10), number("offset", 0)) {
+        (Ok(count), Ok(offset)) => (count, offset),
+        (Err(name), _) | (_, Err(name)) => {
+            return invalid_resource(name, "Schema describes integer.");
+        }
+    };
+    if count > 1_000 {
+        return invalid_resource("count", "Must be less than or equal to 1000.");
+    }
+    let state = lock(&shared.mailchimp);
+    let batches: Vec<Value> = state
+        .batches
+        .values()
+        .skip(offset)
+        .take(count)
+        .map(batch_json)
+        .collect();
+    json_ok(&json!({
+        "batches": batches,
+        "total_items": state.batches.len(),
+        "_links": [],
+    }))
 }
 
 async fn get_batch(State(shared): State<Arc<Shared>>, Path(batch_id): Path<String>) -> Response {

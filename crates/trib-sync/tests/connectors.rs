@@ -651,6 +651,68 @@ async fn mailchimp_writes_nothing_while_a_batch_abandoned_at_its_deadline_runs()
     h.assert_held(&newer[0]);
 }
 
+/// After a restart the abandoned batch's id is gone from memory: the new connector finds it
+/// running through `GET /batches` and still writes nothing until it has finished.
+#[tokio::test]
+async fn mailchimp_after_a_restart_still_waits_for_a_batch_the_previous_process_abandoned() {
+    let h = harness_with(
+        SimKind::Mailchimp,
+        |config| config.mailchimp_batch_delay = Duration::from_millis(1_500),
+        |_| {},
+    )
+    .await;
+    let mut config = MailchimpConfig::new("test-key", "list1");
+    config.base_url = Some(h.sim.base_url());
+    config.batch_threshold = 2;
+    config.batch_deadline = Duration::from_millis(200);
+    let old: Vec<Contact> = ["Ann", "Bob", "Cat"]
+        .iter()
+        .map(|name| h.contact(name, "gold"))
+        .collect();
+    let error = MailchimpConnector::new(&config)
+        .expect("connector")
+        .upsert(h.permit(old))
+        .await
+        .expect_err("the batch is still pending at the deadline");
+    assert_eq!(error.class, ErrorClass::Transient, "{error}");
+
+    // The process restarts: a new connector, nothing in memory.
+    let restarted = MailchimpConnector::new(&config).expect("connector");
+    let newer = vec![h.contact("Ann", "platinum")];
+    let puts = |h: &Harness| {
+        h.sim
+            .requests()
+            .iter()
+            .filter(|request| request.method == "PUT")
+            .count()
+    };
+    let error = restarted
+        .upsert(h.permit(newer.clone()))
+        .await
+        .expect_err("held back by the batch of the previous process");
+    assert_eq!(error.class, ErrorClass::Transient, "{error}");
+    assert_eq!(puts(&h), 0, "nothing written while the old batch runs");
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let outcomes = loop {
+        match restarted.upsert(h.permit(newer.clone())).await {
+            Ok(outcomes) => break outcomes,
+            Err(error) => {
+                assert_eq!(error.class, ErrorClass::Transient, "{error}");
+                assert!(Instant::now() < deadline, "never written: {error}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    assert!(
+        h.held(&h.contact("Cat", "gold")).is_some(),
+        "written only after the old batch applied"
+    );
+    h.assert_confirmed(&outcomes[0], &newer[0]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    h.assert_held(&newer[0]);
+}
+
 /// Mailchimp's 10-connection cap: 40 concurrent PUTs never exceed it (no 429).
 #[tokio::test]
 async fn mailchimp_stays_within_ten_connections() {

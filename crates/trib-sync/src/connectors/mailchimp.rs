@@ -80,6 +80,9 @@ pub struct MailchimpConnector {
     /// `/batches` jobs still running when their deadline passed: no upsert is sent until
     /// they finish, so that one applying late never overwrites a newer write.
     outstanding: std::sync::Mutex<Vec<String>>,
+    /// Whether the batches still running when this process started (`GET /batches`) have
+    /// been added to `outstanding`: a restart must not forget a batch abandoned before it.
+    adopted: std::sync::atomic::AtomicBool,
 }
 
 impl MailchimpConfig {
@@ -227,6 +230,7 @@ impl MailchimpConnector {
             batch_threshold: config.batch_threshold,
             batch_deadline: config.batch_deadline,
             outstanding: std::sync::Mutex::new(Vec::new()),
+            adopted: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -240,6 +244,9 @@ impl MailchimpConnector {
     /// ones are forgotten; while one still runs, the upsert fails as transient before
     /// sending anything (its records stay pending and are retried later).
     async fn wait_for_outstanding(&self) -> Result<(), CallError> {
+        if !self.adopted.load(std::sync::atomic::Ordering::Acquire) {
+            self.adopt_running_batches().await?;
+        }
         let ids = self.outstanding().clone();
         for id in ids {
             let url = format!("{}/3.0/batches/{id}", self.base);
@@ -273,6 +280,61 @@ impl MailchimpConnector {
                 None => self.outstanding().retain(|outstanding| *outstanding != id),
             }
         }
+        Ok(())
+    }
+
+    /// Once per process, before the first write: every batch Mailchimp still runs (`GET
+    /// /batches`, 1,000 a page) becomes outstanding. The ids of batches abandoned at their
+    /// deadline live only in memory, so after a restart this is how a batch of the previous
+    /// process that may still apply old values holds back new writes. Batches are listed per
+    /// account, so another tool's running batch is waited for too (until it finishes).
+    async fn adopt_running_batches(&self) -> Result<(), CallError> {
+        #[derive(Deserialize)]
+        struct Page {
+            #[serde(default)]
+            batches: Vec<Batch>,
+            #[serde(default)]
+            total_items: usize,
+        }
+        const PAGE: usize = 1_000;
+        let mut running = Vec::new();
+        let mut offset = 0;
+        loop {
+            let url = format!(
+                "{}/3.0/batches?count={PAGE}&offset={offset}&fields=batches.id,batches.status,total_items",
+                self.base
+            );
+            let page: Page = self
+                .api
+                .send_expect_success("batches.list", self.api.request(Method::GET, &url))
+                .await?
+                .json("batches.list")?;
+            let read = page.batches.len();
+            running.extend(
+                page.batches
+                    .into_iter()
+                    .filter(|batch| batch.status != "finished")
+                    .map(|batch| batch.id),
+            );
+            offset += read;
+            if read < PAGE || offset >= page.total_items {
+                break;
+            }
+        }
+        if !running.is_empty() {
+            tracing::warn!(
+                batches = running.len(),
+                "mailchimp batches still running at start: writes wait until they finish"
+            );
+        }
+        let mut outstanding = self.outstanding();
+        for id in running {
+            if !outstanding.contains(&id) {
+                outstanding.push(id);
+            }
+        }
+        self.adopted
+            .store(true, std::sync::atomic::Ordering::Release);
         Ok(())
     }
 
