@@ -1,7 +1,9 @@
 //! The destinations' sync state: `GET /v1/destinations` (each destination with its pending,
 //! confirmed and dead-lettered counts), `GET /v1/destinations/{name}/dlq` (dead letters, paged
 //! by `cursor` and `limit`),
-//! `POST /v1/destinations/{name}/dlq/replay` (back to work: all, or `{"ids": [...]}`), and
+//! `POST /v1/destinations/{name}/dlq/replay` (back to work: all, or `{"ids": [...]}`),
+//! `POST /v1/destinations/{name}/resync` (send every profile's mapped fields again, for an
+//! ESP that drifted from what it confirmed), and
 //! `GET /v1/privacy/erasures/{id}/destinations` (where an erasure's deletions stand now).
 //!
 //! Dead letters name profile ids and error classes, never personal values.
@@ -151,6 +153,24 @@ pub(crate) async fn replay(
     })
     .await?;
     Ok(Json(json!({ "replayed": replayed })))
+}
+
+/// `POST /v1/destinations/{name}/resync`: every record the destination confirmed forgets its
+/// field digests and the worker reconciles at its next round, so each profile it should hold
+/// is sent in full and confirmed again (202: the work is queued, not done).
+pub(crate) async fn resync(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let destinations = destinations(&state)?;
+    known(destinations, &name)?;
+    let sync = destinations.sync.clone();
+    let now = jiff::Timestamp::now().as_millisecond();
+    let reset = blocking(move || sync.request_resync(&name, now).map_err(state_error)).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "resync": "queued", "confirmed_reset": reset })),
+    ))
 }
 
 /// `GET /v1/privacy/erasures/{id}/destinations`: the erasure's deletions, per destination,

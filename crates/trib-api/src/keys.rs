@@ -82,7 +82,8 @@ pub enum Scope {
     MetricsRead,
     /// Read destinations, their sync state and dead letters (`GET /v1/destinations...`).
     DestinationsRead,
-    /// Replay dead letters (`POST /v1/destinations/{name}/dlq/replay`).
+    /// Replay dead letters and ask for resyncs (`POST /v1/destinations/{name}/dlq/replay`,
+    /// `POST /v1/destinations/{name}/resync`).
     DestinationsWrite,
     /// Every scope.
     Admin,

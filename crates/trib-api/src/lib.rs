@@ -39,7 +39,7 @@
 //! | GET | `/v1/privacy/erasures/{id}/destinations` | `privacy:erase` |
 //! | POST | `/v1/privacy/exports` | `privacy:export` |
 //! | GET | `/v1/destinations`, `/v1/destinations/{name}/dlq` | `destinations:read` |
-//! | POST | `/v1/destinations/{name}/dlq/replay` | `destinations:write` |
+//! | POST | `/v1/destinations/{name}/dlq/replay`, `/v1/destinations/{name}/resync` | `destinations:write` |
 //! | POST | `/v1/render` | `templates:render` |
 //! | POST | `/v1/render/send` | `templates:send` |
 //! | PUT | `/v1/templates/{name}` | `templates:write` |
@@ -474,6 +474,11 @@ fn table() -> Vec<Route> {
             "/v1/destinations/{name}/dlq/replay",
             scope(DestinationsWrite),
             destinations::replay,
+        ),
+        on_post(
+            "/v1/destinations/{name}/resync",
+            scope(DestinationsWrite),
+            destinations::resync,
         ),
         on_post("/v1/privacy/exports", scope(PrivacyExport), export::export)
             .audited(Read, Purpose::PRIVACY_REQUEST),

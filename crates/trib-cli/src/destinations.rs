@@ -1,4 +1,4 @@
-//! `tributary destinations list|dlq list|dlq replay`: the sync state of a running server's
+//! `tributary destinations list|resync|dlq list|dlq replay`: the sync state of a running server's
 //! destinations (scopes `destinations:read` and `destinations:write`).
 //!
 //! Dead letters name profile ids, error classes and the ESP's error detail, never personal
@@ -19,6 +19,15 @@ pub(crate) enum DestinationsCommand {
         /// Prints the server's JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Sends every profile's mapped fields to a destination again and confirms them, for an
+    /// ESP that drifted from what it confirmed (records edited or deleted there). The server
+    /// queues the work; `destinations list` shows it pending.
+    Resync {
+        #[command(flatten)]
+        connect: Connect,
+        /// The destination's configured name.
+        destination: String,
     },
     /// The dead-letter queue of a destination.
     Dlq {
@@ -78,6 +87,21 @@ pub(crate) async fn run(command: DestinationsCommand) -> anyhow::Result<()> {
                     d["dead_letters"]
                 );
             }
+        }
+        DestinationsCommand::Resync {
+            connect,
+            destination,
+        } => {
+            let (request, url) = connect.request(
+                Method::POST,
+                &format!("/v1/destinations/{destination}/resync"),
+            )?;
+            let answer: Value = send_json(request, &url).await?;
+            println!(
+                "resync of {destination} queued: {} confirmed record(s) will be sent again, \
+                 with every other profile the destination should hold",
+                answer["confirmed_reset"]
+            );
         }
         DestinationsCommand::Dlq {
             command:

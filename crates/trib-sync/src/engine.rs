@@ -221,6 +221,20 @@ impl Worker {
                     true
                 }
             };
+            let name = self.name().to_owned();
+            match self.blocking(move |s| s.take_resync(&name)).await {
+                Ok(true) => {
+                    tracing::info!(
+                        destination = self.name(),
+                        "resync requested: reconciling now"
+                    );
+                    next_reconcile = tokio::time::Instant::now();
+                }
+                Ok(false) => {}
+                Err(error) => {
+                    tracing::warn!(destination = self.name(), %error, "reading resync requests failed");
+                }
+            }
             if tokio::time::Instant::now() >= next_reconcile {
                 next_reconcile =
                     tokio::time::Instant::now() + self.destination.config.reconcile_interval;

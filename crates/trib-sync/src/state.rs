@@ -271,6 +271,53 @@ impl SyncState {
         Ok(seq.unwrap_or(0) as u64)
     }
 
+    /// Asks for a full resync of `destination`, for when the ESP may have drifted from what
+    /// it last confirmed (records edited or deleted there, an audience restored from a
+    /// backup): every confirmed record forgets its field digests (its ESP id, subscription
+    /// and email digest stay, so it is still the same contact), so that its next push sends
+    /// every mapped field and is confirmed again; and the worker runs its reconcile (every
+    /// profile re-enqueued) at its next round. Returns how many confirmed records were reset.
+    pub fn request_resync(&self, destination: &str, now_ms: i64) -> Result<usize, StateError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let reset = tx.execute(
+            "UPDATE confirmed SET digests = CASE
+                 WHEN json_extract(digests, '$.\"@email\"') IS NULL THEN '{}'
+                 ELSE json_object('@email', json_extract(digests, '$.\"@email\"')) END
+             WHERE destination = ?1",
+            [destination],
+        )?;
+        tx.execute(
+            "INSERT INTO cursors (destination, seq) VALUES (?1 || '#resync', ?2)
+             ON CONFLICT (destination) DO UPDATE SET seq = excluded.seq",
+            params![destination, now_ms],
+        )?;
+        tx.commit()?;
+        Ok(reset)
+    }
+
+    /// Whether a resync of `destination` was asked for since the last call (the request is
+    /// taken: see [`SyncState::request_resync`]).
+    pub fn take_resync(&self, destination: &str) -> Result<bool, StateError> {
+        // A read first: this is asked every round, and a DELETE would take the write lock.
+        let conn = self.conn();
+        let asked: Option<i64> = conn
+            .query_row(
+                "SELECT seq FROM cursors WHERE destination = ?1 || '#resync'",
+                [destination],
+                |row| row.get(0),
+            )
+            .optional()?;
+        if asked.is_none() {
+            return Ok(false);
+        }
+        let taken = conn.execute(
+            "DELETE FROM cursors WHERE destination = ?1 || '#resync'",
+            [destination],
+        )?;
+        Ok(taken > 0)
+    }
+
     /// Enqueues changed profiles `(id, seq, changed_at_ms)` and, when given, moves the cursor,
     /// in one transaction. A profile already pending keeps its first change time and retry
     /// schedule but takes the newer seq.

@@ -118,3 +118,58 @@ async fn a_bad_page_request_says_which_parameter_is_wrong() {
     let (status, body) = get(&base, "/v1/destinations/nope/dlq").await;
     assert_eq!(status, 404, "{body}");
 }
+
+#[tokio::test]
+async fn a_resync_resets_what_the_destination_confirmed_and_asks_the_worker_to_reconcile() {
+    let (base, sync) = start(1).await;
+    let profile = ProfileId::from_bytes([9; 16]);
+    sync.enqueue("esp", &[(profile, 9, 1)], None, 1).unwrap();
+    let digests = std::collections::BTreeMap::from([
+        ("@email".to_owned(), "e-digest".to_owned()),
+        ("PLAN".to_owned(), "p-digest".to_owned()),
+    ]);
+    sync.settle_outcomes(
+        "esp",
+        vec![Settlement::Confirmed {
+            profile,
+            claimed_seq: 9,
+            confirmed: trib_sync::state::Confirmed {
+                esp_id: "esp-9".to_owned(),
+                digests,
+                subscribed: true,
+                confirmed_at_ms: 2,
+            },
+            prepared_at_ms: 2,
+        }],
+        3,
+    )
+    .unwrap();
+
+    let http = crate::http_client();
+    let post = |path: &str| {
+        http.post(format!("{base}{path}"))
+            .bearer_auth(crate::ADMIN_KEY)
+            .send()
+    };
+    let response = post("/v1/destinations/esp/resync").await.unwrap();
+    assert_eq!(response.status().as_u16(), 202);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["confirmed_reset"], 1, "{body}");
+
+    let confirmed = sync.confirmed("esp", &[profile]).unwrap();
+    let record = &confirmed[&profile];
+    assert_eq!(record.esp_id, "esp-9", "still the same contact");
+    assert_eq!(
+        record.digests,
+        std::collections::BTreeMap::from([("@email".to_owned(), "e-digest".to_owned())]),
+        "only the email digest is kept"
+    );
+    assert!(
+        sync.take_resync("esp").unwrap(),
+        "the worker sees the request"
+    );
+    assert!(!sync.take_resync("esp").unwrap(), "once");
+
+    let response = post("/v1/destinations/nope/resync").await.unwrap();
+    assert_eq!(response.status().as_u16(), 404);
+}
