@@ -155,9 +155,10 @@ pub(crate) async fn replay(
     Ok(Json(json!({ "replayed": replayed })))
 }
 
-/// `POST /v1/destinations/{name}/resync`: every record the destination confirmed forgets its
-/// field digests and the worker reconciles at its next round, so each profile it should hold
-/// is sent in full and confirmed again (202: the work is queued, not done).
+/// `POST /v1/destinations/{name}/resync`: the destination's worker, between two rounds, makes
+/// every record it confirmed forget what was confirmed and reconciles, so each profile it
+/// should hold is sent in full and confirmed again (202: the work is queued, not done;
+/// `confirmed` is how many records the ESP had confirmed when asked).
 pub(crate) async fn resync(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
@@ -166,10 +167,10 @@ pub(crate) async fn resync(
     known(destinations, &name)?;
     let sync = destinations.sync.clone();
     let now = jiff::Timestamp::now().as_millisecond();
-    let reset = blocking(move || sync.request_resync(&name, now).map_err(state_error)).await?;
+    let confirmed = blocking(move || sync.request_resync(&name, now).map_err(state_error)).await?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "resync": "queued", "confirmed_reset": reset })),
+        Json(json!({ "resync": "queued", "confirmed": confirmed })),
     ))
 }
 

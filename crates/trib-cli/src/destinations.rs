@@ -98,9 +98,9 @@ pub(crate) async fn run(command: DestinationsCommand) -> anyhow::Result<()> {
             )?;
             let answer: Value = send_json(request, &url).await?;
             println!(
-                "resync of {destination} queued: {} confirmed record(s) will be sent again, \
-                 with every other profile the destination should hold",
-                answer["confirmed_reset"]
+                "resync of {destination} queued: every profile it should hold is sent again \
+                 ({} record(s) confirmed so far)",
+                answer["confirmed"]
             );
         }
         DestinationsCommand::Dlq {

@@ -56,10 +56,10 @@ impl LedgerFeed {
 /// How long a merged-away record's deletion waits before looking again at its survivor's
 /// pending push.
 const MERGE_WAIT_MS: i64 = 200;
-/// The longest retry delay.
 /// Most upsert records one round prepares and holds (all its batches in flight): with
 /// SendGrid's 30,000-contact batches, the connector's concurrency alone would allow 120,000.
 const MAX_ROUND_RECORDS: usize = 60_000;
+/// The longest retry delay.
 const MAX_BACKOFF: Duration = Duration::from_secs(5 * 60);
 
 /// One configured destination and its connector.
@@ -221,19 +221,8 @@ impl Worker {
                     true
                 }
             };
-            let name = self.name().to_owned();
-            match self.blocking(move |s| s.take_resync(&name)).await {
-                Ok(true) => {
-                    tracing::info!(
-                        destination = self.name(),
-                        "resync requested: reconciling now"
-                    );
-                    next_reconcile = tokio::time::Instant::now();
-                }
-                Ok(false) => {}
-                Err(error) => {
-                    tracing::warn!(destination = self.name(), %error, "reading resync requests failed");
-                }
+            if let Err(error) = self.resync_if_asked().await {
+                tracing::warn!(destination = self.name(), %error, "resync failed; retrying");
             }
             if tokio::time::Instant::now() >= next_reconcile {
                 next_reconcile =
@@ -927,6 +916,39 @@ impl Worker {
         let at_ms = now
             + backoff(self.destination.config.retry_base, attempts, retry_after).as_millis() as i64;
         Decision::Retry { at_ms, class }
+    }
+
+    /// Carries out a resync asked for with [`SyncState::request_resync`], between rounds (no
+    /// batch of this worker is in flight, so no confirmation can restore what the reset
+    /// forgot): every confirmed record forgets its field digests (each mapped field counts as
+    /// changed, and one the profile lacks is cleared), then the reconcile enqueues every
+    /// profile. The request is taken only once the reconcile has succeeded.
+    async fn resync_if_asked(&self) -> Result<(), EngineError> {
+        let name = self.name().to_owned();
+        let Some(asked) = self.blocking(move |s| s.resync_requested(&name)).await? else {
+            return Ok(());
+        };
+        tracing::info!(
+            destination = self.name(),
+            "resync: every profile is sent again"
+        );
+        let name = self.name().to_owned();
+        let fields: Vec<String> = self
+            .destination
+            .config
+            .fields
+            .iter()
+            .map(|(field, _)| field.clone())
+            .collect();
+        let reset = self
+            .blocking(move |s| s.forget_confirmed_fields(&name, &fields))
+            .await?;
+        metrics::counter!("tributary_sync_resync_reset_total", "destination" => self.name().to_owned())
+            .increment(reset as u64);
+        self.reconcile().await?;
+        let name = self.name().to_owned();
+        self.blocking(move |s| s.resync_done(&name, asked)).await?;
+        Ok(())
     }
 
     /// A profile that is re-enqueued by the scheduled reconcile.

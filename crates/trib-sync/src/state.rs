@@ -1,6 +1,8 @@
 //! `<data_dir>/sync.db`: what each destination still has to do and what each ESP confirmed.
 //!
-//! * `cursors`: per destination, the change-feed position already turned into pending work.
+//! * `cursors`: per destination, the change-feed position already turned into pending work;
+//!   also `<destination>#consent` and `#suppressions` (the consent ledger's positions) and
+//!   `#resync` (a resync asked for and not yet carried out).
 //! * `pending`: per (destination, profile), one row while the profile's latest state is not
 //!   confirmed: the change seq it was enqueued at, the time of its first unconfirmed change
 //!   (for freshness), and the retry schedule. Reading the feed and enqueuing commit in one
@@ -273,49 +275,70 @@ impl SyncState {
 
     /// Asks for a full resync of `destination`, for when the ESP may have drifted from what
     /// it last confirmed (records edited or deleted there, an audience restored from a
-    /// backup): every confirmed record forgets its field digests (its ESP id, subscription
-    /// and email digest stay, so it is still the same contact), so that its next push sends
-    /// every mapped field and is confirmed again; and the worker runs its reconcile (every
-    /// profile re-enqueued) at its next round. Returns how many confirmed records were reset.
+    /// backup): records a `<destination>#resync` marker that the destination's worker takes
+    /// between rounds (see [`SyncState::forget_confirmed_fields`]). Returns how many records
+    /// the destination has confirmed, i.e. will check again at least.
     pub fn request_resync(&self, destination: &str, now_ms: i64) -> Result<usize, StateError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let reset = tx.execute(
-            "UPDATE confirmed SET digests = CASE
-                 WHEN json_extract(digests, '$.\"@email\"') IS NULL THEN '{}'
-                 ELSE json_object('@email', json_extract(digests, '$.\"@email\"')) END
-             WHERE destination = ?1",
-            [destination],
-        )?;
-        tx.execute(
+        let conn = self.conn();
+        conn.execute(
             "INSERT INTO cursors (destination, seq) VALUES (?1 || '#resync', ?2)
-             ON CONFLICT (destination) DO UPDATE SET seq = excluded.seq",
+             ON CONFLICT (destination) DO UPDATE SET seq = max(seq + 1, excluded.seq)",
             params![destination, now_ms],
         )?;
-        tx.commit()?;
-        Ok(reset)
+        let confirmed: i64 = conn.query_row(
+            "SELECT count(*) FROM confirmed WHERE destination = ?1",
+            [destination],
+            |row| row.get(0),
+        )?;
+        Ok(confirmed as usize)
     }
 
-    /// Whether a resync of `destination` was asked for since the last call (the request is
-    /// taken: see [`SyncState::request_resync`]).
-    pub fn take_resync(&self, destination: &str) -> Result<bool, StateError> {
-        // A read first: this is asked every round, and a DELETE would take the write lock.
-        let conn = self.conn();
-        let asked: Option<i64> = conn
+    /// The pending resync request of `destination` (its marker), if any.
+    pub fn resync_requested(&self, destination: &str) -> Result<Option<i64>, StateError> {
+        Ok(self
+            .conn()
             .query_row(
                 "SELECT seq FROM cursors WHERE destination = ?1 || '#resync'",
                 [destination],
                 |row| row.get(0),
             )
-            .optional()?;
-        if asked.is_none() {
-            return Ok(false);
-        }
-        let taken = conn.execute(
-            "DELETE FROM cursors WHERE destination = ?1 || '#resync'",
-            [destination],
+            .optional()?)
+    }
+
+    /// Takes the resync request `asked` (from [`SyncState::resync_requested`]); a newer
+    /// request made meanwhile stays.
+    pub fn resync_done(&self, destination: &str, asked: i64) -> Result<(), StateError> {
+        self.conn().execute(
+            "DELETE FROM cursors WHERE destination = ?1 || '#resync' AND seq = ?2",
+            params![destination, asked],
         )?;
-        Ok(taken > 0)
+        Ok(())
+    }
+
+    /// Makes every record `destination` confirmed forget what it confirmed, keeping the ESP
+    /// id, the subscription and the email's digest (the same contact): each field it had, and
+    /// each of `fields` (the destination's mapped fields), gets a digest that no value has,
+    /// so the next push sends every mapped field and clears those the profile lacks. Returns
+    /// how many records were reset.
+    pub fn forget_confirmed_fields(
+        &self,
+        destination: &str,
+        fields: &[String],
+    ) -> Result<usize, StateError> {
+        let seed: BTreeMap<&str, &str> = fields
+            .iter()
+            .map(|field| (field.as_str(), ""))
+            .filter(|(field, _)| *field != crate::map::EMAIL_FIELD)
+            .collect();
+        let seed = serde_json::to_string(&seed)
+            .map_err(|error| StateError::Corrupt(format!("field names: {error}")))?;
+        Ok(self.conn().execute(
+            "UPDATE confirmed SET digests = json_patch(?2, (
+                 SELECT json_group_object(key, CASE WHEN key = '@email' THEN value ELSE '' END)
+                 FROM json_each(confirmed.digests)))
+             WHERE destination = ?1",
+            params![destination, seed],
+        )?)
     }
 
     /// Enqueues changed profiles `(id, seq, changed_at_ms)` and, when given, moves the cursor,

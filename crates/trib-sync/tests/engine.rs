@@ -372,59 +372,74 @@ async fn changes_are_pushed_once_and_unchanged_profiles_cost_no_call() {
     h.stop().await;
 }
 
-/// Drift in the ESP (a record edited there, another deleted) is invisible to the diff; a
-/// resync sends every mapped field of every profile again and confirms it.
+/// Drift in the ESP (a record edited there, another deleted, a field set that the profile
+/// lacks) is invisible to the diff; a resync sends every mapped field of every profile again,
+/// clears the mapped fields a profile lacks, and confirms it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resync_repairs_records_changed_or_deleted_in_the_esp() {
     let h = Harness::start(config("email_marketing", SyncMode::Upsert));
-    let traits =
-        |n: u8| json!({"firstName": format!("P{n}"), "plan": "pro", "address": {"city": "Oslo"}});
-    for n in 1..=3 {
-        h.put(n, traits(n));
+    for n in 1..=2 {
+        h.put(
+            n,
+            json!({"firstName": format!("P{n}"), "plan": "pro", "address": {"city": "Oslo"}}),
+        );
     }
+    h.put(3, json!({"firstName": "P3", "plan": "pro"}));
     h.wait("3 contacts", |h| {
         h.connector.with(|s| s.held.len()) == 3 && h.settled()
     });
-    let desired = h.connector.with(|s| s.held.clone());
-    // Someone edits one record in the ESP and deletes another.
+    let synced = h.connector.with(|s| s.held.clone());
+    // Someone edits one record in the ESP, deletes another, and sets a city on the third.
     h.connector.with(|s| {
-        s.held
-            .get_mut(&email(1))
+        let held = &mut s.held;
+        held.get_mut(&email(1))
             .expect("held")
             .insert("PLAN".to_owned(), json!("free"));
-        s.held.remove(&email(2));
+        held.remove(&email(2));
+        held.get_mut(&email(3))
+            .expect("held")
+            .insert("CITY".to_owned(), json!("Rome"));
     });
     let calls = h.calls();
 
     // A resync of another destination changes nothing here.
-    let reset = h
+    let confirmed = h
         .state
         .request_resync("other-destination", 1)
         .expect("resync");
-    assert_eq!(reset, 0, "another destination's records are not touched");
+    assert_eq!(confirmed, 0);
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(h.calls(), calls);
 
-    let reset = h.state.request_resync("esp", 1).expect("resync");
-    assert_eq!(reset, 3);
+    let confirmed = h.state.request_resync("esp", 1).expect("resync");
+    assert_eq!(confirmed, 3);
+    let mut repaired = synced.clone();
+    repaired
+        .get_mut(&email(3))
+        .expect("synced")
+        .insert("CITY".to_owned(), json!(""));
     h.wait("the resync", |h| {
-        h.settled() && h.connector.with(|s| s.held == desired)
+        h.settled() && h.connector.with(|s| s.held == repaired)
     });
     let sent: Vec<_> = h.connector.with(|s| s.calls[calls..].concat());
     assert_eq!(sent.len(), 3, "each profile sent once: {sent:?}");
     for (email, fields) in &sent {
-        assert_eq!(fields, &desired[email], "every mapped field is sent again");
+        assert_eq!(fields, &repaired[email], "every mapped field is sent again");
     }
+    assert_eq!(
+        h.state.resync_requested("esp").expect("read"),
+        None,
+        "the request was taken"
+    );
     // Confirmed again: a later unchanged state costs nothing.
     let calls = h.calls();
-    h.put(3, traits(3));
+    h.put(
+        2,
+        json!({"firstName": "P2", "plan": "pro", "address": {"city": "Oslo"}}),
+    );
     std::thread::sleep(Duration::from_millis(200));
     h.wait("settled", Harness::settled);
     assert_eq!(h.calls(), calls);
-    assert!(
-        !h.state.take_resync("esp").expect("take"),
-        "the request was taken"
-    );
     h.stop().await;
 }
 

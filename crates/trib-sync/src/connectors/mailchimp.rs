@@ -70,6 +70,10 @@ pub struct MailchimpConfig {
     pub timeout: Duration,
 }
 
+/// How recent a running batch must be to hold back writes after a restart: older ones are
+/// taken as stuck (or another tool's), not as this destination's abandoned batch.
+const ADOPT_WITHIN: jiff::SignedDuration = jiff::SignedDuration::from_hours(24);
+
 /// The running Mailchimp connector.
 pub struct MailchimpConnector {
     api: Api,
@@ -82,7 +86,7 @@ pub struct MailchimpConnector {
     outstanding: std::sync::Mutex<Vec<String>>,
     /// Whether the batches still running when this process started (`GET /batches`) have
     /// been added to `outstanding`: a restart must not forget a batch abandoned before it.
-    adopted: std::sync::atomic::AtomicBool,
+    adopted: tokio::sync::OnceCell<()>,
 }
 
 impl MailchimpConfig {
@@ -230,7 +234,7 @@ impl MailchimpConnector {
             batch_threshold: config.batch_threshold,
             batch_deadline: config.batch_deadline,
             outstanding: std::sync::Mutex::new(Vec::new()),
-            adopted: std::sync::atomic::AtomicBool::new(false),
+            adopted: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -244,9 +248,11 @@ impl MailchimpConnector {
     /// ones are forgotten; while one still runs, the upsert fails as transient before
     /// sending anything (its records stay pending and are retried later).
     async fn wait_for_outstanding(&self) -> Result<(), CallError> {
-        if !self.adopted.load(std::sync::atomic::Ordering::Acquire) {
-            self.adopt_running_batches().await?;
-        }
+        // Once, and concurrent first writes wait for that one listing (a second one could
+        // take the first write's fresh batch for an abandoned one).
+        self.adopted
+            .get_or_try_init(|| self.adopt_running_batches())
+            .await?;
         let ids = self.outstanding().clone();
         for id in ids {
             let url = format!("{}/3.0/batches/{id}", self.base);
@@ -284,36 +290,66 @@ impl MailchimpConnector {
     }
 
     /// Once per process, before the first write: every batch Mailchimp still runs (`GET
-    /// /batches`, 1,000 a page) becomes outstanding. The ids of batches abandoned at their
-    /// deadline live only in memory, so after a restart this is how a batch of the previous
-    /// process that may still apply old values holds back new writes. Batches are listed per
-    /// account, so another tool's running batch is waited for too (until it finishes).
+    /// /batches`, 1,000 a page) that was submitted in the last [`ADOPT_WITHIN`] becomes
+    /// outstanding. The ids of batches abandoned at their deadline live only in memory, so
+    /// after a restart this is how a batch of the previous process that may still apply old
+    /// values holds back new writes. Batches are listed per account, so another tool's recent
+    /// running batch is waited for too (until it finishes). A failure is throttled, auth or
+    /// transient (nothing was written); the listing is tried again at the next write.
     async fn adopt_running_batches(&self) -> Result<(), CallError> {
+        #[derive(Deserialize)]
+        struct Listed {
+            id: String,
+            #[serde(default)]
+            status: String,
+            #[serde(default)]
+            submitted_at: Option<String>,
+        }
         #[derive(Deserialize)]
         struct Page {
             #[serde(default)]
-            batches: Vec<Batch>,
+            batches: Vec<Listed>,
             #[serde(default)]
             total_items: usize,
         }
         const PAGE: usize = 1_000;
+        // A refused key is what a write would meet too (auth); any other refusal of the
+        // listing must not fail the records as invalid or fatal: nothing was sent.
+        let as_transient = |error: CallError| match error.class {
+            ErrorClass::Throttled | ErrorClass::Transient | ErrorClass::Auth => error,
+            _ => transient(
+                error.status,
+                format!("listing running batches: {}", error.detail),
+            ),
+        };
+        let since = jiff::Timestamp::now() - ADOPT_WITHIN;
         let mut running = Vec::new();
         let mut offset = 0;
         loop {
             let url = format!(
-                "{}/3.0/batches?count={PAGE}&offset={offset}&fields=batches.id,batches.status,total_items",
+                "{}/3.0/batches?count={PAGE}&offset={offset}\
+                 &fields=batches.id,batches.status,batches.submitted_at,total_items",
                 self.base
             );
             let page: Page = self
                 .api
                 .send_expect_success("batches.list", self.api.request(Method::GET, &url))
-                .await?
-                .json("batches.list")?;
+                .await
+                .and_then(|response| response.json("batches.list"))
+                .map_err(as_transient)?;
             let read = page.batches.len();
             running.extend(
                 page.batches
                     .into_iter()
                     .filter(|batch| batch.status != "finished")
+                    // A batch whose time cannot be read is taken, to be safe.
+                    .filter(|batch| {
+                        batch
+                            .submitted_at
+                            .as_deref()
+                            .and_then(|at| at.parse::<jiff::Timestamp>().ok())
+                            .is_none_or(|at| at >= since)
+                    })
                     .map(|batch| batch.id),
             );
             offset += read;
@@ -333,8 +369,6 @@ impl MailchimpConnector {
                 outstanding.push(id);
             }
         }
-        self.adopted
-            .store(true, std::sync::atomic::Ordering::Release);
         Ok(())
     }
 

@@ -280,23 +280,68 @@ impl SendgridConnector {
     }
 
     /// Searches `contacts` by email and confirms each against what was sent.
+    /// PUTs the contacts at `chunk` (≤ 30,000, ≤ 6 MB), waits for the job, and confirms them:
+    /// outcomes go to `outcomes`, a failed search to `failed` for its contacts. `Err` when
+    /// the PUT or the job failed.
+    async fn put_and_confirm(
+        &self,
+        contacts: &[Contact],
+        definitions: &FieldDefinitions,
+        chunk: &[usize],
+        outcomes: &mut [Option<ItemOutcome>],
+        failed: &mut [Option<CallError>],
+    ) -> Result<(), CallError> {
+        let Some(job_id) = self
+            .put_contacts(contacts, definitions, chunk.to_vec(), outcomes)
+            .await?
+        else {
+            return Ok(());
+        };
+        let status = self.wait_for_job(&job_id).await?;
+        if status != "completed" {
+            tracing::warn!(job_status = %status, "sendgrid upsert job did not complete");
+        }
+        let sent: Vec<usize> = chunk
+            .iter()
+            .copied()
+            .filter(|index| outcomes[*index].is_none())
+            .collect();
+        let to_confirm: Vec<&Contact> = sent.iter().map(|index| &contacts[*index]).collect();
+        for (index, result) in sent
+            .into_iter()
+            .zip(self.confirm(&to_confirm, definitions).await)
+        {
+            match result {
+                Ok(outcome) => outcomes[index] = Some(outcome),
+                Err(error) => failed[index] = Some(error),
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads `contacts` back (one search per 100, four at a time; the destination's limiter
+    /// and concurrency cap still apply to each call): one result per contact, in order, an
+    /// `Err` for the contacts of a search that failed.
     async fn confirm(
         &self,
         contacts: &[&Contact],
         definitions: &FieldDefinitions,
-    ) -> Result<Vec<ItemOutcome>, CallError> {
-        // Searches run a few at a time (the destination's limiter and concurrency cap still
-        // apply to each call); answers are taken in order.
+    ) -> Vec<Result<ItemOutcome, CallError>> {
         let searches: Vec<_> = contacts
             .chunks(MAX_SEARCH)
             .map(|chunk| self.confirm_chunk(chunk, definitions))
             .collect();
         let mut searches = stream::iter(searches).buffered(LIMITS.max_concurrency);
-        let mut outcomes = Vec::with_capacity(contacts.len());
-        while let Some(chunk) = searches.next().await {
-            outcomes.extend(chunk?);
+        let mut results = Vec::with_capacity(contacts.len());
+        let mut chunks = contacts.chunks(MAX_SEARCH);
+        while let Some(answer) = searches.next().await {
+            let size = chunks.next().map_or(0, <[&Contact]>::len);
+            match answer {
+                Ok(outcomes) => results.extend(outcomes.into_iter().map(Ok)),
+                Err(error) => results.extend(std::iter::repeat_n(Err(error), size)),
+            }
         }
-        Ok(outcomes)
+        results
     }
 
     /// Confirms at most [`MAX_SEARCH`] contacts with one search.
@@ -389,35 +434,34 @@ impl Connector for SendgridConnector {
         let valid: Vec<usize> = (0..contacts.len())
             .filter(|index| outcomes[*index].is_none())
             .collect();
+        // A failed PUT, job or search fails only the contacts it was for; the batch fails as
+        // a whole (for the engine's breaker and `Retry-After`) only when every contact did.
+        let mut failed: Vec<Option<CallError>> = vec![None; contacts.len()];
         for chunk in split_for_put(&self.list_ids, &contacts, &valid, &definitions) {
-            let Some(job_id) = self
-                .put_contacts(&contacts, &definitions, chunk.clone(), &mut outcomes)
-                .await?
-            else {
-                continue;
-            };
-            let status = self.wait_for_job(&job_id).await?;
-            if status != "completed" {
-                tracing::warn!(job_status = %status, "sendgrid upsert job did not complete");
-            }
-            let sent: Vec<usize> = chunk
-                .into_iter()
-                .filter(|index| outcomes[*index].is_none())
-                .collect();
-            let to_confirm: Vec<&Contact> = sent.iter().map(|index| &contacts[*index]).collect();
-            let confirmed = self.confirm(&to_confirm, &definitions).await?;
-            for (index, outcome) in sent.into_iter().zip(confirmed) {
-                outcomes[index] = Some(outcome);
+            if let Err(error) = self
+                .put_and_confirm(&contacts, &definitions, &chunk, &mut outcomes, &mut failed)
+                .await
+            {
+                for index in chunk {
+                    if outcomes[index].is_none() && failed[index].is_none() {
+                        failed[index] = Some(error.clone());
+                    }
+                }
             }
         }
-        Ok(outcomes
-            .into_iter()
-            .map(|outcome| {
-                outcome.unwrap_or_else(|| ItemOutcome::NotApplied {
-                    detail: "not sent".to_owned(),
+        super::collapse(
+            outcomes
+                .into_iter()
+                .zip(failed)
+                .map(|(outcome, failed)| match (outcome, failed) {
+                    (Some(outcome), _) => Ok(outcome),
+                    (None, Some(error)) => Err(error),
+                    (None, None) => Ok(ItemOutcome::NotApplied {
+                        detail: "not sent".to_owned(),
+                    }),
                 })
-            })
-            .collect())
+                .collect(),
+        )
     }
 
     async fn delete(&self, targets: Vec<DeleteTarget>) -> Result<Vec<ItemOutcome>, CallError> {
