@@ -23,6 +23,7 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use memchr::memmem;
 use serde_json::Value;
 use tokio::runtime::Handle;
 use tokio::sync::watch;
@@ -61,6 +62,9 @@ pub struct ConsentReader {
     keyer: Keyer,
     identity: Arc<IdentityRules>,
     rules: Arc<PrivacyRules>,
+    /// Finds `categoryPreferences` and the consent event's name in raw payload bytes.
+    preferences_finder: memmem::Finder<'static>,
+    event_finder: memmem::Finder<'static>,
 }
 
 /// A running consent consumer.
@@ -75,16 +79,32 @@ impl ConsentReader {
     /// `keyer` must be the deployment's identity key; `identity` says which fields hold
     /// identifiers.
     pub fn new(keyer: Keyer, identity: Arc<IdentityRules>, rules: Arc<PrivacyRules>) -> Self {
+        let event_finder = memmem::Finder::new(rules.consent_event.name.as_bytes()).into_owned();
         Self {
             keyer,
             identity,
             rules,
+            preferences_finder: memmem::Finder::new(b"categoryPreferences").into_owned(),
+            event_finder,
         }
+    }
+
+    /// Whether an event's raw bytes can express consent: they name `categoryPreferences` or
+    /// the consent event, or hold an escape sequence (`\u0063ategoryPreferences` is the same
+    /// key), so anything else is skipped without parsing it (most events: a page view, a
+    /// purchase).
+    fn may_express_consent(&self, payload: &[u8]) -> bool {
+        memchr::memchr(b'\\', payload).is_some()
+            || self.preferences_finder.find(payload).is_some()
+            || self.event_finder.find(payload).is_some()
     }
 
     /// The consent an event expresses, one observation per purpose. Unreadable events and
     /// events without identifiers express none.
     pub(crate) fn observe(&self, payload: &[u8]) -> Vec<Observation> {
+        if !self.may_express_consent(payload) {
+            return Vec::new();
+        }
         let Ok(event) = serde_json::from_slice::<Value>(payload) else {
             ignored("unreadable");
             return Vec::new();

@@ -379,3 +379,58 @@ fn a_documented_legal_basis_permits_without_consent_but_not_past_suppression() {
         .unwrap();
     permitted(gate.permit(&ann(), "email_marketing", Some("mailchimp"), ()));
 }
+
+/// The consumer skips events without consent unparsed (a byte search), but a key written with
+/// JSON escapes is the same key and still counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consent_written_with_json_escapes_counts_and_other_events_record_nothing() {
+    let setup = setup(PrivacyRules::default());
+    let consumer = spawn(&setup, PrivacyRules::default());
+    let keys: Vec<_> = ann()
+        .iter()
+        .map(|i| keyer().ident_key(&i.kind, &i.value))
+        .collect();
+    let page = event(
+        1,
+        json!({"type": "page", "name": "Home", "userId": "u-ann",
+               "properties": {"consent": "categoryPreference"}}),
+    );
+    append(&*setup.log, &[page]).await;
+    caught_up(&consumer).await;
+    assert!(setup.ledger.history(&keys).unwrap().is_empty());
+
+    // `\u0063ategoryPreferences` and `Consent\u0020Updated` as a client might escape them.
+    let escaped = r#"{"type":"track","event":"Page Viewed","userId":"u-ann","messageId":"m-2",
+        "source":"web","timestamp":"2026-03-01T10:00:02Z",
+        "context":{"consent":{"\u0063ategoryPreferences":{"email_marketing":true}}}}"#;
+    let escaped_event = r#"{"type":"track","event":"Consent\u0020Updated","userId":"u-ann",
+        "messageId":"m-3","source":"web","timestamp":"2026-03-01T10:00:03Z",
+        "properties":{"purpose":"analytics","status":"granted"}}"#;
+    let records = [escaped, escaped_event]
+        .iter()
+        .map(|payload| Record {
+            key: "u-ann".to_owned(),
+            dedup_id: None,
+            timestamp_ms: 0,
+            payload: Bytes::from(payload.to_string()),
+        })
+        .collect();
+    setup.log.append(records).await.unwrap();
+    caught_up(&consumer).await;
+    let mut recorded: Vec<_> = setup
+        .ledger
+        .history(&keys)
+        .unwrap()
+        .iter()
+        .map(|entry| (entry.purpose.clone(), entry.status))
+        .collect();
+    recorded.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        recorded,
+        vec![
+            ("analytics".to_owned(), Status::Granted),
+            ("email_marketing".to_owned(), Status::Granted),
+        ]
+    );
+    consumer.stop();
+}
