@@ -19,8 +19,11 @@ use crate::{ApiError, AppState};
 pub(crate) struct ReadQuery {
     /// One partition; all partitions in order when absent.
     partition: Option<u32>,
-    /// Return records after this offset (exclusive); from the start when absent.
+    /// Return records after this offset (exclusive); from the start when absent. Needs
+    /// `partition`.
     after: Option<u64>,
+    /// Continues a read of all partitions: the `next_cursor` of the previous page.
+    cursor: Option<String>,
     /// At most this many records (default 100, at most 1000).
     limit: Option<usize>,
 }
@@ -28,9 +31,14 @@ pub(crate) struct ReadQuery {
 #[derive(Debug, Serialize)]
 pub(crate) struct ReadResponse {
     records: Vec<RecordView>,
-    /// Where to continue reading: pass it back as `partition` and `after`.
+    /// A one-partition read (`partition` given) that has more: pass it back as `partition`
+    /// and `after`.
     #[serde(skip_serializing_if = "Option::is_none")]
     next: Option<Cursor>,
+    /// A read of all partitions that has more: pass it back as `cursor` (it goes on into
+    /// the later partitions).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_cursor: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -46,6 +54,27 @@ struct Cursor {
     partition: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     after: Option<u64>,
+}
+
+impl Cursor {
+    /// `P:O` (after offset O of partition P) or `P:` (from the start of partition P).
+    fn encode(&self) -> String {
+        match self.after {
+            Some(after) => format!("{}:{after}", self.partition),
+            None => format!("{}:", self.partition),
+        }
+    }
+
+    fn decode(text: &str) -> Option<Cursor> {
+        let (partition, after) = text.split_once(':')?;
+        Some(Cursor {
+            partition: partition.parse().ok()?,
+            after: match after {
+                "" => None,
+                after => Some(after.parse().ok()?),
+            },
+        })
+    }
 }
 
 pub(crate) async fn list_events(
@@ -69,25 +98,43 @@ async fn read_log(
     let query = crate::page::query(query)?;
     let limit = crate::page::limit(query.limit)?;
     let partition_count = log.partition_count();
-    let partitions = match query.partition {
-        Some(partition) if partition >= partition_count => {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_query",
-                format!("partition: must be below {partition_count}, got {partition}"),
+    let invalid =
+        |message: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", message);
+    let cursor = match &query.cursor {
+        Some(_) if query.partition.is_some() || query.after.is_some() => {
+            return Err(invalid(
+                "cursor: continues a read of all partitions; do not combine it with \
+                 `partition` or `after`"
+                    .to_owned(),
             ));
         }
-        Some(partition) => partition..partition + 1,
-        None => 0..partition_count,
+        Some(text) => Some(Cursor::decode(text).ok_or_else(|| {
+            invalid(format!(
+                "cursor: expected the `next_cursor` of a previous page (`P:O`), got {text:?}"
+            ))
+        })?),
+        None => None,
+    };
+    let first = query
+        .partition
+        .or(cursor.as_ref().map(|cursor| cursor.partition));
+    if let Some(partition) = first.filter(|partition| *partition >= partition_count) {
+        return Err(invalid(format!(
+            "partition: must be below {partition_count}, got {partition}"
+        )));
+    }
+    let partitions = match (query.partition, &cursor) {
+        (Some(partition), _) => partition..partition + 1,
+        (None, Some(cursor)) => cursor.partition..partition_count,
+        (None, None) => 0..partition_count,
     };
     if query.partition.is_none() && query.after.is_some() {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_query",
-            "after: needs `partition`, as offsets are per partition",
+        return Err(invalid(
+            "after: needs `partition`, as offsets are per partition".to_owned(),
         ));
     }
-    let from = query.after.map_or(0, |after| after.saturating_add(1));
+    let after = query.after.or(cursor.and_then(|cursor| cursor.after));
+    let from = after.map_or(0, |after| after.saturating_add(1));
 
     let mut records: Vec<StoredRecord> = Vec::new();
     let mut next = None;
@@ -117,6 +164,12 @@ async fn read_log(
             break;
         }
     }
+    // A one-partition read answers `next`; a read of all partitions a cursor that stays one.
+    let (next, next_cursor) = if query.partition.is_some() {
+        (next, None)
+    } else {
+        (None, next.map(|next| next.encode()))
+    };
     let records = records
         .into_iter()
         // An empty payload is an erased or blanked (retention) record: nothing to show.
@@ -133,7 +186,11 @@ async fn read_log(
             })
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
-    Ok(Json(ReadResponse { records, next }))
+    Ok(Json(ReadResponse {
+        records,
+        next,
+        next_cursor,
+    }))
 }
 
 /// One partition of a log and the offset its next record will get.

@@ -17,6 +17,10 @@ pub struct ApiError {
     code: Cow<'static, str>,
     message: String,
     retry_after_secs: Option<u64>,
+    /// The field at fault, when the error is about one message's field.
+    field: Option<String>,
+    /// The `messageId` of the message at fault, when it had one.
+    message_id: Option<String>,
 }
 
 impl ApiError {
@@ -31,7 +35,16 @@ impl ApiError {
             code: code.into(),
             message: message.into(),
             retry_after_secs: None,
+            field: None,
+            message_id: None,
         }
+    }
+
+    /// Names the message (its own `messageId`) and the field the error is about.
+    pub fn for_message(mut self, message_id: Option<String>, field: Option<String>) -> Self {
+        self.message_id = message_id;
+        self.field = field;
+        self
     }
 
     /// Builds a 500 whose detail is logged, not returned.
@@ -72,6 +85,10 @@ struct ErrorBody<'a> {
     success: bool,
     code: &'a str,
     message: &'a str,
+    #[serde(rename = "messageId", skip_serializing_if = "Option::is_none")]
+    message_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
 }
 
 impl IntoResponse for ApiError {
@@ -80,6 +97,8 @@ impl IntoResponse for ApiError {
             success: false,
             code: &self.code,
             message: &self.message,
+            message_id: self.message_id.as_deref(),
+            field: self.field.as_deref(),
         };
         let mut response = (self.status, Json(body)).into_response();
         if let Some(seconds) = self.retry_after_secs {
@@ -122,4 +141,12 @@ impl From<trib_log::LogError> for ApiError {
 /// Answers routes that do not exist.
 pub(crate) async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+pub(crate) async fn method_not_allowed(method: axum::http::Method) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("this route does not accept {method}"),
+    )
 }

@@ -150,7 +150,8 @@ async fn ingest(
                 "{} (the message was kept in the quarantine)",
                 rejection.reason
             ),
-        ));
+        )
+        .for_message(rejection.message_id.clone(), rejection.field.clone()));
     }
     Ok(Json(response))
 }

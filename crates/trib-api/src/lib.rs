@@ -566,5 +566,6 @@ pub fn app(state: Arc<AppState>) -> Router {
     router
         .merge(ingestion)
         .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
         .with_state(state)
 }

@@ -81,10 +81,11 @@ pub(crate) async fn run(command: DestinationsCommand) -> anyhow::Result<()> {
                     text(&d["type"]),
                     text(&d["purpose"]),
                     text(&d["mode"]),
-                    d["pending"],
-                    d["confirmed"],
-                    d["deletions_pending"],
-                    d["dead_letters"]
+                    // `Value`'s Display ignores widths: print the text.
+                    text(&d["pending"]),
+                    text(&d["confirmed"]),
+                    text(&d["deletions_pending"]),
+                    text(&d["dead_letters"])
                 );
             }
         }

@@ -399,3 +399,55 @@ async fn a_full_log_answers_429_with_retry_after() {
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["code"], "overloaded");
 }
+
+/// A single-message call whose message is refused names the message and the field, as a
+/// batch's `errors` do.
+#[tokio::test]
+async fn a_refused_single_message_names_its_message_id_and_field() {
+    let server = TestServer::start().await;
+    let (status, body) = server
+        .post("/v1/track", r#"{"userId":"u-3","messageId":"m-noevent"}"#)
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["code"], "missing_event", "{body}");
+    assert_eq!(body["field"], "event", "{body}");
+    assert_eq!(body["messageId"], "m-noevent", "{body}");
+}
+
+/// An oversized batch item is refused with its own `messageId`, and a retried batch does
+/// not quarantine it twice.
+#[tokio::test]
+async fn an_oversized_message_is_named_and_quarantined_once_across_retries() {
+    let server = TestServer::start().await;
+    let big = json!({"type": "track", "userId": "u-big", "event": "Big", "messageId": "m-big",
+                     "properties": {"pad": "x".repeat(40 * 1024)}});
+    let body = json!({"batch": [big, {"type": "track", "userId": "u-good", "event": "Good", "messageId": "good-1"}]});
+    for attempt in 0..3 {
+        let (status, answer) = server.post("/v1/batch", body.to_string()).await;
+        assert_eq!(status, 200, "attempt {attempt}: {answer}");
+        assert_eq!(answer["errors"][0]["code"], "message_too_large", "{answer}");
+        assert_eq!(answer["errors"][0]["messageId"], "m-big", "{answer}");
+    }
+    let quarantined = server.quarantined().await;
+    assert_eq!(quarantined.len(), 1, "quarantined once: {quarantined:?}");
+    assert_eq!(server.stored().await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_wrong_method_gets_a_json_error() {
+    let server = TestServer::start().await;
+    let response = server
+        .http
+        .get(server.url("/v1/track"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 405);
+    assert_eq!(
+        response.headers().get("allow").map(|v| v.to_str().unwrap()),
+        Some("POST")
+    );
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["code"], "method_not_allowed", "{body}");
+    assert_eq!(body["success"], false, "{body}");
+}

@@ -218,6 +218,71 @@ async fn admin_reads_need_the_admin_key_and_page_through_a_partition() {
     assert_eq!(bad.status().as_u16(), 400);
 }
 
+/// A read of all partitions, followed by its `next_cursor`, returns every record once, across
+/// partitions; a one-partition read never leaves its partition.
+#[tokio::test]
+async fn the_cursor_of_an_all_partition_read_goes_on_into_the_later_partitions() {
+    let server = TestServer::start().await;
+    let messages: Vec<_> = (0..40)
+        .map(|i| json!({"type": "track", "userId": format!("user-{i}"), "event": "Read Me", "messageId": format!("c-{i}")}))
+        .collect();
+    server
+        .post("/v1/batch", json!({"batch": messages}).to_string())
+        .await;
+    let get = |path: String| {
+        let request = server.http.get(server.url(&path)).bearer_auth(ADMIN_KEY);
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let mut seen = Vec::new();
+    let mut partitions = std::collections::BTreeSet::new();
+    let mut path = "/v1/events?limit=3".to_owned();
+    loop {
+        let (status, page) = get(path.clone()).await;
+        assert_eq!(status, 200, "{page}");
+        assert!(page.get("next").is_none(), "{page}");
+        for record in page["records"].as_array().unwrap() {
+            seen.push(record["data"]["messageId"].as_str().unwrap().to_owned());
+            partitions.insert(record["partition"].as_u64().unwrap());
+        }
+        match page["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/v1/events?limit=3&cursor={cursor}"),
+            None => break,
+        }
+    }
+    seen.sort();
+    let mut expected: Vec<String> = (0..40).map(|i| format!("c-{i}")).collect();
+    expected.sort();
+    assert_eq!(seen, expected, "every record once");
+    assert!(
+        partitions.len() > 1,
+        "the records span partitions: {partitions:?}"
+    );
+
+    // A one-partition read stays in its partition.
+    let first = *partitions.iter().next().unwrap();
+    let (_, page) = get(format!("/v1/events?partition={first}&limit=1000")).await;
+    assert!(
+        page.get("next").is_none() && page.get("next_cursor").is_none(),
+        "{page}"
+    );
+    assert!(
+        page["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|record| record["partition"] == first)
+    );
+    for bad in ["cursor=x", "cursor=1:2&partition=1", "cursor=999:"] {
+        let (status, body) = get(format!("/v1/events?{bad}")).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert_eq!(body["code"], "invalid_query", "{bad}: {body}");
+    }
+}
+
 #[tokio::test]
 async fn health_and_readiness_answer() {
     let server = TestServer::start().await;
