@@ -9,6 +9,7 @@
 //! api_key = "${MAILCHIMP_API_KEY}"
 //! list_id = "a1b2c3"
 //! batch_window = "250ms"         # micro-batch window of streaming changes
+//! resync_interval = "7d"         # optional: send everything in full again this often
 //! [destinations.fields]          # ESP field = trait (or identifiers.<type>)
 //! FNAME = "firstName"
 //! PHONE = "identifiers.phone"
@@ -99,6 +100,10 @@ pub struct DestinationConfig {
     pub batch_window: Duration,
     /// How often every profile is compared with what the ESP confirmed. Default 1 h.
     pub reconcile_interval: Duration,
+    /// How often a full resync runs (every profile sent in full and confirmed again, which
+    /// repairs changes made in the ESP itself); none by default (`tributary destinations
+    /// resync` asks for one).
+    pub resync_interval: Option<Duration>,
     /// How long a failing record is retried before it is dead-lettered. Default 24 h.
     pub retry_window: Duration,
     /// The first retry delay (doubled per attempt, with jitter, up to 5 min). Default 1 s.
@@ -133,6 +138,7 @@ pub(crate) struct RawDestination {
     fields: Option<BTreeMap<String, String>>,
     batch_window: Option<String>,
     reconcile_interval: Option<String>,
+    resync_interval: Option<String>,
     retry_window: Option<String>,
     retry_base: Option<String>,
     max_batch: Option<i64>,
@@ -341,6 +347,14 @@ pub(crate) fn validate_destinations(
             DestinationConfig::DEFAULT_RECONCILE_INTERVAL,
             true,
         );
+        let resync_interval = raw.resync_interval.map(|text| {
+            duration(
+                "resync_interval",
+                Some(text),
+                DestinationConfig::DEFAULT_RECONCILE_INTERVAL,
+                true,
+            )
+        });
         let retry_window = duration(
             "retry_window",
             raw.retry_window,
@@ -374,6 +388,7 @@ pub(crate) fn validate_destinations(
             fields,
             batch_window,
             reconcile_interval,
+            resync_interval,
             retry_window,
             retry_base,
             max_batch,

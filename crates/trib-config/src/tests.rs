@@ -847,6 +847,7 @@ api_key = "${ADMIN_KEY}"
 list_id = "abc123"
 base_url = "http://127.0.0.1:4010"
 mode = "mirror"
+resync_interval = "7d"
 
 [destinations.fields]
 FNAME = "firstName"
@@ -862,6 +863,10 @@ PHONE = "identifiers.phone"
     assert_eq!(destination.purpose, "email_marketing");
     assert_eq!(destination.mode, SyncMode::Mirror);
     assert_eq!(destination.batch_window, Duration::from_millis(250));
+    assert_eq!(
+        destination.resync_interval,
+        Some(Duration::from_secs(7 * 24 * 3600))
+    );
     assert_eq!(
         destination.fields,
         vec![
@@ -920,6 +925,10 @@ fn destination_mistakes_are_reported_with_their_paths() {
         (
             "type = \"sendgrid\"\nname = \"s\"\napi_key = \"k\"\nbatch_window = \"soon\"",
             "destinations[0].batch_window: must be a duration",
+        ),
+        (
+            "type = \"sendgrid\"\nname = \"s\"\napi_key = \"k\"\nresync_interval = \"weekly\"",
+            "destinations[0].resync_interval: must be a duration",
         ),
         (
             "type = \"sendgrid\"\nname = \"s\"\napi_key = \"k\"\n[destinations.fields]\nX = \"identifiers.\"",

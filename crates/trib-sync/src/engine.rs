@@ -209,6 +209,8 @@ impl Worker {
     async fn run(self: Arc<Self>, mut stopped: watch::Receiver<bool>) {
         let mut next_reconcile =
             tokio::time::Instant::now() + self.destination.config.reconcile_interval;
+        let resync_interval = self.destination.config.resync_interval;
+        let mut next_resync = resync_interval.map(|every| tokio::time::Instant::now() + every);
         loop {
             if *stopped.borrow() {
                 return;
@@ -221,6 +223,18 @@ impl Worker {
                     true
                 }
             };
+            if let (Some(at), Some(every)) = (next_resync, resync_interval)
+                && tokio::time::Instant::now() >= at
+            {
+                next_resync = Some(tokio::time::Instant::now() + every);
+                let name = self.name().to_owned();
+                if let Err(error) = self
+                    .blocking(move |s| s.request_resync(&name, now_ms()))
+                    .await
+                {
+                    tracing::warn!(destination = self.name(), %error, "scheduling a resync failed");
+                }
+            }
             if let Err(error) = self.resync_if_asked().await {
                 tracing::warn!(destination = self.name(), %error, "resync failed; retrying");
             }

@@ -187,6 +187,7 @@ fn config(purpose: &str, mode: SyncMode) -> DestinationConfig {
         ],
         batch_window: Duration::from_millis(20),
         reconcile_interval: Duration::from_secs(3600),
+        resync_interval: None,
         retry_window: Duration::from_secs(60),
         retry_base: Duration::from_millis(10),
         max_batch: None,
@@ -440,6 +441,29 @@ async fn a_resync_repairs_records_changed_or_deleted_in_the_esp() {
     std::thread::sleep(Duration::from_millis(200));
     h.wait("settled", Harness::settled);
     assert_eq!(h.calls(), calls);
+    h.stop().await;
+}
+
+/// With `resync_interval`, drift in the ESP is repaired without anyone asking.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_resync_repairs_drift_on_its_own() {
+    let mut config = config("email_marketing", SyncMode::Upsert);
+    config.resync_interval = Some(Duration::from_millis(300));
+    let h = Harness::start(config);
+    h.put(1, json!({"firstName": "P1", "plan": "pro"}));
+    h.wait("the contact", |h| {
+        h.connector.with(|s| s.held.len()) == 1 && h.settled()
+    });
+    h.connector.with(|s| s.held.clear());
+    // Sent in full: the mapped field the profile lacks is cleared too.
+    let repaired = BTreeMap::from([
+        ("CITY".to_owned(), json!("")),
+        ("FNAME".to_owned(), json!("P1")),
+        ("PLAN".to_owned(), json!("pro")),
+    ]);
+    h.wait("the scheduled resync", |h| {
+        h.connector.with(|s| s.held.get(&email(1)) == Some(&repaired))
+    });
     h.stop().await;
 }
 

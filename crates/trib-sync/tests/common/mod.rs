@@ -339,6 +339,7 @@ impl EspSetup {
             ],
             batch_window: DestinationConfig::DEFAULT_BATCH_WINDOW,
             reconcile_interval: DestinationConfig::DEFAULT_RECONCILE_INTERVAL,
+            resync_interval: None,
             retry_window: Duration::from_secs(3600),
             retry_base: Duration::from_millis(20),
             max_batch: None,
