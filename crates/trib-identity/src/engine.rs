@@ -1480,7 +1480,17 @@ impl EventInfo {
 /// Encodes a profile document: MessagePack with field names (compact, fast, and tolerant of
 /// added fields), so a later version reads what an earlier one wrote.
 pub fn encode(profile: &Profile) -> Result<Vec<u8>, rmp_serde::encode::Error> {
-    rmp_serde::to_vec_named(profile)
+    // Sized up front from the profile's shape: growing from empty re-allocated and copied the
+    // buffer several times per profile (a fifth of the engine's time went to `malloc` and
+    // `memcpy`).
+    let estimate = 256
+        + 128 * profile.identifiers.len()
+        + 96 * profile.traits.len()
+        + 160 * profile.observations.values().map(BTreeMap::len).sum::<usize>()
+        + 32 * (profile.sources.len() + profile.merged_ids.len());
+    let mut buffer = Vec::with_capacity(estimate);
+    rmp_serde::encode::write_named(&mut buffer, profile)?;
+    Ok(buffer)
 }
 
 /// Decodes a stored profile document.
