@@ -1486,7 +1486,12 @@ pub fn encode(profile: &Profile) -> Result<Vec<u8>, rmp_serde::encode::Error> {
     let estimate = 256
         + 128 * profile.identifiers.len()
         + 96 * profile.traits.len()
-        + 160 * profile.observations.values().map(BTreeMap::len).sum::<usize>()
+        + 160
+            * profile
+                .observations
+                .values()
+                .map(BTreeMap::len)
+                .sum::<usize>()
         + 32 * (profile.sources.len() + profile.merged_ids.len());
     let mut buffer = Vec::with_capacity(estimate);
     rmp_serde::encode::write_named(&mut buffer, profile)?;

@@ -462,7 +462,8 @@ async fn a_scheduled_resync_repairs_drift_on_its_own() {
         ("PLAN".to_owned(), json!("pro")),
     ]);
     h.wait("the scheduled resync", |h| {
-        h.connector.with(|s| s.held.get(&email(1)) == Some(&repaired))
+        h.connector
+            .with(|s| s.held.get(&email(1)) == Some(&repaired))
     });
     h.stop().await;
 }
