@@ -713,6 +713,65 @@ async fn mailchimp_after_a_restart_still_waits_for_a_batch_the_previous_process_
     h.assert_held(&newer[0]);
 }
 
+/// A confirmation search that is refused fails only the contacts it was for: the others of
+/// the same batch stay confirmed (a 30,000-contact batch is not sent again for one 429).
+#[tokio::test]
+async fn sendgrid_a_refused_confirmation_search_fails_only_its_contacts() {
+    // Two calls per endpoint per window: the four searches of 400 contacts go out at once
+    // (the endpoint's limit is not known yet), so two of them are refused with 429.
+    let h = harness_with(
+        SimKind::Sendgrid,
+        |config| {
+            config.rate_max = Some(2);
+            config.sendgrid_job_delay = Duration::from_millis(0);
+        },
+        |_| {},
+    )
+    .await;
+    let contacts: Vec<Contact> = (0..400)
+        .map(|n| h.contact(&format!("P{n:03}"), "gold"))
+        .collect();
+    let outcomes = h
+        .upsert(contacts.clone())
+        .await
+        .expect("not a whole failure");
+    let confirmed = outcomes
+        .iter()
+        .filter(|outcome| matches!(outcome, ItemOutcome::Confirmed { .. }))
+        .count();
+    let throttled = outcomes
+        .iter()
+        .filter(|outcome| {
+            matches!(
+                outcome,
+                ItemOutcome::Failed {
+                    class: ErrorClass::Throttled,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(confirmed + throttled, 400, "{outcomes:?}");
+    assert!(
+        confirmed >= 100 && throttled >= 100,
+        "some searches answered, some refused: {confirmed} confirmed, {throttled} throttled"
+    );
+    // Searches answer in chunks of 100, in order: each chunk is all confirmed or all failed.
+    for chunk in outcomes.chunks(100) {
+        let first = matches!(chunk[0], ItemOutcome::Confirmed { .. });
+        assert!(
+            chunk
+                .iter()
+                .all(|outcome| matches!(outcome, ItemOutcome::Confirmed { .. }) == first)
+        );
+    }
+    for (outcome, contact) in outcomes.iter().zip(&contacts) {
+        if matches!(outcome, ItemOutcome::Confirmed { .. }) {
+            h.assert_confirmed(outcome, contact);
+        }
+    }
+}
+
 /// Mailchimp's 10-connection cap: 40 concurrent PUTs never exceed it (no 429).
 #[tokio::test]
 async fn mailchimp_stays_within_ten_connections() {
