@@ -713,6 +713,91 @@ async fn mailchimp_after_a_restart_still_waits_for_a_batch_the_previous_process_
     h.assert_held(&newer[0]);
 }
 
+/// A SendGrid import job still running at its deadline: nothing is written or deleted (an
+/// erasure included) until it has finished, so it cannot overwrite a newer value or
+/// re-create a deleted contact.
+#[tokio::test]
+async fn sendgrid_writes_and_deletes_nothing_while_a_job_abandoned_at_its_deadline_runs() {
+    let h = harness_with(
+        SimKind::Sendgrid,
+        |config| config.sendgrid_job_delay = Duration::from_millis(1_500),
+        |_| {},
+    )
+    .await;
+    let mut config = SendgridConfig::new("test-key");
+    config.base_url = Some(h.sim.base_url());
+    config.job_deadline = Duration::from_millis(200);
+    let connector = SendgridConnector::new(&config).expect("connector");
+    let old = vec![h.contact("Ann", "gold"), h.contact("Bob", "gold")];
+    let error = connector
+        .upsert(h.permit(old))
+        .await
+        .expect_err("the job is still running at the deadline");
+    assert_eq!(error.class, ErrorClass::Transient, "{error}");
+
+    let writes = |h: &Harness| {
+        h.sim
+            .requests()
+            .iter()
+            .filter(|request| request.method == "PUT" || request.method == "DELETE")
+            .count()
+    };
+    let before = writes(&h);
+    let newer = vec![h.contact("Ann", "platinum")];
+    let error = connector
+        .upsert(h.permit(newer.clone()))
+        .await
+        .expect_err("held back by the running job");
+    assert_eq!(error.class, ErrorClass::Transient, "{error}");
+    let erasure = DeleteTarget {
+        profile_id: "profile-bob".to_owned(),
+        esp_id: String::new(),
+        email: Some(trib_core::Secret::new("bob@example.com".to_owned())),
+        permanent: true,
+    };
+    let error = connector
+        .delete(vec![erasure.clone()])
+        .await
+        .expect_err("held back by the running job");
+    assert_eq!(error.class, ErrorClass::Transient, "{error}");
+    assert_eq!(writes(&h), before, "nothing written while the old job runs");
+
+    // Once the old job has applied, the newer value is sent (its own job outlives the short
+    // deadline too, so it is not confirmed here) and then held.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while h.held(&h.contact("Ann", "gold")).is_none() {
+        assert!(Instant::now() < deadline, "the old job never applied");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = connector.upsert(h.permit(newer.clone())).await;
+    assert_eq!(
+        writes(&h),
+        before + 1,
+        "the newer value is sent once the old job is done"
+    );
+    // The erasure waits for that job in turn, then removes Bob.
+    let outcomes = loop {
+        match connector.delete(vec![erasure.clone()]).await {
+            Ok(outcomes) => break outcomes,
+            Err(error) => {
+                assert_eq!(error.class, ErrorClass::Transient, "{error}");
+                assert!(Instant::now() < deadline, "never deleted: {error}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    assert!(
+        matches!(outcomes[0], ItemOutcome::Confirmed { .. }),
+        "{outcomes:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    h.assert_held(&newer[0]);
+    assert!(
+        h.held(&h.contact("Bob", "gold")).is_none(),
+        "Bob stays erased"
+    );
+}
+
 /// A confirmation search that is refused fails only the contacts it was for: the others of
 /// the same batch stay confirmed (a 30,000-contact batch is not sent again for one 429).
 #[tokio::test]

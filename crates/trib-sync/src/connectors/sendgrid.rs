@@ -129,6 +129,11 @@ pub struct SendgridConnector {
     job_deadline: Duration,
     /// The custom field definitions and when they were read.
     fields: Mutex<Option<(Arc<FieldDefinitions>, tokio::time::Instant)>>,
+    /// Import jobs whose outcome is unknown (still running at the deadline, or their status
+    /// unreadable): nothing is written or deleted until they have finished, so that one
+    /// applying late never overwrites a newer write or re-creates a deleted contact. Kept in
+    /// memory only (SendGrid has no endpoint that lists running imports).
+    outstanding: Mutex<Vec<String>>,
 }
 
 /// Custom field id (`e1_T`) → (name, type: `Text`, `Number` or `Date`).
@@ -166,6 +171,7 @@ impl SendgridConnector {
             list_ids: config.list_ids.clone(),
             job_deadline: config.job_deadline,
             fields: Mutex::new(None),
+            outstanding: Mutex::new(Vec::new()),
         })
     }
 
@@ -253,6 +259,58 @@ impl SendgridConnector {
     }
 
     /// Polls a job until it ends; `Ok(status)` is `completed`, `failed` or `errored`.
+    fn outstanding_jobs(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
+        self.outstanding
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Looks at the import jobs whose outcome is unknown: finished (or unknown to SendGrid)
+    /// ones are forgotten; while one still runs, the call fails as transient before sending
+    /// anything (its records stay pending and are retried later).
+    async fn wait_for_outstanding(&self) -> Result<(), CallError> {
+        let ids = self.outstanding_jobs().clone();
+        for id in ids {
+            let url = format!("{}/v3/marketing/contacts/imports/{id}", self.base);
+            let response = self
+                .api
+                .send(
+                    "contacts.import_status",
+                    self.api.request(Method::GET, &url),
+                )
+                .await?;
+            let running = match response.status {
+                404 => None,
+                _ if response.is_success() => {
+                    let job: Job = response.json("contacts.import_status")?;
+                    (!matches!(job.status.as_str(), "completed" | "failed" | "errored"))
+                        .then_some(job.status)
+                }
+                status => {
+                    return Err(transient(
+                        Some(status),
+                        format!("contacts.import_status: {}", response.error_summary()),
+                    ));
+                }
+            };
+            match running {
+                Some(status) => {
+                    return Err(transient(
+                        None,
+                        format!(
+                            "an earlier contacts job, abandoned at its deadline, is still \
+                             {status}: nothing is written until it finishes"
+                        ),
+                    ));
+                }
+                None => self
+                    .outstanding_jobs()
+                    .retain(|outstanding| *outstanding != id),
+            }
+        }
+        Ok(())
+    }
+
     async fn wait_for_job(&self, job_id: &str) -> Result<String, CallError> {
         let deadline = tokio::time::Instant::now() + self.job_deadline;
         let url = format!("{}/v3/marketing/contacts/imports/{job_id}", self.base);
@@ -279,7 +337,6 @@ impl SendgridConnector {
         }
     }
 
-    /// Searches `contacts` by email and confirms each against what was sent.
     /// PUTs the contacts at `chunk` (≤ 30,000, ≤ 6 MB), waits for the job, and confirms them:
     /// outcomes go to `outcomes`, a failed search to `failed` for its contacts. `Err` when
     /// the PUT or the job failed.
@@ -297,7 +354,13 @@ impl SendgridConnector {
         else {
             return Ok(());
         };
-        let status = self.wait_for_job(&job_id).await?;
+        let status = match self.wait_for_job(&job_id).await {
+            Ok(status) => status,
+            Err(error) => {
+                self.outstanding_jobs().push(job_id);
+                return Err(error);
+            }
+        };
         if status != "completed" {
             tracing::warn!(job_status = %status, "sendgrid upsert job did not complete");
         }
@@ -410,6 +473,7 @@ impl Connector for SendgridConnector {
     }
 
     async fn upsert(&self, batch: Vec<Permitted<Contact>>) -> Result<Vec<ItemOutcome>, CallError> {
+        self.wait_for_outstanding().await?;
         let contacts: Vec<Contact> = batch.into_iter().map(Permitted::into_inner).collect();
         let mut outcomes: Vec<Option<ItemOutcome>> = contacts
             .iter()
@@ -465,6 +529,8 @@ impl Connector for SendgridConnector {
     }
 
     async fn delete(&self, targets: Vec<DeleteTarget>) -> Result<Vec<ItemOutcome>, CallError> {
+        // Erasures wait too: an import applying after the delete would re-create the person.
+        self.wait_for_outstanding().await?;
         // Targets known only by email get their contact ids first (one search per 100); one
         // that SendGrid does not hold is already gone (its id stays empty).
         let by_email = |target: &DeleteTarget| {
