@@ -637,18 +637,31 @@ async fn mailchimp_writes_nothing_while_a_batch_abandoned_at_its_deadline_runs()
         assert!(Instant::now() < deadline, "the old batch never applied");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let outcomes = loop {
-        match connector.upsert(h.permit(newer.clone())).await {
-            Ok(outcomes) => break outcomes,
-            Err(error) => {
-                assert_eq!(error.class, ErrorClass::Transient, "{error}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    };
+    let outcomes = until_ok(deadline, "never written", || {
+        connector.upsert(h.permit(newer.clone()))
+    })
+    .await;
     h.assert_confirmed(&outcomes[0], &newer[0]);
     tokio::time::sleep(Duration::from_millis(300)).await;
     h.assert_held(&newer[0]);
+}
+
+/// Calls `call` until it succeeds (each failure must be transient: held back), at most until
+/// `deadline`.
+async fn until_ok<T, F>(deadline: Instant, what: &str, mut call: impl FnMut() -> F) -> T
+where
+    F: std::future::Future<Output = Result<T, CallError>>,
+{
+    loop {
+        match call().await {
+            Ok(value) => return value,
+            Err(error) => {
+                assert_eq!(error.class, ErrorClass::Transient, "{error}");
+                assert!(Instant::now() < deadline, "{what}: {error}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
 }
 
 /// After a restart the abandoned batch's id is gone from memory: the new connector finds it
@@ -694,16 +707,10 @@ async fn mailchimp_after_a_restart_still_waits_for_a_batch_the_previous_process_
     assert_eq!(puts(&h), 0, "nothing written while the old batch runs");
 
     let deadline = Instant::now() + Duration::from_secs(10);
-    let outcomes = loop {
-        match restarted.upsert(h.permit(newer.clone())).await {
-            Ok(outcomes) => break outcomes,
-            Err(error) => {
-                assert_eq!(error.class, ErrorClass::Transient, "{error}");
-                assert!(Instant::now() < deadline, "never written: {error}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    };
+    let outcomes = until_ok(deadline, "never written", || {
+        restarted.upsert(h.permit(newer.clone()))
+    })
+    .await;
     assert!(
         h.held(&h.contact("Cat", "gold")).is_some(),
         "written only after the old batch applied"
@@ -776,16 +783,10 @@ async fn sendgrid_writes_and_deletes_nothing_while_a_job_abandoned_at_its_deadli
         "the newer value is sent once the old job is done"
     );
     // The erasure waits for that job in turn, then removes Bob.
-    let outcomes = loop {
-        match connector.delete(vec![erasure.clone()]).await {
-            Ok(outcomes) => break outcomes,
-            Err(error) => {
-                assert_eq!(error.class, ErrorClass::Transient, "{error}");
-                assert!(Instant::now() < deadline, "never deleted: {error}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    };
+    let outcomes = until_ok(deadline, "never deleted", || {
+        connector.delete(vec![erasure.clone()])
+    })
+    .await;
     assert!(
         matches!(outcomes[0], ItemOutcome::Confirmed { .. }),
         "{outcomes:?}"

@@ -34,7 +34,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use trib_consent::Permitted;
 
-use super::{collapse, hex, poll_delay, run_each, trim_base, values_match, verify_gone};
+use super::{
+    Outstanding, collapse, hex, poll_delay, run_each, trim_base, values_match, verify_gone,
+};
 use crate::connector::{
     CallError, Connector, Contact, DeleteTarget, DestinationKind, ErrorClass, ItemOutcome, Limits,
 };
@@ -83,7 +85,7 @@ pub struct MailchimpConnector {
     batch_deadline: Duration,
     /// `/batches` jobs still running when their deadline passed: no upsert is sent until
     /// they finish, so that one applying late never overwrites a newer write.
-    outstanding: std::sync::Mutex<Vec<String>>,
+    outstanding: Outstanding,
     /// Whether the batches still running when this process started (`GET /batches`) have
     /// been added to `outstanding`: a restart must not forget a batch abandoned before it.
     adopted: tokio::sync::OnceCell<()>,
@@ -233,15 +235,9 @@ impl MailchimpConnector {
             list_id: config.list_id.clone().into(),
             batch_threshold: config.batch_threshold,
             batch_deadline: config.batch_deadline,
-            outstanding: std::sync::Mutex::new(Vec::new()),
+            outstanding: Outstanding::default(),
             adopted: tokio::sync::OnceCell::new(),
         })
-    }
-
-    fn outstanding(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
-        self.outstanding
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Looks at the batches abandoned at their deadline: finished (or unknown to Mailchimp)
@@ -253,40 +249,15 @@ impl MailchimpConnector {
         self.adopted
             .get_or_try_init(|| self.adopt_running_batches())
             .await?;
-        let ids = self.outstanding().clone();
-        for id in ids {
-            let url = format!("{}/3.0/batches/{id}", self.base);
-            let response = self
-                .api
-                .send("batches.get", self.api.request(Method::GET, &url))
-                .await?;
-            let status = match response.status {
-                404 => None,
-                _ if response.is_success() => {
-                    let batch: Batch = response.json("batches.get")?;
-                    (batch.status != "finished").then_some(batch.status)
-                }
-                status => {
-                    return Err(transient(
-                        Some(status),
-                        format!("batches.get: {}", response.error_summary()),
-                    ));
-                }
-            };
-            match status {
-                Some(status) => {
-                    return Err(transient(
-                        None,
-                        format!(
-                            "an earlier batch, abandoned at its deadline, is still {status}: \
-                             nothing is written until it finishes"
-                        ),
-                    ));
-                }
-                None => self.outstanding().retain(|outstanding| *outstanding != id),
-            }
-        }
-        Ok(())
+        self.outstanding
+            .wait(
+                &self.api,
+                "batches.get",
+                "batch",
+                |id| format!("{}/3.0/batches/{id}", self.base),
+                |status| status == "finished",
+            )
+            .await
     }
 
     /// Once per process, before the first write: every batch Mailchimp still runs (`GET
@@ -363,11 +334,8 @@ impl MailchimpConnector {
                 "mailchimp batches still running at start: writes wait until they finish"
             );
         }
-        let mut outstanding = self.outstanding();
         for id in running {
-            if !outstanding.contains(&id) {
-                outstanding.push(id);
-            }
+            self.outstanding.add(id);
         }
         Ok(())
     }
@@ -431,7 +399,7 @@ impl MailchimpConnector {
             Err(error) => {
                 // Past its deadline, or its status unreadable: it may still apply later, so
                 // later writes wait for it (`wait_for_outstanding`).
-                self.outstanding().push(batch.id);
+                self.outstanding.add(batch.id);
                 return Err(error);
             }
         };

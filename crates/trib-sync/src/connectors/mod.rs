@@ -29,6 +29,80 @@ pub use sendgrid::{SendgridConfig, SendgridConnector};
 pub use webhook::{WebhookConfig, WebhookConnector};
 
 use crate::connector::{CallError, ErrorClass, ItemOutcome};
+use crate::http::{Api, transient};
+
+/// Asynchronous jobs (Mailchimp batches, SendGrid imports) whose outcome is unknown: still
+/// running at their deadline, or their status unreadable. While one may still apply, nothing
+/// is written (or deleted, where a late job could re-create the record), so that it never
+/// overwrites a newer value. Kept in memory.
+#[derive(Default)]
+pub(crate) struct Outstanding(std::sync::Mutex<Vec<String>>);
+
+/// What a job's status answer says (the only field read).
+#[derive(serde::Deserialize)]
+struct JobStatus {
+    #[serde(default)]
+    status: String,
+}
+
+impl Outstanding {
+    fn ids(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Adds a job, once.
+    pub(crate) fn add(&self, id: String) {
+        let mut ids = self.ids();
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+
+    /// Reads each job's status (`GET url_of(id)`, as `endpoint`): finished ones (`finished`
+    /// says which statuses end a job) and ones the ESP no longer knows (404) are forgotten;
+    /// while one still runs, fails as transient, naming `what` it is.
+    pub(crate) async fn wait(
+        &self,
+        api: &Api,
+        endpoint: &'static str,
+        what: &str,
+        url_of: impl Fn(&str) -> String,
+        finished: fn(&str) -> bool,
+    ) -> Result<(), CallError> {
+        let ids = self.ids().clone();
+        for id in ids {
+            let response = api
+                .send(endpoint, api.request(reqwest::Method::GET, &url_of(&id)))
+                .await?;
+            match response.status {
+                404 => {}
+                _ if response.is_success() => {
+                    let job: JobStatus = response.json(endpoint)?;
+                    if !finished(&job.status) {
+                        return Err(transient(
+                            None,
+                            format!(
+                                "an earlier {what}, abandoned at its deadline, is still {}: \
+                                 nothing is written until it finishes",
+                                job.status
+                            ),
+                        ));
+                    }
+                }
+                status => {
+                    return Err(transient(
+                        Some(status),
+                        format!("{endpoint}: {}", response.error_summary()),
+                    ));
+                }
+            }
+            self.ids().retain(|outstanding| *outstanding != id);
+        }
+        Ok(())
+    }
+}
 
 /// Whether the value an ESP holds (`held`) is the value that was sent. ESPs store many
 /// values as text, so a number or boolean equals its text form (`3` and `"3"`), and `null`

@@ -37,7 +37,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use trib_consent::Permitted;
 
-use super::{plausible_email, poll_delay, trim_base, value_as_text, values_match};
+use super::{Outstanding, plausible_email, poll_delay, trim_base, value_as_text, values_match};
 use crate::connector::{
     CallError, Connector, Contact, DeleteTarget, DestinationKind, ErrorClass, ItemOutcome, Limits,
 };
@@ -133,7 +133,7 @@ pub struct SendgridConnector {
     /// unreadable): nothing is written or deleted until they have finished, so that one
     /// applying late never overwrites a newer write or re-creates a deleted contact. Kept in
     /// memory only (SendGrid has no endpoint that lists running imports).
-    outstanding: Mutex<Vec<String>>,
+    outstanding: Outstanding,
 }
 
 /// Custom field id (`e1_T`) → (name, type: `Text`, `Number` or `Date`).
@@ -141,6 +141,11 @@ pub type FieldDefinitions = HashMap<String, (String, String)>;
 
 /// How often the field definitions may be re-read when an unknown id is sent.
 const FIELDS_REFRESH: Duration = Duration::from_secs(60);
+
+/// Whether a job's status is final.
+fn job_ended(status: &str) -> bool {
+    matches!(status, "completed" | "failed" | "errored")
+}
 
 /// An import or delete job's status (the fields read here).
 #[derive(Debug, Deserialize)]
@@ -171,7 +176,7 @@ impl SendgridConnector {
             list_ids: config.list_ids.clone(),
             job_deadline: config.job_deadline,
             fields: Mutex::new(None),
-            outstanding: Mutex::new(Vec::new()),
+            outstanding: Outstanding::default(),
         })
     }
 
@@ -258,59 +263,22 @@ impl SendgridConnector {
         }
     }
 
-    /// Polls a job until it ends; `Ok(status)` is `completed`, `failed` or `errored`.
-    fn outstanding_jobs(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
-        self.outstanding
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     /// Looks at the import jobs whose outcome is unknown: finished (or unknown to SendGrid)
     /// ones are forgotten; while one still runs, the call fails as transient before sending
     /// anything (its records stay pending and are retried later).
     async fn wait_for_outstanding(&self) -> Result<(), CallError> {
-        let ids = self.outstanding_jobs().clone();
-        for id in ids {
-            let url = format!("{}/v3/marketing/contacts/imports/{id}", self.base);
-            let response = self
-                .api
-                .send(
-                    "contacts.import_status",
-                    self.api.request(Method::GET, &url),
-                )
-                .await?;
-            let running = match response.status {
-                404 => None,
-                _ if response.is_success() => {
-                    let job: Job = response.json("contacts.import_status")?;
-                    (!matches!(job.status.as_str(), "completed" | "failed" | "errored"))
-                        .then_some(job.status)
-                }
-                status => {
-                    return Err(transient(
-                        Some(status),
-                        format!("contacts.import_status: {}", response.error_summary()),
-                    ));
-                }
-            };
-            match running {
-                Some(status) => {
-                    return Err(transient(
-                        None,
-                        format!(
-                            "an earlier contacts job, abandoned at its deadline, is still \
-                             {status}: nothing is written until it finishes"
-                        ),
-                    ));
-                }
-                None => self
-                    .outstanding_jobs()
-                    .retain(|outstanding| *outstanding != id),
-            }
-        }
-        Ok(())
+        self.outstanding
+            .wait(
+                &self.api,
+                "contacts.import_status",
+                "contacts job",
+                |id| format!("{}/v3/marketing/contacts/imports/{id}", self.base),
+                job_ended,
+            )
+            .await
     }
 
+    /// Polls a job until it ends; `Ok(status)` is `completed`, `failed` or `errored`.
     async fn wait_for_job(&self, job_id: &str) -> Result<String, CallError> {
         let deadline = tokio::time::Instant::now() + self.job_deadline;
         let url = format!("{}/v3/marketing/contacts/imports/{job_id}", self.base);
@@ -322,7 +290,7 @@ impl SendgridConnector {
                 .send_expect_success("contacts.import_status", request)
                 .await?
                 .json("contacts.import_status")?;
-            if matches!(job.status.as_str(), "completed" | "failed" | "errored") {
+            if job_ended(&job.status) {
                 return Ok(job.status);
             }
             let delay = poll_delay(attempt);
@@ -357,7 +325,7 @@ impl SendgridConnector {
         let status = match self.wait_for_job(&job_id).await {
             Ok(status) => status,
             Err(error) => {
-                self.outstanding_jobs().push(job_id);
+                self.outstanding.add(job_id);
                 return Err(error);
             }
         };
