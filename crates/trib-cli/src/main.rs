@@ -24,6 +24,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of the system allocator (see BENCHMARKS.md, "Allocator").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Tributary: a self-hosted customer-data hub for personalized email.
 #[derive(Debug, Parser)]
 #[command(name = "tributary", version, about)]

@@ -5,11 +5,16 @@
 //! the device to the user id: renames and merges), and a CRM row per user adds a CRM email
 //! link. Runs against the in-memory store (engine cost alone) and the embedded SQLite store.
 //! `IDENTITY_BENCH=consumer` runs only the last two lines (the consumer, plain then encrypted at
-//! rest), `IDENTITY_BENCH=sealed` only the encrypted one.
+//! rest), `IDENTITY_BENCH=sealed` only the encrypted one, `IDENTITY_BENCH=engine` only the
+//! engine over the in-memory store (its own cost, for profiling).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 use std::time::Instant;
+
+// The allocator the `tributary` binary uses.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use bytes::Bytes;
 use serde_json::json;
@@ -111,6 +116,15 @@ fn main() {
         }
         Ok("sealed") => {
             consume(&events, true);
+            return;
+        }
+        Ok("engine") => {
+            run(
+                "memory store",
+                Arc::new(MemoryStore::new()),
+                &events,
+                20_000,
+            );
             return;
         }
         _ => {}
