@@ -733,11 +733,11 @@ impl<S: ProfileStore> Engine<S> {
         let Some(profile) = self.profiles.get_mut(&target) else {
             return;
         };
-        let Some(entry) = profile
-            .identifiers
-            .iter_mut()
-            .find(|e| e.kind == *name && e.value == id.value)
-        else {
+        // Only an entry first seen no earlier than this event can change: comparing the
+        // inline time first spares most events (they come in time order) two string reads.
+        let Some(entry) = profile.identifiers.iter_mut().find(|e| {
+            e.first_seen_ms >= event.timestamp_ms && e.kind == *name && e.value == id.value
+        }) else {
             return;
         };
         if (event.timestamp_ms, event.message_id.as_str())
