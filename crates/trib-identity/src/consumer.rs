@@ -559,6 +559,18 @@ fn run<S: ProfileStore + Clone>(
             continue;
         }
         let count = events.len();
+        // What is left to read after this round: 0 when it read nothing (caught up).
+        let behind = if count == 0 {
+            Some(0)
+        } else {
+            (0..log.partition_count())
+                .map(|partition| runtime.block_on(log.end_offset(partition)).ok())
+                .collect::<Option<Vec<u64>>>()
+                .map(|ends| lag(&ends, &new_next))
+        };
+        if let Some(behind) = behind {
+            metrics::gauge!("tributary_identity_lag_events").set(behind as f64);
+        }
         if count > 0 {
             if let Err(error) = engine.apply(&events) {
                 metrics::counter!("tributary_identity_errors_total").increment(1);
@@ -592,6 +604,14 @@ fn run<S: ProfileStore + Clone>(
     }
 }
 
+/// Events appended to the log (`ends`, per partition) that a reader at `next` has not read.
+fn lag(ends: &[u64], next: &[u64]) -> u64 {
+    ends.iter()
+        .zip(next)
+        .map(|(end, next)| end.saturating_sub(*next))
+        .sum()
+}
+
 /// After a failure (the engine dropped its caches and pending work): waits, then rereads the
 /// committed offsets so the next round starts where the stored state ends.
 fn recover<S: ProfileStore>(
@@ -613,5 +633,15 @@ fn recover<S: ProfileStore>(
         Err(error) => {
             tracing::warn!(%error, "identity: cannot read committed offsets");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn lag_counts_what_is_left_in_every_partition_and_never_goes_negative() {
+        assert_eq!(super::lag(&[10, 5, 0], &[4, 5, 0]), 6);
+        // An end read before the reader's position (a stale end) counts as nothing left.
+        assert_eq!(super::lag(&[3, 9], &[7, 1]), 8);
     }
 }

@@ -208,6 +208,38 @@ fn metrics_count_each_outcome_per_source_and_the_ack_latency() {
         1.0
     );
     assert!(metrics.contains("tributary_ack_latency_seconds_bucket{source=\"web\",le=\"0.02\"}"));
+
+    // The identity consumer reports how far behind the log it is: nothing once it has
+    // applied the one accepted event.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let metrics = client
+            .get(server.url("/metrics"))
+            .bearer_auth(ADMIN_KEY)
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        let value = |name: &str| {
+            metrics
+                .lines()
+                .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+                .and_then(|v| v.parse::<f64>().ok())
+        };
+        if value("tributary_identity_events_total") == Some(1.0) {
+            assert_eq!(
+                value("tributary_identity_lag_events"),
+                Some(0.0),
+                "{metrics}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the identity consumer did not apply the event:\n{metrics}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
 
 #[test]
