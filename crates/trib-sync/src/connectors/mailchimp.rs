@@ -34,9 +34,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use trib_consent::Permitted;
 
-use super::{
-    Outstanding, collapse, hex, poll_delay, run_each, trim_base, values_match, verify_gone,
-};
+use super::{Outstanding, collapse, hex, poll_job, run_each, trim_base, values_match, verify_gone};
 use crate::connector::{
     CallError, Connector, Contact, DeleteTarget, DestinationKind, ErrorClass, ItemOutcome, Limits,
 };
@@ -427,30 +425,30 @@ impl MailchimpConnector {
             .collect())
     }
 
+    /// One read of a batch's status.
+    async fn batch_status(&self, url: &str) -> Result<Batch, CallError> {
+        let request = self.api.request(Method::GET, url);
+        self.api
+            .send_expect_success("batches.get", request)
+            .await?
+            .json("batches.get")
+    }
+
+    /// Polls a batch until it is `finished` (see [`poll_job`]).
     async fn wait_for_batch(&self, id: String) -> Result<Batch, CallError> {
-        let deadline = tokio::time::Instant::now() + self.batch_deadline;
         let url = format!("{}/3.0/batches/{id}", self.base);
-        let mut attempt = 0;
-        loop {
-            let request = self.api.request(Method::GET, &url);
-            let batch: Batch = self
-                .api
-                .send_expect_success("batches.get", request)
-                .await?
-                .json("batches.get")?;
-            if batch.status == "finished" {
-                return Ok(batch);
-            }
-            let delay = poll_delay(attempt);
-            if tokio::time::Instant::now() + delay > deadline {
-                return Err(transient(
+        poll_job(
+            self.batch_deadline,
+            || self.batch_status(&url),
+            |batch| batch.status == "finished",
+            |batch| {
+                transient(
                     None,
                     format!("batches.get: batch still {} at the deadline", batch.status),
-                ));
-            }
-            tokio::time::sleep(delay).await;
-            attempt += 1;
-        }
+                )
+            },
+        )
+        .await
     }
 }
 

@@ -282,6 +282,43 @@ pub(crate) fn poll_delay(attempt: u32) -> Duration {
     Duration::from_millis(100u64.saturating_mul(1 << attempt.min(5))).min(Duration::from_secs(2))
 }
 
+/// Reads an asynchronous job's status (`read`) until `ended` says it finished, pausing
+/// [`poll_delay`] between reads (longer when a throttled answer asks), for at most `limit`.
+/// A read that fails transiently or is throttled is read again until then: giving up on a
+/// job that runs anyway would only leave it outstanding, holding back every later write until
+/// another status read succeeds. At the deadline: `still_running(status)` for a job still
+/// running, or the last read's error.
+pub(crate) async fn poll_job<T, F: Future<Output = Result<T, CallError>>>(
+    limit: Duration,
+    mut read: impl FnMut() -> F,
+    ended: impl Fn(&T) -> bool,
+    still_running: impl Fn(&T) -> CallError,
+) -> Result<T, CallError> {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut attempt = 0;
+    loop {
+        let mut delay = poll_delay(attempt);
+        match read().await {
+            Ok(job) if ended(&job) => return Ok(job),
+            Ok(job) => {
+                if tokio::time::Instant::now() + delay > deadline {
+                    return Err(still_running(&job));
+                }
+            }
+            Err(error) if matches!(error.class, ErrorClass::Transient | ErrorClass::Throttled) => {
+                delay = delay.max(error.retry_after.unwrap_or_default());
+                if tokio::time::Instant::now() + delay > deadline {
+                    return Err(error);
+                }
+                tracing::debug!(detail = %error.detail, "a job status read failed; reading it again");
+            }
+            Err(error) => return Err(error),
+        }
+        tokio::time::sleep(delay).await;
+        attempt += 1;
+    }
+}
+
 /// Trims a configured base URL's trailing slashes.
 pub(crate) fn trim_base(url: &str) -> String {
     url.trim_end_matches('/').to_owned()
@@ -370,5 +407,69 @@ mod tests {
         assert_eq!(poll_delay(0), Duration::from_millis(100));
         assert_eq!(poll_delay(3), Duration::from_millis(800));
         assert_eq!(poll_delay(30), Duration::from_secs(2));
+    }
+
+    fn failure(class: ErrorClass) -> CallError {
+        CallError {
+            class,
+            status: Some(503),
+            retry_after: None,
+            detail: "status read failed".to_owned(),
+        }
+    }
+
+    /// Polls answers in order (the last one again when they run out).
+    async fn poll(
+        answers: Vec<Result<&'static str, ErrorClass>>,
+        limit: Duration,
+    ) -> (Result<&'static str, CallError>, usize) {
+        let reads = std::sync::atomic::AtomicUsize::new(0);
+        let result = poll_job(
+            limit,
+            || {
+                let n = reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let answer = answers[n.min(answers.len() - 1)];
+                async move { answer.map_err(failure) }
+            },
+            |status| *status == "finished",
+            |status| failure_detail(status),
+        )
+        .await;
+        (result, reads.into_inner())
+    }
+
+    fn failure_detail(status: &str) -> CallError {
+        CallError {
+            detail: format!("still {status}"),
+            ..failure(ErrorClass::Transient)
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_job_status_read_that_fails_transiently_is_read_again() {
+        let (result, reads) = poll(
+            vec![
+                Err(ErrorClass::Transient),
+                Ok("pending"),
+                Err(ErrorClass::Throttled),
+                Ok("finished"),
+            ],
+            Duration::from_secs(60),
+        )
+        .await;
+        assert_eq!(result.unwrap(), "finished");
+        assert_eq!(reads, 4);
+
+        // Auth or fatal failures end it at once.
+        let (result, reads) = poll(vec![Err(ErrorClass::Auth)], Duration::from_secs(60)).await;
+        assert_eq!(result.unwrap_err().class, ErrorClass::Auth);
+        assert_eq!(reads, 1);
+
+        // At the deadline: the last failure, or the status of a job still running.
+        let (result, _) = poll(vec![Err(ErrorClass::Transient)], Duration::from_secs(5)).await;
+        assert_eq!(result.unwrap_err().detail, "status read failed");
+        let (result, reads) = poll(vec![Ok("pending")], Duration::from_secs(5)).await;
+        assert_eq!(result.unwrap_err().detail, "still pending");
+        assert!(reads > 3, "{reads} reads in 5 s");
     }
 }

@@ -37,7 +37,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use trib_consent::Permitted;
 
-use super::{Outstanding, plausible_email, poll_delay, trim_base, value_as_text, values_match};
+use super::{Outstanding, plausible_email, poll_job, trim_base, value_as_text, values_match};
 use crate::connector::{
     CallError, Connector, Contact, DeleteTarget, DestinationKind, ErrorClass, ItemOutcome, Limits,
 };
@@ -278,31 +278,32 @@ impl SendgridConnector {
             .await
     }
 
-    /// Polls a job until it ends; `Ok(status)` is `completed`, `failed` or `errored`.
+    /// One read of an import job's status.
+    async fn job_status(&self, url: &str) -> Result<Job, CallError> {
+        let request = self.api.request(Method::GET, url);
+        self.api
+            .send_expect_success("contacts.import_status", request)
+            .await?
+            .json("contacts.import_status")
+    }
+
+    /// Polls a job until it ends (see [`poll_job`]); `Ok(status)` is `completed`, `failed`
+    /// or `errored`.
     async fn wait_for_job(&self, job_id: &str) -> Result<String, CallError> {
-        let deadline = tokio::time::Instant::now() + self.job_deadline;
         let url = format!("{}/v3/marketing/contacts/imports/{job_id}", self.base);
-        let mut attempt = 0;
-        loop {
-            let request = self.api.request(Method::GET, &url);
-            let job: Job = self
-                .api
-                .send_expect_success("contacts.import_status", request)
-                .await?
-                .json("contacts.import_status")?;
-            if job_ended(&job.status) {
-                return Ok(job.status);
-            }
-            let delay = poll_delay(attempt);
-            if tokio::time::Instant::now() + delay > deadline {
-                return Err(transient(
+        let job = poll_job(
+            self.job_deadline,
+            || self.job_status(&url),
+            |job| job_ended(&job.status),
+            |job| {
+                transient(
                     None,
                     format!("contacts job still {} at the deadline", job.status),
-                ));
-            }
-            tokio::time::sleep(delay).await;
-            attempt += 1;
-        }
+                )
+            },
+        )
+        .await?;
+        Ok(job.status)
     }
 
     /// PUTs the contacts at `chunk` (≤ 30,000, ≤ 6 MB), waits for the job, and confirms them:
