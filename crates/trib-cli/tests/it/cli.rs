@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use crate::support::{ADMIN_KEY, ServerProcess, WRITE_KEY};
+use crate::support::{ADMIN_KEY, ServerProcess, WRITE_KEY, metric};
 
 fn tributary() -> Command {
     Command::new(env!("CARGO_BIN_EXE_tributary"))
@@ -165,23 +165,9 @@ fn metrics_count_each_outcome_per_source_and_the_ack_latency() {
         .unwrap();
     assert_eq!(refused.status().as_u16(), 401);
 
-    let metrics = client
-        .get(server.url("/metrics"))
-        .bearer_auth(ADMIN_KEY)
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    let value = |line_start: &str| -> f64 {
-        metrics
-            .lines()
-            .find(|line| line.starts_with(line_start))
-            .unwrap_or_else(|| panic!("no `{line_start}` in\n{metrics}"))
-            .rsplit(' ')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap()
+    let metrics = server.metrics();
+    let value = |series: &str| -> f64 {
+        metric(&metrics, series).unwrap_or_else(|| panic!("no `{series}` in\n{metrics}"))
     };
     assert_eq!(
         value("tributary_events_received_total{source=\"web\"}"),
@@ -213,22 +199,10 @@ fn metrics_count_each_outcome_per_source_and_the_ack_latency() {
     // applied the one accepted event.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
-        let metrics = client
-            .get(server.url("/metrics"))
-            .bearer_auth(ADMIN_KEY)
-            .send()
-            .unwrap()
-            .text()
-            .unwrap();
-        let value = |name: &str| {
-            metrics
-                .lines()
-                .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-                .and_then(|v| v.parse::<f64>().ok())
-        };
-        if value("tributary_identity_events_total") == Some(1.0) {
+        let metrics = server.metrics();
+        if metric(&metrics, "tributary_identity_events_total") == Some(1.0) {
             assert_eq!(
-                value("tributary_identity_lag_events"),
+                metric(&metrics, "tributary_identity_lag_events"),
                 Some(0.0),
                 "{metrics}"
             );
@@ -375,13 +349,7 @@ fn undeclared_fields_are_removed_before_storage_and_counted() {
     assert_eq!(stored[0]["properties"], serde_json::json!({"sku": "s-1"}));
     assert!(stored[0]["context"].get("ip").is_none());
     assert_eq!(stored[0]["context"]["library"]["name"], "x");
-    let metrics = client
-        .get(server.url("/metrics"))
-        .bearer_auth(ADMIN_KEY)
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = server.metrics();
     for field in ["properties.email", "context.ip"] {
         let line = format!("tributary_fields_removed_total{{source=\"lean\",field=\"{field}\"}} 1");
         assert!(metrics.contains(&line), "no `{line}` in\n{metrics}");

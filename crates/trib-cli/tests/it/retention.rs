@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::support::{ADMIN_KEY, ServerProcess, send, wait_for};
+use crate::support::{ServerProcess, send, wait_for};
 
 #[test]
 fn old_events_and_old_contact_traits_expire_while_recent_ones_stay() {
@@ -73,13 +73,7 @@ contact = "30d"
     assert!(ids.contains(&"order-new".to_owned()), "{ids:?}");
     assert!(ids.contains(&"signup-old".to_owned()), "{ids:?}");
 
-    let metrics = crate::support::blocking_client()
-        .get(server.url("/metrics"))
-        .bearer_auth(ADMIN_KEY)
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = server.metrics();
     for name in [
         "tributary_retention_events_blanked_total{type=\"Order Completed\"} 1",
         "tributary_retention_observations_expired_total{class=\"contact\"} 1",

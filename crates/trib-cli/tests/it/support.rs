@@ -131,6 +131,17 @@ write_key = "{SERVER_KEY}"
         }
     }
 
+    /// The Prometheus text of `/metrics`, read with the admin key.
+    pub(crate) fn metrics(&self) -> String {
+        blocking_client()
+            .get(self.url("/metrics"))
+            .bearer_auth(ADMIN_KEY)
+            .send()
+            .unwrap()
+            .text()
+            .unwrap()
+    }
+
     /// Reads every stored event through the admin API.
     pub(crate) fn stored_events(&self) -> Vec<Value> {
         read_all(&self.url(""), "/v1/events")
@@ -206,6 +217,14 @@ pub(crate) fn lookup(server: &ServerProcess, query: &str) -> Option<Value> {
         404 => None,
         other => panic!("lookup answered {other}: {}", response.text().unwrap()),
     }
+}
+
+/// The value of one series (`name{labels}` exactly as exposed) in a Prometheus text.
+pub(crate) fn metric(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.parse().ok())
 }
 
 /// Polls the lookup until a profile passes `check` (20 s at most).
