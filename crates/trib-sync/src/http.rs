@@ -299,6 +299,17 @@ impl Api {
         Err(response.error(class, endpoint))
     }
 
+    /// `GET url` through [`Api::send_expect_success`], its body read as JSON.
+    pub async fn get_json<T: DeserializeOwned>(
+        &self,
+        endpoint: &'static str,
+        url: &str,
+    ) -> Result<T, CallError> {
+        self.send_expect_success(endpoint, self.request(Method::GET, url))
+            .await?
+            .json(endpoint)
+    }
+
     fn count(&self, endpoint: &'static str, status: &str) {
         metrics::counter!(
             "tributary_sync_api_calls_total",

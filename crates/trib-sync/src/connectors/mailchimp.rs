@@ -302,9 +302,8 @@ impl MailchimpConnector {
             );
             let page: Page = self
                 .api
-                .send_expect_success("batches.list", self.api.request(Method::GET, &url))
+                .get_json("batches.list", &url)
                 .await
-                .and_then(|response| response.json("batches.list"))
                 .map_err(as_transient)?;
             let read = page.batches.len();
             running.extend(
@@ -425,21 +424,12 @@ impl MailchimpConnector {
             .collect())
     }
 
-    /// One read of a batch's status.
-    async fn batch_status(&self, url: &str) -> Result<Batch, CallError> {
-        let request = self.api.request(Method::GET, url);
-        self.api
-            .send_expect_success("batches.get", request)
-            .await?
-            .json("batches.get")
-    }
-
     /// Polls a batch until it is `finished` (see [`poll_job`]).
     async fn wait_for_batch(&self, id: String) -> Result<Batch, CallError> {
         let url = format!("{}/3.0/batches/{id}", self.base);
         poll_job(
             self.batch_deadline,
-            || self.batch_status(&url),
+            || self.api.get_json::<Batch>("batches.get", &url),
             |batch| batch.status == "finished",
             |batch| {
                 transient(

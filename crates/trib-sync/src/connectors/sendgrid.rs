@@ -278,22 +278,13 @@ impl SendgridConnector {
             .await
     }
 
-    /// One read of an import job's status.
-    async fn job_status(&self, url: &str) -> Result<Job, CallError> {
-        let request = self.api.request(Method::GET, url);
-        self.api
-            .send_expect_success("contacts.import_status", request)
-            .await?
-            .json("contacts.import_status")
-    }
-
     /// Polls a job until it ends (see [`poll_job`]); `Ok(status)` is `completed`, `failed`
     /// or `errored`.
     async fn wait_for_job(&self, job_id: &str) -> Result<String, CallError> {
         let url = format!("{}/v3/marketing/contacts/imports/{job_id}", self.base);
         let job = poll_job(
             self.job_deadline,
-            || self.job_status(&url),
+            || self.api.get_json::<Job>("contacts.import_status", &url),
             |job| job_ended(&job.status),
             |job| {
                 transient(
